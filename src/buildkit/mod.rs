@@ -1,0 +1,204 @@
+//! A BuildKit client: connection, daemon information, and solves with a
+//! session serving the build's files. Knows nothing about Compose.
+
+pub mod error;
+pub mod proto;
+pub mod session;
+pub mod solve;
+pub mod status;
+pub mod transport;
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+pub use error::BuildkitError;
+pub use session::{LocalDir, SessionSpec, TransferSnapshot, VirtualFile};
+pub use solve::{ExporterSpec, SolveOptions, SolveOutcome, DOCKERFILE_FRONTEND};
+pub use status::StatusUpdate;
+pub use transport::Address;
+
+use proto::moby::buildkit::v1 as pb;
+use proto::moby::buildkit::v1::control_client::ControlClient;
+
+/// Largest message cbuild accepts from the Control API (status logs can be
+/// large; tonic's default is 4 MiB, the daemon's own limit 16 MiB).
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// A connection to one BuildKit daemon.
+#[derive(Clone)]
+pub struct Client {
+    address: Address,
+    control: ControlClient<Channel>,
+}
+
+/// What a daemon says about itself.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DaemonInfo {
+    /// BuildKit's version, when the daemon tells (v0.11+ through `Info`,
+    /// else from the worker record where present).
+    pub buildkit_version: Option<String>,
+    /// The daemon's workers.
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// One worker of a daemon.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct WorkerInfo {
+    /// Worker id.
+    pub id: String,
+    /// Platforms it builds for, as `os/arch[/variant]`.
+    pub platforms: Vec<String>,
+    /// Its labels (executor, snapshotter, hostname…).
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The result of a build: the exporter's answer and what was transferred.
+#[derive(Clone, Debug, Default)]
+pub struct BuildResult {
+    /// What the solve returned.
+    pub outcome: SolveOutcome,
+    /// What the daemon pulled through the session.
+    pub transfer: TransferSnapshot,
+}
+
+impl Client {
+    /// Connects to the daemon at `address`.
+    pub async fn connect(address: Address) -> Result<Self, BuildkitError> {
+        let channel = address.connect().await?;
+        let control = ControlClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        Ok(Self { address, control })
+    }
+
+    /// The daemon's address.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// Asks the daemon for its version and workers.
+    pub async fn info(&self) -> Result<DaemonInfo, BuildkitError> {
+        let mut control = self.control.clone();
+        let version = match control.info(pb::InfoRequest {}).await {
+            Ok(r) => r
+                .into_inner()
+                .buildkit_version
+                .map(|v| v.version)
+                .filter(|v| !v.is_empty()),
+            // BuildKit < v0.11 (Docker <= 23) has no Info.
+            Err(s) if s.code() == tonic::Code::Unimplemented => None,
+            Err(status) => {
+                return Err(BuildkitError::Rpc {
+                    call: "Info",
+                    status,
+                })
+            }
+        };
+        let workers = control
+            .list_workers(pb::ListWorkersRequest::default())
+            .await
+            .map_err(|status| BuildkitError::Rpc {
+                call: "ListWorkers",
+                status,
+            })?
+            .into_inner()
+            .record;
+        let worker_version = workers
+            .iter()
+            .filter_map(|w| w.buildkit_version.as_ref())
+            .map(|v| v.version.clone())
+            .find(|v| !v.is_empty());
+        Ok(DaemonInfo {
+            buildkit_version: version.or(worker_version),
+            workers: workers
+                .into_iter()
+                .map(|w| WorkerInfo {
+                    id: w.id,
+                    platforms: w
+                        .platforms
+                        .iter()
+                        .map(|p| {
+                            let mut s = format!("{}/{}", p.os, p.architecture);
+                            if !p.variant.is_empty() {
+                                s.push('/');
+                                s.push_str(&p.variant);
+                            }
+                            s
+                        })
+                        .collect(),
+                    labels: w.labels.into_iter().collect(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Runs one build: opens a session serving `spec`, solves `opts`, and
+    /// forwards the daemon's progress to `progress` until the build ends.
+    ///
+    /// Dropping the returned future cancels the build: the Solve call is
+    /// cancelled, which makes the daemon stop it, and the session closes.
+    pub async fn build(
+        &self,
+        opts: &SolveOptions,
+        spec: &SessionSpec,
+        progress: mpsc::UnboundedSender<StatusUpdate>,
+    ) -> Result<BuildResult, BuildkitError> {
+        let mut session = session::tunnel::start(&self.address, &self.control, spec).await?;
+        let reference = session::new_id();
+        let request = opts.to_request(&reference, &session.id);
+
+        let mut status_client = self.control.clone();
+        let status_ref = reference.clone();
+        let status_task = tokio::spawn(async move {
+            let stream = status_client
+                .status(pb::StatusRequest { r#ref: status_ref })
+                .await;
+            let Ok(stream) = stream else { return };
+            let mut stream = stream.into_inner();
+            while let Ok(Some(msg)) = stream.message().await {
+                if progress.send(StatusUpdate::from(msg)).is_err() {
+                    return;
+                }
+            }
+        });
+
+        let mut control = self.control.clone();
+        let solved = tokio::select! {
+            r = control.solve(request) => r,
+            e = session.closed() => {
+                status_task.abort();
+                return Err(e);
+            }
+        };
+        // The status stream ends with the job; give it a moment to deliver
+        // the last updates (the failing step's logs come last).
+        let _ = tokio::time::timeout(Duration::from_secs(5), status_task).await;
+        let transfer = session.stats.snapshot();
+        drop(session);
+        match solved {
+            Ok(resp) => Ok(BuildResult {
+                outcome: SolveOutcome {
+                    exporter_response: resp.into_inner().exporter_response,
+                },
+                transfer,
+            }),
+            Err(status) => Err(solve_error(status)),
+        }
+    }
+}
+
+/// Turns a failed Solve into an error a person can read.
+fn solve_error(status: tonic::Status) -> BuildkitError {
+    match status.code() {
+        tonic::Code::Unavailable => BuildkitError::Rpc {
+            call: "the build",
+            status,
+        },
+        tonic::Code::Cancelled => BuildkitError::Cancelled,
+        _ => BuildkitError::Solve {
+            message: error::status_text(&status),
+        },
+    }
+}

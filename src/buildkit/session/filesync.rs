@@ -1,0 +1,386 @@
+//! FileSync: the daemon pulls a local directory from cbuild with fsutil's
+//! DiffCopy protocol, cbuild being the sender (tonistiigi/fsutil `send.go`).
+//!
+//! The exchange, all on one bidirectional stream of `Packet`s:
+//! 1. cbuild sends one STAT per entry, in the order of
+//!    [`crate::context::walk`], then a STAT with no `stat` to end the walk.
+//!    An entry's id is its index in that STAT sequence.
+//! 2. The daemon sends REQ `id` for each regular file it wants (it diffs the
+//!    listing against its previous copy), possibly while STATs still flow.
+//! 3. cbuild answers each REQ with DATA packets and an empty DATA for EOF.
+//! 4. The daemon sends FIN once every file is written; cbuild answers FIN and
+//!    ends the stream.
+//!
+//! What to send is chosen by the call's metadata: `dir-name` (the local),
+//! `include-patterns`, `exclude-patterns` and `followpaths` (each value
+//! URL-query-escaped when `<key>-encoded` is `1`, BuildKit v0.12+).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{LocalDir, TransferStats};
+use crate::buildkit::proto::fsutil::types::{packet::PacketType, Packet, Stat};
+use crate::buildkit::proto::moby::filesync::v1::file_sync_server::FileSync;
+use crate::context::walk::{self, Entry, WalkOptions};
+
+/// Size of one DATA packet (fsutil uses 32 KiB; the daemon accepts 16 MiB).
+const CHUNK: usize = 128 * 1024;
+/// Files read and sent at once per DiffCopy call.
+const PARALLEL_FILES: usize = 4;
+
+/// Serves the session's local directories.
+#[derive(Debug)]
+pub struct FileSyncService {
+    locals: Arc<HashMap<String, LocalDir>>,
+    stats: Arc<TransferStats>,
+}
+
+impl FileSyncService {
+    /// A service for these locals, counting what it sends into `stats`.
+    pub fn new(locals: Arc<HashMap<String, LocalDir>>, stats: Arc<TransferStats>) -> Self {
+        Self { locals, stats }
+    }
+}
+
+type PacketStream = ReceiverStream<Result<Packet, Status>>;
+
+#[tonic::async_trait]
+impl FileSync for FileSyncService {
+    type DiffCopyStream = PacketStream;
+    type TarStreamStream = PacketStream;
+
+    async fn diff_copy(
+        &self,
+        request: Request<Streaming<Packet>>,
+    ) -> Result<Response<Self::DiffCopyStream>, Status> {
+        let md = request.metadata();
+        let dir_name = values(md, "dir-name")
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::invalid_argument("DiffCopy without dir-name"))?;
+        let local =
+            self.locals.get(&dir_name).cloned().ok_or_else(|| {
+                Status::not_found(format!("no access allowed to dir {dir_name:?}"))
+            })?;
+        let opts = WalkOptions {
+            include_patterns: values(md, "include-patterns"),
+            exclude_patterns: values(md, "exclude-patterns"),
+            follow_paths: values(md, "followpaths"),
+        };
+        tracing::debug!(dir = %dir_name, ?opts, "DiffCopy");
+        let (tx, rx) = mpsc::channel(64);
+        let incoming = request.into_inner();
+        tokio::spawn(send(local, opts, incoming, tx, self.stats.clone()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn tar_stream(
+        &self,
+        _: Request<Streaming<Packet>>,
+    ) -> Result<Response<Self::TarStreamStream>, Status> {
+        Err(Status::unimplemented("TarStream is not used by BuildKit"))
+    }
+}
+
+/// Every value of a metadata key, decoded when `<key>-encoded: 1` says the
+/// values are URL-query-escaped.
+fn values(md: &MetadataMap, key: &str) -> Vec<String> {
+    let encoded = md
+        .get(format!("{key}-encoded").as_str())
+        .and_then(|v| v.to_str().ok())
+        == Some("1");
+    md.get_all(key)
+        .iter()
+        .map(|v| {
+            let raw = String::from_utf8_lossy(v.as_encoded_bytes()).to_string();
+            if encoded {
+                query_unescape(&raw)
+            } else {
+                raw
+            }
+        })
+        .collect()
+}
+
+/// Go's `url.QueryUnescape`: `%XX` and `+` for space. Malformed escapes are
+/// kept as they are.
+fn query_unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// What a REQ id refers to.
+#[derive(Clone)]
+enum Source {
+    Disk(PathBuf),
+    Memory(Bytes),
+}
+
+fn stat_packet(e: &Entry) -> Packet {
+    Packet {
+        r#type: PacketType::PacketStat as i32,
+        stat: Some(Stat {
+            path: e.path.clone(),
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            size: e.size as i64,
+            mod_time: e.mtime_ns,
+            linkname: e.linkname.clone(),
+            devmajor: e.devmajor as i64,
+            devminor: e.devminor as i64,
+            xattrs: HashMap::new(),
+        }),
+        id: 0,
+        data: Vec::new(),
+    }
+}
+
+fn list(
+    local: &LocalDir,
+    opts: &WalkOptions,
+) -> Result<(Vec<Packet>, HashMap<u32, Source>), String> {
+    let mut packets = Vec::new();
+    let mut sources = HashMap::new();
+    match local {
+        LocalDir::Disk(root) => {
+            let entries = walk::walk(root, opts).map_err(|e| e.to_string())?;
+            for (i, e) in entries.iter().enumerate() {
+                if e.is_regular() && e.linkname.is_empty() {
+                    sources.insert(i as u32, Source::Disk(e.abs.clone()));
+                }
+                packets.push(stat_packet(e));
+            }
+        }
+        LocalDir::Virtual(files) => {
+            let mut files = files.clone();
+            files.sort_by(|a, b| a.name.cmp(&b.name));
+            for (i, f) in files.iter().enumerate() {
+                packets.push(Packet {
+                    r#type: PacketType::PacketStat as i32,
+                    stat: Some(Stat {
+                        path: f.name.clone(),
+                        mode: 0o644,
+                        size: f.data.len() as i64,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                sources.insert(i as u32, Source::Memory(f.data.clone()));
+            }
+        }
+    }
+    Ok((packets, sources))
+}
+
+fn err_packet(msg: impl Into<String>) -> Packet {
+    Packet {
+        r#type: PacketType::PacketErr as i32,
+        data: msg.into().into_bytes(),
+        ..Default::default()
+    }
+}
+
+async fn send(
+    local: LocalDir,
+    opts: WalkOptions,
+    mut incoming: Streaming<Packet>,
+    tx: mpsc::Sender<Result<Packet, Status>>,
+    stats: Arc<TransferStats>,
+) {
+    let listed = tokio::task::spawn_blocking(move || list(&local, &opts)).await;
+    let (stats_packets, sources) = match listed {
+        Ok(Ok(v)) => v,
+        Ok(Err(msg)) => {
+            let _ = tx.send(Ok(err_packet(msg))).await;
+            return;
+        }
+        Err(e) => {
+            let _ = tx.send(Ok(err_packet(format!("walk failed: {e}")))).await;
+            return;
+        }
+    };
+    stats
+        .entries_listed
+        .fetch_add(stats_packets.len() as u64, Ordering::Relaxed);
+
+    // Answer REQs while the listing is still being sent: the daemon diffs as
+    // the STATs arrive, and HTTP/2 flow control could otherwise deadlock.
+    let reader_tx = tx.clone();
+    let reader = tokio::spawn(async move {
+        let sources = Arc::new(sources);
+        let limit = Arc::new(Semaphore::new(PARALLEL_FILES));
+        let mut served = std::collections::HashSet::new();
+        loop {
+            let packet = match incoming.message().await {
+                Ok(Some(p)) => p,
+                Ok(None) => return,
+                Err(status) => {
+                    tracing::debug!(%status, "DiffCopy stream ended");
+                    return;
+                }
+            };
+            match PacketType::try_from(packet.r#type) {
+                Ok(PacketType::PacketReq) => {
+                    let id = packet.id;
+                    let Some(src) = sources.get(&id).cloned() else {
+                        let _ = reader_tx
+                            .send(Ok(err_packet(format!("invalid file id {id}"))))
+                            .await;
+                        return;
+                    };
+                    if !served.insert(id) {
+                        let _ = reader_tx
+                            .send(Ok(err_packet(format!("file id {id} requested twice"))))
+                            .await;
+                        return;
+                    }
+                    let permit = limit.clone().acquire_owned().await;
+                    let tx = reader_tx.clone();
+                    let stats = stats.clone();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        send_file(id, src, &tx, &stats).await;
+                    });
+                }
+                Ok(PacketType::PacketFin) => {
+                    // Every requested file has been written on the other
+                    // side; wait for our own file tasks, then answer FIN.
+                    let _ = limit.acquire_many(PARALLEL_FILES as u32).await;
+                    let _ = reader_tx
+                        .send(Ok(Packet {
+                            r#type: PacketType::PacketFin as i32,
+                            ..Default::default()
+                        }))
+                        .await;
+                    return;
+                }
+                Ok(PacketType::PacketErr) => {
+                    tracing::warn!(
+                        "the builder aborted the transfer: {}",
+                        String::from_utf8_lossy(&packet.data)
+                    );
+                    return;
+                }
+                _ => {}
+            }
+        }
+    });
+
+    for p in stats_packets {
+        if tx.send(Ok(p)).await.is_err() {
+            return;
+        }
+    }
+    // End of the listing: a STAT packet with no stat.
+    let _ = tx.send(Ok(Packet::default())).await;
+    drop(tx);
+    let _ = reader.await;
+}
+
+async fn send_file(
+    id: u32,
+    src: Source,
+    tx: &mpsc::Sender<Result<Packet, Status>>,
+    stats: &TransferStats,
+) {
+    let data_packet = |data: Vec<u8>| Packet {
+        r#type: PacketType::PacketData as i32,
+        id,
+        data,
+        ..Default::default()
+    };
+    match src {
+        Source::Memory(bytes) => {
+            for chunk in bytes.chunks(CHUNK) {
+                if tx.send(Ok(data_packet(chunk.to_vec()))).await.is_err() {
+                    return;
+                }
+            }
+            stats
+                .bytes_sent
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        Source::Disk(path) => {
+            let mut file = match tokio::fs::File::open(&path).await {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx
+                        .send(Ok(err_packet(format!(
+                            "cannot read `{}`: {e}",
+                            path.display()
+                        ))))
+                        .await;
+                    return;
+                }
+            };
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let n = match file.read(&mut buf).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Ok(err_packet(format!(
+                                "cannot read `{}`: {e}",
+                                path.display()
+                            ))))
+                            .await;
+                        return;
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                if tx.send(Ok(data_packet(buf))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    stats.files_sent.fetch_add(1, Ordering::Relaxed);
+    let _ = tx.send(Ok(data_packet(Vec::new()))).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescape_like_go() {
+        assert_eq!(query_unescape("a%20b+c"), "a b c");
+        assert_eq!(query_unescape("%C3%A9t%C3%A9"), "été");
+        assert_eq!(query_unescape("100%"), "100%");
+        assert_eq!(query_unescape("%zz"), "%zz");
+    }
+}

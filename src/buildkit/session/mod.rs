@@ -1,0 +1,162 @@
+//! The build session: a gRPC server that cbuild runs and the daemon calls
+//! back into, for the build context (FileSync), registry credentials (Auth),
+//! build secrets and its own health checks.
+//!
+//! The daemon is the HTTP/2 *client* on the session's byte stream, cbuild the
+//! server (moby/buildkit `session/session.go`, `session/manager.go`). The
+//! stream is either a Docker engine's `/session` upgrade or BuildKit's
+//! `Control.Session` bidirectional stream (see [`tunnel`]).
+//!
+//! [`SERVICES`] lists every method cbuild serves; it produces both the router
+//! and the `X-Docker-Expose-Session-Grpc-Method` headers, so what is advertised
+//! and what is served cannot drift apart.
+
+pub mod auth;
+pub mod filesync;
+pub mod secrets;
+pub mod tunnel;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tonic::service::Routes;
+
+use super::proto::moby::buildkit::secrets::v1::secrets_server::SecretsServer;
+use super::proto::moby::filesync::v1::auth_server::AuthServer;
+use super::proto::moby::filesync::v1::file_sync_server::FileSyncServer;
+
+/// Every gRPC method the session serves, as advertised to the daemon.
+///
+/// The daemon consults this list before calling FileSync (and FileSend); the
+/// other services are called blindly and fall back on `Unimplemented`.
+pub const SERVICES: &[&str] = &[
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/moby.filesync.v1.FileSync/DiffCopy",
+    "/moby.filesync.v1.FileSync/TarStream",
+    "/moby.filesync.v1.Auth/Credentials",
+    "/moby.filesync.v1.Auth/FetchToken",
+    "/moby.filesync.v1.Auth/GetTokenAuthority",
+    "/moby.filesync.v1.Auth/VerifyTokenAuthority",
+    "/moby.buildkit.secrets.v1.Secrets/GetSecret",
+];
+
+/// One directory the daemon may pull from the session, by local name
+/// (`context`, `dockerfile`, or a named context).
+#[derive(Clone, Debug)]
+pub enum LocalDir {
+    /// A directory on disk.
+    Disk(PathBuf),
+    /// A directory that exists only in memory (an inline Dockerfile).
+    Virtual(Vec<VirtualFile>),
+}
+
+/// One regular file of a [`LocalDir::Virtual`] directory.
+#[derive(Clone, Debug)]
+pub struct VirtualFile {
+    /// File name (no slashes).
+    pub name: String,
+    /// Contents.
+    pub data: Bytes,
+}
+
+/// What a session serves.
+#[derive(Clone, Debug, Default)]
+pub struct SessionSpec {
+    /// The key BuildKit combines with the local name to find the previous
+    /// upload of a directory and transfer only what changed.
+    pub shared_key: String,
+    /// The directories the daemon may pull, by local name.
+    pub locals: HashMap<String, LocalDir>,
+    /// Build secrets by id (`RUN --mount=type=secret,id=…`).
+    pub secrets: HashMap<String, Bytes>,
+}
+
+/// Counters for what the daemon pulled through the session.
+#[derive(Debug, Default)]
+pub struct TransferStats {
+    /// Regular files whose content was sent.
+    pub files_sent: AtomicU64,
+    /// Bytes of file content sent.
+    pub bytes_sent: AtomicU64,
+    /// Entries (files, directories, links) announced with a STAT packet.
+    pub entries_listed: AtomicU64,
+}
+
+impl TransferStats {
+    /// A plain copy of the counters.
+    pub fn snapshot(&self) -> TransferSnapshot {
+        TransferSnapshot {
+            files_sent: self.files_sent.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            entries_listed: self.entries_listed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Values of [`TransferStats`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TransferSnapshot {
+    /// Regular files whose content was sent.
+    pub files_sent: u64,
+    /// Bytes of file content sent.
+    pub bytes_sent: u64,
+    /// Entries announced.
+    pub entries_listed: u64,
+}
+
+/// A new random session id. It must not contain `:` (the daemon splits on it).
+pub fn new_id() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..25)
+        .map(|_| {
+            let n = rng.gen_range(0..36u8);
+            (if n < 10 { b'0' + n } else { b'a' + n - 10 }) as char
+        })
+        .collect()
+}
+
+/// The session headers (HTTP form) that announce a session to the daemon.
+pub fn headers(id: &str, shared_key: &str) -> Vec<(String, String)> {
+    let mut h = vec![
+        ("X-Docker-Expose-Session-Uuid".to_string(), id.to_string()),
+        (
+            "X-Docker-Expose-Session-Name".to_string(),
+            "cbuild".to_string(),
+        ),
+        (
+            "X-Docker-Expose-Session-Sharedkey".to_string(),
+            shared_key.to_string(),
+        ),
+    ];
+    for m in SERVICES {
+        h.push((
+            "X-Docker-Expose-Session-Grpc-Method".to_string(),
+            (*m).to_string(),
+        ));
+    }
+    h
+}
+
+/// The tonic router serving every service in [`SERVICES`].
+pub(crate) fn routes(spec: &SessionSpec, stats: Arc<TransferStats>) -> Routes {
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let locals = Arc::new(spec.locals.clone());
+    let filesync = FileSyncServer::new(filesync::FileSyncService::new(locals, stats))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let auth = AuthServer::new(auth::AuthService::from_env());
+    let secrets = SecretsServer::new(secrets::SecretsService::new(spec.secrets.clone()));
+    Routes::new(health)
+        .add_service(filesync)
+        .add_service(auth)
+        .add_service(secrets)
+}
+
+/// Largest gRPC message cbuild accepts or sends on the session (the daemon's
+/// own limit is 16 MiB).
+pub const MAX_MESSAGE: usize = 16 << 20;

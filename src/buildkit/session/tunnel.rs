@@ -1,0 +1,150 @@
+//! Carrying a session's HTTP/2 connection to the daemon.
+//!
+//! - Docker engine: `POST /session` upgraded to h2c on the engine socket; the
+//!   raw socket then carries HTTP/2 with the engine as client.
+//! - buildkitd (or any Control API): the `Control.Session` bidirectional
+//!   stream, whose `BytesMessage`s carry the raw bytes of that same HTTP/2
+//!   connection in both directions (moby/buildkit `session/grpchijack`).
+//!
+//! Either way cbuild serves the session's routes with hyper's HTTP/2 server
+//! on the resulting byte stream.
+
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::Routes;
+use tonic::transport::Channel;
+use tower::ServiceExt;
+
+use super::{headers, routes, SessionSpec, TransferStats};
+use crate::buildkit::error::BuildkitError;
+use crate::buildkit::proto::moby::buildkit::v1::{control_client::ControlClient, BytesMessage};
+use crate::buildkit::transport::{Address, Io};
+
+/// A running session: its id (for `SolveRequest.session`) and the task
+/// serving it. Dropping it ends the session.
+pub struct RunningSession {
+    /// The session id.
+    pub id: String,
+    /// What the daemon pulled so far.
+    pub stats: Arc<TransferStats>,
+    task: JoinHandle<Result<(), BuildkitError>>,
+}
+
+impl RunningSession {
+    /// Resolves when the session ends on its own (the daemon closed it or the
+    /// connection broke). While a build runs that is an error.
+    pub async fn closed(&mut self) -> BuildkitError {
+        match (&mut self.task).await {
+            Ok(Ok(())) => BuildkitError::Session("the connection was closed".into()),
+            Ok(Err(e)) => e,
+            Err(e) => BuildkitError::Session(e.to_string()),
+        }
+    }
+}
+
+impl Drop for RunningSession {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Opens a session for `spec` on the daemon at `address` (through `control`
+/// when the daemon is not a Docker engine).
+pub async fn start(
+    address: &Address,
+    control: &ControlClient<Channel>,
+    spec: &SessionSpec,
+) -> Result<RunningSession, BuildkitError> {
+    let id = super::new_id();
+    let stats = Arc::new(TransferStats::default());
+    let routes = routes(spec, stats.clone());
+    let hdrs = headers(&id, &spec.shared_key);
+    let task = if address.is_docker() {
+        let io = address.upgrade("/session", &hdrs).await?;
+        tokio::spawn(serve(io, routes))
+    } else {
+        let io = over_control_session(control.clone(), &hdrs)?;
+        tokio::spawn(serve(io, routes))
+    };
+    Ok(RunningSession { id, stats, task })
+}
+
+/// Serves the session routes as an HTTP/2 server on `io` until the
+/// connection ends.
+async fn serve<I: Io>(io: I, routes: Routes) -> Result<(), BuildkitError> {
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let routes = routes.clone();
+        async move {
+            routes
+                .oneshot(req.map(tonic::body::boxed))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        }
+    });
+    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .max_frame_size(1 << 20)
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(8 << 20)
+        .serve_connection(TokioIo::new(io), svc)
+        .await
+        .map_err(|e| BuildkitError::Session(e.to_string()))
+}
+
+/// Bridges `Control.Session` to a byte stream: bytes written to the returned
+/// end go out as `BytesMessage`s, messages from the daemon come back as bytes.
+fn over_control_session(
+    mut control: ControlClient<Channel>,
+    hdrs: &[(String, String)],
+) -> Result<tokio::io::DuplexStream, BuildkitError> {
+    let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    let (out_tx, out_rx) = mpsc::channel::<BytesMessage>(32);
+    let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
+    for (k, v) in hdrs {
+        let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+            .map_err(|e| BuildkitError::Session(e.to_string()))?;
+        let val = tonic::metadata::MetadataValue::try_from(v.as_str())
+            .map_err(|e| BuildkitError::Session(e.to_string()))?;
+        request.metadata_mut().append(key, val);
+    }
+    let (mut rd, mut wr) = tokio::io::split(theirs);
+    // Outgoing: whatever the HTTP/2 server writes becomes a message.
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let msg = BytesMessage {
+                        data: buf[..n].to_vec(),
+                    };
+                    if out_tx.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    // Incoming: the daemon's messages are fed to the HTTP/2 server.
+    tokio::spawn(async move {
+        let response = match control.session(request).await {
+            Ok(r) => r,
+            Err(status) => {
+                tracing::debug!(%status, "Control.Session failed");
+                return;
+            }
+        };
+        let mut stream = response.into_inner();
+        while let Ok(Some(msg)) = stream.message().await {
+            if wr.write_all(&msg.data).await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    Ok(ours)
+}

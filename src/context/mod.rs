@@ -1,0 +1,2 @@
+pub mod dockerignore;
+pub mod walk;

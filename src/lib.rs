@@ -1,0 +1,2 @@
+pub mod buildkit;
+pub mod context;
