@@ -1,0 +1,42 @@
+//! `cbuild config`: the resolved Compose model.
+
+use crate::cli::args::{ConfigArgs, ConfigFormat, GlobalArgs};
+use crate::cli::{report_error, settings, ExitStatus};
+
+pub fn run(global: &GlobalArgs, args: &ConfigArgs) -> ExitStatus {
+    let env = settings::environment();
+    let project =
+        match settings::load_options(global, &env).and_then(|o| Ok(crate::compose::load(&o)?)) {
+            Ok(p) => p,
+            Err(e) => {
+                report_error(&e, None);
+                return ExitStatus::Error;
+            }
+        };
+    if args.services {
+        for name in project.services.keys() {
+            println!("{name}");
+        }
+        return ExitStatus::Success;
+    }
+    if args.images {
+        for svc in project.services.values() {
+            println!("{}", svc.image_name(&project.name));
+        }
+        return ExitStatus::Success;
+    }
+    let out = match args.format {
+        ConfigFormat::Json => serde_json::to_string_pretty(&project).map_err(anyhow::Error::from),
+        ConfigFormat::Yaml => serde_yaml::to_string(&project).map_err(anyhow::Error::from),
+    };
+    match out {
+        Ok(s) => {
+            println!("{s}");
+            ExitStatus::Success
+        }
+        Err(e) => {
+            report_error(&e, None);
+            ExitStatus::Error
+        }
+    }
+}

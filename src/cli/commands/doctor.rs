@@ -1,0 +1,81 @@
+//! `cbuild doctor`: which engine and builder cbuild would use, their
+//! versions and platforms, and what is wrong when something is.
+
+use crate::buildkit::Client;
+use crate::cli::args::GlobalArgs;
+use crate::cli::{report_error, settings, ExitStatus};
+use crate::engine::Engine;
+
+pub async fn run(global: &GlobalArgs) -> ExitStatus {
+    let env = settings::environment();
+    println!("cbuild {}", env!("CARGO_PKG_VERSION"));
+    let address = match settings::address(global, &env) {
+        Ok(a) => a,
+        Err(e) => {
+            report_error(&e, None);
+            return ExitStatus::Error;
+        }
+    };
+    println!("builder:   {address}");
+    let mut ok = true;
+    if address.is_docker() {
+        let host = settings::docker_host(&env);
+        match Engine::connect(&host).await {
+            Ok(engine) => match engine.version().await {
+                Ok(v) => println!(
+                    "engine:    Docker {} (API {}), storage driver {}{}",
+                    v.version,
+                    v.api_version,
+                    v.storage_driver,
+                    if v.containerd_store {
+                        " (containerd image store)"
+                    } else {
+                        ""
+                    }
+                ),
+                Err(e) => {
+                    ok = false;
+                    report_error(&e.into(), None);
+                }
+            },
+            Err(e) => {
+                ok = false;
+                report_error(&e.into(), None);
+            }
+        }
+    }
+    match Client::connect(address).await {
+        Ok(client) => match client.info().await {
+            Ok(info) => {
+                println!(
+                    "buildkit:  {}",
+                    info.buildkit_version
+                        .as_deref()
+                        .unwrap_or("unknown (BuildKit older than v0.11)")
+                );
+                for w in &info.workers {
+                    println!("worker:    {} [{}]", w.id, w.platforms.join(", "));
+                }
+                if info.workers.is_empty() {
+                    ok = false;
+                    println!("problem:   the builder has no workers");
+                }
+            }
+            Err(e) => {
+                ok = false;
+                let hint = e.hint();
+                report_error(&e.into(), hint.as_deref());
+            }
+        },
+        Err(e) => {
+            ok = false;
+            let hint = e.hint();
+            report_error(&e.into(), hint.as_deref());
+        }
+    }
+    if ok {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    }
+}

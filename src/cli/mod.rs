@@ -1,0 +1,86 @@
+//! The command-line layer: parses arguments, resolves settings from flags
+//! and the environment, runs a command, and maps the outcome to an exit
+//! code. The only layer that knows clap and anyhow.
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
+pub mod args;
+mod commands;
+mod settings;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// How cbuild exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Everything asked for was done.
+    Success,
+    /// A build failed, or the builder could not be reached.
+    Failure,
+    /// Bad input (Compose file, flags) or an internal error.
+    Error,
+    /// Interrupted by Ctrl-C.
+    Cancelled,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(s: ExitStatus) -> Self {
+        ExitCode::from(match s {
+            ExitStatus::Success => 0,
+            ExitStatus::Failure => 1,
+            ExitStatus::Error => 2,
+            ExitStatus::Cancelled => 130,
+        })
+    }
+}
+
+/// Runs cbuild with these arguments.
+pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match args::Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitStatus::Error.into()
+            } else {
+                ExitStatus::Success.into()
+            };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CBUILD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitStatus::Error.into();
+        }
+    };
+    let status = runtime.block_on(commands::dispatch(cli));
+    // Don't wait for lingering tasks (an abandoned session) on the way out.
+    runtime.shutdown_background();
+    status.into()
+}
+
+/// Prints an error with its causes and an optional hint, the way cbuild
+/// reports every failure.
+pub(crate) fn report_error(err: &anyhow::Error, hint: Option<&str>) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  Caused by: {cause}");
+    }
+    if let Some(h) = hint {
+        eprintln!("hint: {h}");
+    }
+}

@@ -1,0 +1,84 @@
+//! Flags plus environment → the typed options the lower layers take.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+
+use crate::buildkit::Address;
+use crate::compose::LoadOptions;
+
+use super::args::{BuildArgs, GlobalArgs, Progress};
+
+/// The process environment as a map.
+pub fn environment() -> HashMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// How to load the project.
+pub fn load_options(g: &GlobalArgs, env: &HashMap<String, String>) -> anyhow::Result<LoadOptions> {
+    let mut profiles = g.profiles.clone();
+    if profiles.is_empty() {
+        if let Some(p) = env.get("COMPOSE_PROFILES") {
+            profiles = p
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+    }
+    Ok(LoadOptions {
+        files: g.files.clone(),
+        project_name: g.project_name.clone(),
+        project_directory: g.project_directory.clone(),
+        env_files: g.env_files.clone(),
+        profiles,
+        cwd: std::env::current_dir()?,
+        environment: env.clone(),
+    })
+}
+
+/// The builder address from `--builder`, `BUILDKIT_HOST` and `DOCKER_HOST`.
+pub fn address(g: &GlobalArgs, env: &HashMap<String, String>) -> anyhow::Result<Address> {
+    Ok(Address::resolve(
+        g.builder.as_deref(),
+        env.get("BUILDKIT_HOST").map(String::as_str),
+        env.get("DOCKER_HOST").map(String::as_str),
+    )?)
+}
+
+/// The Docker Engine API address (for image look-ups and `doctor`).
+pub fn docker_host(env: &HashMap<String, String>) -> String {
+    env.get("DOCKER_HOST")
+        .filter(|h| !h.is_empty())
+        .cloned()
+        .unwrap_or_else(|| {
+            format!(
+                "unix://{}",
+                crate::buildkit::transport::DEFAULT_DOCKER_SOCKET
+            )
+        })
+}
+
+/// `--build-arg KEY[=VALUE]` values.
+pub fn build_args(b: &BuildArgs) -> Vec<(String, Option<String>)> {
+    b.build_args
+        .iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (a.clone(), None),
+        })
+        .collect()
+}
+
+/// The progress mode actually used.
+pub fn progress(g: &GlobalArgs, b: &BuildArgs) -> Progress {
+    if b.quiet {
+        return Progress::Quiet;
+    }
+    match g.progress {
+        Progress::Auto if std::io::stderr().is_terminal() => Progress::Tty,
+        Progress::Auto => Progress::Plain,
+        p => p,
+    }
+}

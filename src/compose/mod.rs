@@ -1,0 +1,138 @@
+//! The Compose model cbuild builds from: a project, its services, and every
+//! key of a service's `build:` section. Knows nothing of BuildKit.
+//!
+//! [`load`] reads Compose files the way `docker compose` does; this module
+//! holds the resolved result.
+
+pub mod dotenv;
+pub mod error;
+pub mod interpolate;
+pub mod load;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use error::ComposeError;
+pub use load::{load, LoadOptions};
+
+/// A loaded Compose project.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Project {
+    /// The project name (`-p`, `COMPOSE_PROJECT_NAME`, `name:` or the
+    /// directory), normalised as Compose does.
+    pub name: String,
+    /// The project directory, against which relative paths resolve.
+    pub working_dir: PathBuf,
+    /// The Compose files read, in order.
+    pub files: Vec<PathBuf>,
+    /// Services by name.
+    pub services: BTreeMap<String, Service>,
+}
+
+/// One service.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Service {
+    /// Its name.
+    pub name: String,
+    /// `image:`, when set.
+    pub image: Option<String>,
+    /// `build:`, when set.
+    pub build: Option<BuildSpec>,
+    /// `profiles:`.
+    pub profiles: Vec<String>,
+    /// `pull_policy:`.
+    pub pull_policy: Option<String>,
+}
+
+impl Service {
+    /// The image name a build of this service produces: `image:` or
+    /// `<project>-<service>`, as `docker compose build` names it.
+    pub fn image_name(&self, project: &str) -> String {
+        self.image
+            .clone()
+            .unwrap_or_else(|| format!("{project}-{}", self.name))
+    }
+}
+
+/// Every key of a service's `build:` section, resolved.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BuildSpec {
+    /// The build context: an absolute directory, or a remote URL.
+    pub context: String,
+    /// The Dockerfile path as written (relative to the context), if set.
+    pub dockerfile: Option<String>,
+    /// An inline Dockerfile.
+    pub dockerfile_inline: Option<String>,
+    /// Build arguments; `None` means "from the environment, if set".
+    pub args: BTreeMap<String, Option<String>>,
+    /// `ssh:` entries (`default`, `id=path`).
+    pub ssh: Vec<String>,
+    /// `cache_from:`.
+    pub cache_from: Vec<String>,
+    /// `cache_to:`.
+    pub cache_to: Vec<String>,
+    /// `additional_contexts:` by name.
+    pub additional_contexts: BTreeMap<String, String>,
+    /// `extra_hosts:` as `host=ip` (or `host:ip`) entries.
+    pub extra_hosts: Vec<String>,
+    /// `isolation:`.
+    pub isolation: Option<String>,
+    /// `labels:`.
+    pub labels: BTreeMap<String, String>,
+    /// `network:`.
+    pub network: Option<String>,
+    /// `no_cache:`.
+    pub no_cache: bool,
+    /// `pull:`.
+    pub pull: bool,
+    /// `shm_size:` in bytes.
+    pub shm_size: Option<u64>,
+    /// `target:`.
+    pub target: Option<String>,
+    /// `secrets:` (names of top-level secrets, with optional targets).
+    pub secrets: Vec<BuildSecret>,
+    /// `tags:`.
+    pub tags: Vec<String>,
+    /// `ulimits:` as `name=soft:hard`.
+    pub ulimits: BTreeMap<String, String>,
+    /// `platforms:`.
+    pub platforms: Vec<String>,
+    /// `privileged:`.
+    pub privileged: bool,
+}
+
+/// A secret a build may mount.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BuildSecret {
+    /// The top-level secret's name, which is the id `RUN --mount` uses
+    /// unless `target` renames it.
+    pub source: String,
+    /// The id it is mounted as.
+    pub target: Option<String>,
+}
+
+impl BuildSpec {
+    /// The Dockerfile path as BuildKit is to read it, relative to the
+    /// context (`Dockerfile` when unset).
+    pub fn dockerfile_path(&self) -> String {
+        self.dockerfile
+            .clone()
+            .unwrap_or_else(|| "Dockerfile".to_string())
+    }
+
+    /// Whether the context is a remote URL (git or HTTP) rather than a
+    /// local directory.
+    pub fn is_remote_context(&self) -> bool {
+        is_remote(&self.context)
+    }
+}
+
+/// `docker compose`'s test for a remote build context.
+pub fn is_remote(context: &str) -> bool {
+    context.starts_with("http://")
+        || context.starts_with("https://")
+        || context.starts_with("git://")
+        || context.starts_with("git@")
+        || context.starts_with("github.com/")
+        || context.starts_with("ssh://")
+}

@@ -1,0 +1,115 @@
+//! The Docker Engine's REST API, through bollard: version, storage driver,
+//! and image look-ups. A leaf module: it knows nothing of Compose or BuildKit.
+
+use std::collections::BTreeMap;
+
+use bollard::Docker;
+
+/// Something went wrong talking to the Docker Engine API.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The address is not one cbuild can use.
+    #[error("unsupported DOCKER_HOST `{0}` (use unix:///path or tcp://host:port)")]
+    BadAddress(String),
+    /// The engine did not answer or refused.
+    #[error("the Docker engine at `{address}` did not answer")]
+    Api {
+        /// Where.
+        address: String,
+        /// Why.
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+/// A Docker engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    address: String,
+}
+
+/// What the engine says about itself.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct EngineVersion {
+    /// Engine version, e.g. `26.1.5`.
+    pub version: String,
+    /// API version.
+    pub api_version: String,
+    /// Storage driver (`overlay2`…).
+    pub storage_driver: String,
+    /// Whether the containerd image store is in use.
+    pub containerd_store: bool,
+}
+
+/// An image in the engine's store.
+#[derive(Clone, Debug, Default)]
+pub struct ImageInfo {
+    /// Image ID (`sha256:…`).
+    pub id: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Engine {
+    /// Connects to `docker_host` (`unix://…` or `tcp://…`), negotiating
+    /// the API version so old engines (20.10) work too.
+    pub async fn connect(docker_host: &str) -> Result<Self, EngineError> {
+        let api = |source| EngineError::Api {
+            address: docker_host.to_string(),
+            source,
+        };
+        let docker = if let Some(path) = docker_host.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, 600, bollard::API_DEFAULT_VERSION).map_err(api)?
+        } else if docker_host.starts_with("tcp://") {
+            let http = docker_host.replacen("tcp://", "http://", 1);
+            Docker::connect_with_http(&http, 600, bollard::API_DEFAULT_VERSION).map_err(api)?
+        } else {
+            return Err(EngineError::BadAddress(docker_host.to_string()));
+        };
+        let docker = docker.negotiate_version().await.map_err(api)?;
+        Ok(Self {
+            docker,
+            address: docker_host.to_string(),
+        })
+    }
+
+    fn api(&self, source: bollard::errors::Error) -> EngineError {
+        EngineError::Api {
+            address: self.address.clone(),
+            source,
+        }
+    }
+
+    /// Engine version and storage.
+    pub async fn version(&self) -> Result<EngineVersion, EngineError> {
+        let v = self.docker.version().await.map_err(|e| self.api(e))?;
+        let info = self.docker.info().await.map_err(|e| self.api(e))?;
+        let driver = info.driver.unwrap_or_default();
+        Ok(EngineVersion {
+            version: v.version.unwrap_or_default(),
+            api_version: v.api_version.unwrap_or_default(),
+            containerd_store: driver.starts_with("io.containerd.snapshotter"),
+            storage_driver: driver,
+        })
+    }
+
+    /// The image stored under `name`, if any.
+    pub async fn image(&self, name: &str) -> Result<Option<ImageInfo>, EngineError> {
+        match self.docker.inspect_image(name).await {
+            Ok(img) => Ok(Some(ImageInfo {
+                id: img.id.unwrap_or_default(),
+                labels: img
+                    .config
+                    .and_then(|c| c.labels)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            })),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(self.api(e)),
+        }
+    }
+}

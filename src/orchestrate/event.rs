@@ -1,0 +1,62 @@
+//! What a running build reports, for whoever draws it (`ui`).
+
+use std::time::Duration;
+
+pub use crate::buildkit::status::{LogLine, ProgressUpdate, StatusUpdate, VertexUpdate, Warning};
+pub use crate::buildkit::TransferSnapshot;
+
+/// One thing that happened while building a project.
+#[derive(Clone, Debug)]
+pub enum BuildEvent {
+    /// A service's build started.
+    Started {
+        /// The service.
+        service: String,
+        /// The image it will produce.
+        image: String,
+    },
+    /// Progress from BuildKit for a service.
+    Status {
+        /// The service.
+        service: String,
+        /// What the daemon reported.
+        update: StatusUpdate,
+    },
+    /// A service's build ended.
+    Finished {
+        /// The service.
+        service: String,
+        /// How it ended.
+        outcome: ServiceOutcome,
+    },
+}
+
+/// How one service's build ended.
+#[derive(Clone, Debug)]
+pub struct ServiceOutcome {
+    /// The image name.
+    pub image: String,
+    /// The image ID, when it was built.
+    pub image_id: Option<String>,
+    /// What failed, when it did.
+    pub error: Option<String>,
+    /// A suggestion for the user, when cbuild has one.
+    pub hint: Option<String>,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// What the daemon pulled from cbuild.
+    pub transfer: TransferSnapshot,
+}
+
+/// Receives [`BuildEvent`]s. Implementations must not block for long.
+pub trait Reporter: Send + Sync {
+    /// Called for every event, from any task.
+    fn report(&self, event: BuildEvent);
+}
+
+/// A reporter that drops everything.
+pub struct NoReporter;
+
+impl Reporter for NoReporter {
+    fn report(&self, _: BuildEvent) {}
+}

@@ -1,0 +1,102 @@
+//! The operations layer: turns a Compose project into built images. Commands
+//! in `cli` are thin wrappers around the functions here.
+
+pub mod event;
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::buildkit::{Client, StatusUpdate};
+pub use event::{BuildEvent, Reporter, ServiceOutcome};
+pub use plan::{plan, BuildOptions, PlanError, ServiceBuild};
+
+/// Builds every planned service, at most `parallel` at once (0 = all), and
+/// returns each service's outcome in plan order. One failure does not stop
+/// the others.
+///
+/// Dropping the returned future cancels every running build.
+pub async fn run(
+    client: &Client,
+    builds: Vec<ServiceBuild>,
+    parallel: usize,
+    reporter: Arc<dyn Reporter>,
+) -> Vec<(String, ServiceOutcome)> {
+    let limit = Arc::new(Semaphore::new(if parallel == 0 {
+        builds.len().max(1)
+    } else {
+        parallel
+    }));
+    let order: Vec<String> = builds.iter().map(|b| b.service.clone()).collect();
+    let mut set = JoinSet::new();
+    for b in builds {
+        let client = client.clone();
+        let reporter = reporter.clone();
+        let limit = limit.clone();
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let outcome = build_one(&client, &b, reporter.as_ref()).await;
+            (b.service, outcome)
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(pair) = r {
+            done.push(pair);
+        }
+    }
+    done.sort_by_key(|(s, _)| order.iter().position(|o| o == s));
+    done
+}
+
+async fn build_one(client: &Client, b: &ServiceBuild, reporter: &dyn Reporter) -> ServiceOutcome {
+    let started = Instant::now();
+    reporter.report(BuildEvent::Started {
+        service: b.service.clone(),
+        image: b.image.clone(),
+    });
+    let (tx, mut rx) = mpsc::unbounded_channel::<StatusUpdate>();
+    let build = client.build(&b.solve, &b.session, tx);
+    tokio::pin!(build);
+    let result = loop {
+        tokio::select! {
+            r = &mut build => break r,
+            Some(update) = rx.recv() => reporter.report(BuildEvent::Status {
+                service: b.service.clone(),
+                update,
+            }),
+        }
+    };
+    while let Ok(update) = rx.try_recv() {
+        reporter.report(BuildEvent::Status {
+            service: b.service.clone(),
+            update,
+        });
+    }
+    let outcome = match result {
+        Ok(r) => ServiceOutcome {
+            image: b.image.clone(),
+            image_id: r.outcome.image_id().map(str::to_string),
+            error: None,
+            hint: None,
+            elapsed: started.elapsed(),
+            transfer: r.transfer,
+        },
+        Err(e) => ServiceOutcome {
+            image: b.image.clone(),
+            image_id: None,
+            hint: e.hint(),
+            error: Some(e.to_string()),
+            elapsed: started.elapsed(),
+            transfer: Default::default(),
+        },
+    };
+    reporter.report(BuildEvent::Finished {
+        service: b.service.clone(),
+        outcome: outcome.clone(),
+    });
+    outcome
+}

@@ -1,0 +1,363 @@
+//! Turning a Compose service into what BuildKit needs: the frontend
+//! attributes, the exporter, and the directories the session serves.
+//! This is where Compose's vocabulary meets BuildKit's; the mapping follows
+//! what `docker compose build` (through buildx) sends.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::buildkit::{
+    ExporterSpec, LocalDir, SessionSpec, SolveOptions, VirtualFile, DOCKERFILE_FRONTEND,
+};
+use crate::compose::{Project, Service};
+
+/// Options of a `build` that are not in the Compose file.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// Services to build; empty means every service with a `build:`.
+    pub services: Vec<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--pull`.
+    pub pull: bool,
+    /// `--build-arg KEY[=VALUE]`, overriding the Compose file.
+    pub build_args: Vec<(String, Option<String>)>,
+    /// The environment (`--build-arg KEY` without a value reads it).
+    pub environment: HashMap<String, String>,
+    /// Builds run at once (0 = all).
+    pub parallel: usize,
+}
+
+/// One service's build, ready to hand to BuildKit.
+#[derive(Clone, Debug)]
+pub struct ServiceBuild {
+    /// The service name.
+    pub service: String,
+    /// The image name the result is tagged with.
+    pub image: String,
+    /// The solve.
+    pub solve: SolveOptions,
+    /// What the session serves.
+    pub session: SessionSpec,
+}
+
+/// Why a service cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The service does not exist.
+    #[error("no such service: `{0}`")]
+    NoSuchService(String),
+    /// The service has no `build:` section.
+    #[error("service `{0}` has no `build:` section, so there is nothing to build")]
+    NoBuild(String),
+    /// The build context is not a directory.
+    #[error("service `{service}`: build context `{context}` is not a directory")]
+    MissingContext {
+        /// The service.
+        service: String,
+        /// The context path.
+        context: String,
+    },
+    /// The Dockerfile does not exist.
+    #[error("service `{service}`: Dockerfile `{path}` not found")]
+    MissingDockerfile {
+        /// The service.
+        service: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// A feature cbuild does not support yet.
+    #[error("service `{service}`: {what} is not supported yet")]
+    Unsupported {
+        /// The service.
+        service: String,
+        /// What.
+        what: String,
+    },
+}
+
+/// The version cbuild reports in `com.docker.compose.version`.
+pub const COMPOSE_VERSION_LABEL: &str = concat!("cbuild-", env!("CARGO_PKG_VERSION"));
+
+/// Plans the builds `opts` asks for, in service-name order.
+pub fn plan(project: &Project, opts: &BuildOptions) -> Result<Vec<ServiceBuild>, PlanError> {
+    let mut selected: Vec<&Service> = Vec::new();
+    if opts.services.is_empty() {
+        selected.extend(project.services.values().filter(|s| s.build.is_some()));
+    } else {
+        for name in &opts.services {
+            let svc = project
+                .services
+                .get(name)
+                .ok_or_else(|| PlanError::NoSuchService(name.clone()))?;
+            if svc.build.is_none() {
+                return Err(PlanError::NoBuild(name.clone()));
+            }
+            selected.push(svc);
+        }
+    }
+    selected
+        .into_iter()
+        .map(|svc| plan_service(project, svc, opts))
+        .collect()
+}
+
+fn plan_service(
+    project: &Project,
+    svc: &Service,
+    opts: &BuildOptions,
+) -> Result<ServiceBuild, PlanError> {
+    let Some(build) = svc.build.as_ref() else {
+        return Err(PlanError::NoBuild(svc.name.clone()));
+    };
+    let image = svc.image_name(&project.name);
+    if build.is_remote_context() {
+        return Err(PlanError::Unsupported {
+            service: svc.name.clone(),
+            what: format!("the remote build context `{}`", build.context),
+        });
+    }
+    let context = PathBuf::from(&build.context);
+    if !context.is_dir() {
+        return Err(PlanError::MissingContext {
+            service: svc.name.clone(),
+            context: build.context.clone(),
+        });
+    }
+
+    let mut locals = HashMap::new();
+    locals.insert("context".to_string(), LocalDir::Disk(context.clone()));
+    let mut attrs: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(inline) = &build.dockerfile_inline {
+        locals.insert(
+            "dockerfile".to_string(),
+            LocalDir::Virtual(vec![VirtualFile {
+                name: "Dockerfile".into(),
+                data: Bytes::from(inline.clone().into_bytes()),
+            }]),
+        );
+        attrs.insert("filename".into(), "Dockerfile".into());
+    } else {
+        let path = resolve_dockerfile(&context, &build.dockerfile_path());
+        if !path.is_file() {
+            return Err(PlanError::MissingDockerfile {
+                service: svc.name.clone(),
+                path,
+            });
+        }
+        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "Dockerfile".into());
+        locals.insert("dockerfile".to_string(), LocalDir::Disk(dir));
+        attrs.insert("filename".into(), name);
+    }
+
+    if let Some(t) = &build.target {
+        attrs.insert("target".into(), t.clone());
+    }
+    let mut args = build.args.clone();
+    for (k, v) in &opts.build_args {
+        let v = v.clone().or_else(|| opts.environment.get(k).cloned());
+        args.insert(k.clone(), v);
+    }
+    for (k, v) in args {
+        if let Some(v) = v {
+            attrs.insert(format!("build-arg:{k}"), v);
+        }
+    }
+    for (k, v) in &build.labels {
+        attrs.insert(format!("label:{k}"), v.clone());
+    }
+    // The labels `docker compose build` adds to every image it builds.
+    attrs.insert(
+        "label:com.docker.compose.project".into(),
+        project.name.clone(),
+    );
+    attrs.insert("label:com.docker.compose.service".into(), svc.name.clone());
+    attrs.insert(
+        "label:com.docker.compose.version".into(),
+        COMPOSE_VERSION_LABEL.into(),
+    );
+
+    if opts.no_cache || build.no_cache {
+        attrs.insert("no-cache".into(), String::new());
+    }
+    if opts.pull || build.pull {
+        attrs.insert("image-resolve-mode".into(), "pull".into());
+    }
+    if !build.extra_hosts.is_empty() {
+        let hosts: Vec<String> = build
+            .extra_hosts
+            .iter()
+            .map(|h| match h.split_once('=') {
+                Some(_) => h.clone(),
+                None => h.replacen(':', "=", 1),
+            })
+            .collect();
+        attrs.insert("add-hosts".into(), hosts.join(","));
+    }
+    if let Some(shm) = build.shm_size {
+        attrs.insert("shm-size".into(), shm.to_string());
+    }
+    if !build.ulimits.is_empty() {
+        let u: Vec<String> = build
+            .ulimits
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        attrs.insert("ulimit".into(), u.join(","));
+    }
+    let mut entitlements = Vec::new();
+    match build.network.as_deref() {
+        None | Some("default") | Some("") => {}
+        Some("host") => {
+            attrs.insert("force-network-mode".into(), "host".into());
+            entitlements.push("network.host".to_string());
+        }
+        Some("none") => {
+            attrs.insert("force-network-mode".into(), "none".into());
+        }
+        Some(other) => {
+            return Err(PlanError::Unsupported {
+                service: svc.name.clone(),
+                what: format!(
+                    "`build.network: {other}` (BuildKit supports `default`, `host` and `none`)"
+                ),
+            })
+        }
+    }
+    if build.privileged {
+        entitlements.push("security.insecure".to_string());
+    }
+    if !build.platforms.is_empty() {
+        attrs.insert("platform".into(), build.platforms.join(","));
+    }
+    for (name, value) in &build.additional_contexts {
+        if value.starts_with("service:") {
+            return Err(PlanError::Unsupported {
+                service: svc.name.clone(),
+                what: format!("`additional_contexts.{name}: {value}`"),
+            });
+        }
+        if value.contains("://") {
+            attrs.insert(format!("context:{name}"), value.clone());
+        } else {
+            let dir = if Path::new(value).is_absolute() {
+                PathBuf::from(value)
+            } else {
+                context.join(value)
+            };
+            // Local names `context` and `dockerfile` are taken; buildx
+            // prefixes other names the same way.
+            let local = format!("_ctx_{name}");
+            attrs.insert(format!("context:{name}"), format!("local:{local}"));
+            locals.insert(local, LocalDir::Disk(dir));
+        }
+    }
+
+    let mut names = vec![image.clone()];
+    names.extend(build.tags.iter().cloned());
+    let exporter = ExporterSpec {
+        kind: "moby".into(),
+        attrs: [("name".to_string(), names.join(","))].into(),
+    };
+    let shared_key = shared_key(&project.name, &svc.name, &context);
+    Ok(ServiceBuild {
+        service: svc.name.clone(),
+        image,
+        solve: SolveOptions {
+            frontend: DOCKERFILE_FRONTEND.into(),
+            frontend_attrs: attrs,
+            exporters: vec![exporter],
+            entitlements,
+            cache_imports: build
+                .cache_from
+                .iter()
+                .filter_map(|c| cache_entry(c))
+                .collect(),
+            cache_exports: build
+                .cache_to
+                .iter()
+                .filter_map(|c| cache_entry(c))
+                .collect(),
+        },
+        session: SessionSpec {
+            shared_key,
+            locals,
+            secrets: HashMap::new(),
+        },
+    })
+}
+
+/// The Dockerfile's path: `dockerfile` relative to the context unless it is
+/// absolute.
+fn resolve_dockerfile(context: &Path, dockerfile: &str) -> PathBuf {
+    let p = Path::new(dockerfile);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        context.join(p)
+    }
+}
+
+/// BuildKit keeps the last upload of a local directory under this key and
+/// sends only the differences next time. One key per (project, service,
+/// context) keeps services from reusing each other's snapshot.
+fn shared_key(project: &str, service: &str, context: &Path) -> String {
+    let mut h = blake3::Hasher::new();
+    for part in [
+        project.as_bytes(),
+        service.as_bytes(),
+        context.as_os_str().as_encoded_bytes(),
+    ] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    format!("cbuild-{}", &h.finalize().to_hex()[..32])
+}
+
+/// `type=registry,ref=x` (or a bare image reference) as a cache entry.
+fn cache_entry(spec: &str) -> Option<ExporterSpec> {
+    let mut kind = String::from("registry");
+    let mut attrs = BTreeMap::new();
+    if !spec.contains('=') {
+        attrs.insert("ref".to_string(), spec.to_string());
+        return Some(ExporterSpec { kind, attrs });
+    }
+    for part in spec.split(',') {
+        let (k, v) = part.split_once('=')?;
+        if k == "type" {
+            kind = v.to_string();
+        } else {
+            attrs.insert(k.to_string(), v.to_string());
+        }
+    }
+    Some(ExporterSpec { kind, attrs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_entries() {
+        let e = cache_entry("reg/app:cache").unwrap();
+        assert_eq!(e.kind, "registry");
+        assert_eq!(e.attrs["ref"], "reg/app:cache");
+        let e = cache_entry("type=local,src=/tmp/c").unwrap();
+        assert_eq!(e.kind, "local");
+        assert_eq!(e.attrs["src"], "/tmp/c");
+    }
+
+    #[test]
+    fn shared_keys_differ_per_service() {
+        let a = shared_key("p", "a", Path::new("/x"));
+        let b = shared_key("p", "b", Path::new("/x"));
+        assert_ne!(a, b);
+        assert!(!a.contains(':'));
+    }
+}

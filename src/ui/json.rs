@@ -1,0 +1,56 @@
+//! `--progress json`: one JSON object per line on stdout, for machines.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::orchestrate::event::BuildEvent;
+use crate::orchestrate::Reporter;
+
+/// Writes every event as one JSON line to stdout.
+pub struct JsonReporter;
+
+fn millis(t: Option<std::time::SystemTime>) -> Option<u128> {
+    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis())
+}
+
+impl Reporter for JsonReporter {
+    fn report(&self, event: BuildEvent) {
+        let values = match event {
+            BuildEvent::Started { service, image } => {
+                vec![json!({"event": "started", "service": service, "image": image})]
+            }
+            BuildEvent::Status { service, update } => {
+                let mut v = Vec::new();
+                for x in update.vertexes {
+                    v.push(json!({"event": "step", "service": service, "id": x.digest, "name": x.name,
+                        "cached": x.cached, "started_ms": millis(x.started), "completed_ms": millis(x.completed),
+                        "error": if x.error.is_empty() { None } else { Some(x.error) }}));
+                }
+                for p in update.progress {
+                    v.push(json!({"event": "progress", "service": service, "step": p.vertex, "id": p.id,
+                        "name": p.name, "current": p.current, "total": p.total, "completed": p.completed}));
+                }
+                for l in update.logs {
+                    v.push(json!({"event": "log", "service": service, "step": l.vertex, "stream": l.stream,
+                        "text": String::from_utf8_lossy(&l.data)}));
+                }
+                for w in update.warnings {
+                    v.push(json!({"event": "warning", "service": service, "step": w.vertex, "text": w.short}));
+                }
+                v
+            }
+            BuildEvent::Finished { service, outcome } => vec![json!({
+                "event": "finished", "service": service, "image": outcome.image,
+                "image_id": outcome.image_id, "error": outcome.error,
+                "elapsed_ms": outcome.elapsed.as_millis(),
+                "files_sent": outcome.transfer.files_sent, "bytes_sent": outcome.transfer.bytes_sent,
+            })],
+        };
+        let mut out = std::io::stdout().lock();
+        for v in values {
+            let _ = writeln!(out, "{v}");
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Drawing build progress. The only module that writes progress to the
+//! terminal; everything else reports through [`crate::orchestrate::Reporter`].
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
+pub mod json;
+pub mod plain;
+
+use std::time::Duration;
+
+/// `1.2s`, `350ms`, `2m03s`.
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1.0 {
+        format!("{}ms", d.as_millis())
+    } else if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+/// `12 B`, `3.4 KiB`, `120.0 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", UNITS[i])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats() {
+        assert_eq!(super::bytes(10), "10 B");
+        assert_eq!(super::bytes(2048), "2.0 KiB");
+        assert_eq!(
+            super::duration(std::time::Duration::from_millis(1500)),
+            "1.5s"
+        );
+    }
+}
