@@ -8,22 +8,71 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Build Compose services through BuildKit with minimal, content-addressed
 /// contexts. `cbuild [OPTIONS] [SERVICE...]` is `cbuild build`.
 #[derive(Debug, Parser)]
-#[command(
-    name = "cbuild",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "cbuild", version, about)]
 pub struct Cli {
     /// Options shared by every command.
     #[command(flatten)]
     pub global: GlobalArgs,
-    /// The command; none means `build`.
+    /// The command (`build` when none is named; see [`with_default_command`]).
     #[command(subcommand)]
-    pub command: Option<Command>,
-    /// `build` options when no command is named.
-    #[command(flatten)]
-    pub build: BuildArgs,
+    pub command: Command,
+}
+
+/// Names of the commands, as typed.
+const COMMANDS: &[&str] = &["build", "config", "doctor", "version", "help"];
+
+/// Options (of any command) that take a separate value, so that value is
+/// not mistaken for the command name.
+const TAKES_VALUE: &[&str] = &[
+    "-f",
+    "--file",
+    "-p",
+    "--project-name",
+    "--project-directory",
+    "--env-file",
+    "--profile",
+    "--progress",
+    "--builder",
+    "--build-arg",
+    "--parallel",
+    "--format",
+];
+
+/// `cbuild [OPTIONS] [SERVICE...]` means `cbuild build [OPTIONS]
+/// [SERVICE...]`, as a drop-in for `docker compose build` wants: when the
+/// first word that is not an option is not a command, insert `build`.
+pub fn with_default_command(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut first_word = None;
+    let mut i = 1;
+    while i < argv.len() {
+        let a = argv[i].to_string_lossy();
+        if a == "--" {
+            break;
+        }
+        if a.starts_with('-') {
+            if TAKES_VALUE.contains(&a.as_ref()) {
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        first_word = Some(a.into_owned());
+        break;
+    }
+    let help_or_version = argv
+        .iter()
+        .skip(1)
+        .any(|a| matches!(a.to_str(), Some("-h" | "--help" | "-V" | "--version")));
+    match first_word {
+        Some(w) if COMMANDS.contains(&w.as_str()) => argv,
+        None if help_or_version => argv,
+        _ => {
+            let mut out = argv;
+            let at = out.len().min(1);
+            out.insert(at, "build".into());
+            out
+        }
+    }
 }
 
 /// Options `docker compose` takes before its command.
@@ -132,4 +181,43 @@ pub enum ConfigFormat {
     Yaml,
     /// JSON.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Cli {
+        let argv = std::iter::once("cbuild")
+            .chain(words.iter().copied())
+            .map(Into::into)
+            .collect();
+        Cli::try_parse_from(with_default_command(argv)).unwrap()
+    }
+
+    #[test]
+    fn build_is_the_default_command() {
+        let c = parse(&["-p", "x", "--no-cache", "api", "web"]);
+        let Command::Build(b) = c.command else {
+            panic!()
+        };
+        assert!(b.no_cache);
+        assert_eq!(b.services, ["api", "web"]);
+        assert_eq!(c.global.project_name.as_deref(), Some("x"));
+        let c = parse(&["-f", "a.yml", "--progress", "plain", "build", "api"]);
+        let Command::Build(b) = c.command else {
+            panic!()
+        };
+        assert_eq!(b.services, ["api"]);
+        assert_eq!(c.global.progress, Progress::Plain);
+        assert!(matches!(parse(&[]).command, Command::Build(_)));
+        assert!(matches!(
+            parse(&["-p", "x", "doctor"]).command,
+            Command::Doctor
+        ));
+        assert!(matches!(
+            parse(&["config", "--services"]).command,
+            Command::Config(_)
+        ));
+    }
 }

@@ -38,6 +38,7 @@ impl From<ExitStatus> for ExitCode {
 
 /// Runs cbuild with these arguments.
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let argv = args::with_default_command(argv.into_iter().collect());
     let cli = match args::Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {

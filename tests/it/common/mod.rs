@@ -1,0 +1,237 @@
+//! A project builder (files + compose.yaml in a temp dir), helpers to run
+//! cbuild and docker, and to read what ended up in an image.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The engine every test talks to.
+pub fn docker_host() -> String {
+    match std::env::var("DOCKER_HOST") {
+        Ok(h) if !h.is_empty() => h,
+        _ => panic!(
+            "DOCKER_HOST is not set: run the tests through the README's test command \
+             (scripts/test), which starts the engine with scripts/engine"
+        ),
+    }
+}
+
+/// A scratch project directory.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    /// A prefix unique to this project, for image names.
+    pub name: String,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Project {
+    /// A new empty project; `tag` names it in image names.
+    pub fn new(tag: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("it-{tag}-{}-{n}", std::process::id());
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .tempdir()
+            .unwrap();
+        Project { dir, name }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file (creating parent directories).
+    pub fn file(&self, rel: &str, contents: &str) -> &Self {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, contents).unwrap();
+        self
+    }
+
+    /// Runs `cbuild ARGS` in the project directory with `-p <name>`.
+    pub fn cbuild(&self, args: &[&str]) -> Output {
+        self.cbuild_env(args, &[])
+    }
+
+    pub fn cbuild_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cbuild"));
+        cmd.current_dir(self.path())
+            .env("DOCKER_HOST", docker_host())
+            .env_remove("BUILDKIT_HOST")
+            .env_remove("COMPOSE_FILE")
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .arg("-p")
+            .arg(&self.name)
+            .args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// Like [`cbuild`](Self::cbuild) but asserts success and returns stderr.
+    pub fn build_ok(&self, args: &[&str]) -> String {
+        let out = self.cbuild(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "cbuild {args:?} failed:\n{err}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        err
+    }
+
+    /// The image name compose gives `service` in this project.
+    pub fn image(&self, service: &str) -> String {
+        format!("{}-{service}", self.name)
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        // Remove the images this project built (best effort).
+        let out = docker(&[
+            "images",
+            "-q",
+            "--filter",
+            &format!("reference={}-*", self.name),
+        ]);
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rmi", "-f"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = docker(&args);
+        }
+    }
+}
+
+/// Runs the docker CLI against the test engine.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .env("DOCKER_HOST", docker_host())
+        .args(args)
+        .output()
+        .expect("the docker CLI is needed by the tests")
+}
+
+/// Runs `docker ARGS`, asserting success, and returns stdout.
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `docker run --rm IMAGE sh -c SCRIPT` → stdout.
+pub fn run_in(image: &str, script: &str) -> String {
+    docker_ok(&["run", "--rm", image, "sh", "-c", script])
+}
+
+/// The image's labels.
+pub fn labels(image: &str) -> BTreeMap<String, String> {
+    let out = docker_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        image,
+    ]);
+    serde_json::from_str::<Option<BTreeMap<String, String>>>(out.trim())
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// The image ID.
+pub fn image_id(image: &str) -> String {
+    docker_ok(&["image", "inspect", "--format", "{{.Id}}", image])
+        .trim()
+        .to_string()
+}
+
+/// One entry of an image's filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsEntry {
+    pub kind: char,
+    pub mode: u32,
+    pub size: u64,
+    pub digest: String,
+    pub link: String,
+}
+
+/// Every file of an image's filesystem (from `docker export` of a created,
+/// never started container), keyed by path, with what Docker itself adds
+/// to a container (`/etc/hosts`, `/.dockerenv`…) left out.
+pub fn image_files(image: &str) -> BTreeMap<String, FsEntry> {
+    let id = docker_ok(&["create", image, "true"]).trim().to_string();
+    let out = docker(&["export", &id]);
+    let _ = docker(&["rm", "-f", &id]);
+    assert!(out.status.success(), "docker export failed");
+    let mut ar = tar::Archive::new(&out.stdout[..]);
+    let mut files = BTreeMap::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_string();
+        if path.is_empty()
+            || matches!(
+                path.as_str(),
+                ".dockerenv" | "etc/hosts" | "etc/hostname" | "etc/resolv.conf" | "etc/mtab"
+            )
+            || path.starts_with("proc")
+            || path.starts_with("sys")
+            || path.starts_with("dev")
+        {
+            continue;
+        }
+        let h = e.header().clone();
+        let kind = match h.entry_type() {
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Link => 'h',
+            _ => 'f',
+        };
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        files.insert(
+            path,
+            FsEntry {
+                kind,
+                mode: h.mode().unwrap() & 0o7777,
+                size: data.len() as u64,
+                digest: blake3::hash(&data).to_hex().to_string(),
+                link: h
+                    .link_name()
+                    .unwrap()
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            },
+        );
+    }
+    files
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The examples/ directory of the repository.
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}

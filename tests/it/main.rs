@@ -1,0 +1,9 @@
+//! Integration tests: the `cbuild` binary against a real Docker engine and
+//! its BuildKit. The engine comes from `scripts/engine` (the README's test
+//! command starts it and exports `DOCKER_HOST`); a missing engine fails
+//! loudly rather than skipping.
+
+mod build;
+mod common;
+mod compat;
+mod errors;
