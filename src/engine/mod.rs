@@ -113,3 +113,37 @@ impl Engine {
         }
     }
 }
+
+/// The BuildKit version a Docker engine release embeds (from moby's
+/// `vendor.mod` at each tag), for engines that do not report it themselves:
+/// BuildKit's `Info` RPC arrived in v0.11 (Docker 24), and distribution
+/// builds may report `v0.0.0+unknown`.
+pub fn embedded_buildkit(docker_version: &str) -> Option<&'static str> {
+    const TABLE: &[(&str, &str)] = &[
+        ("20.10.", "v0.8"),
+        ("23.0.", "v0.10.6"),
+        ("24.0.", "v0.11.6"),
+        ("25.0.", "v0.12.5"),
+        ("26.0.", "v0.13.1"),
+        ("26.1.", "v0.13.1"),
+        ("27.0.", "v0.14.1"),
+        ("27.1.", "v0.15.1"),
+        ("27.2.", "v0.15.2"),
+        ("27.3.", "v0.16.0"),
+        ("27.4.", "v0.17.3"),
+        ("27.5.", "v0.18.2"),
+        ("28.0.", "v0.20.0"),
+        ("28.1.", "v0.21.0"),
+        ("28.2.", "v0.22.0"),
+        ("28.3.", "v0.23.1"),
+        ("28.4.", "v0.24.0"),
+        ("28.5.", "v0.25.0"),
+        ("29.0.", "v0.25.2"),
+        ("29.1.", "v0.26.2"),
+        ("29.2.", "v0.27.0"),
+    ];
+    TABLE
+        .iter()
+        .find(|(prefix, _)| docker_version.starts_with(prefix))
+        .map(|(_, v)| *v)
+}

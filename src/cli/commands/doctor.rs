@@ -18,11 +18,14 @@ pub async fn run(global: &GlobalArgs) -> ExitStatus {
     };
     println!("builder:   {address}");
     let mut ok = true;
+    let mut engine_version = None;
     if address.is_docker() {
         let host = settings::docker_host(&env);
         match Engine::connect(&host).await {
             Ok(engine) => match engine.version().await {
-                Ok(v) => println!(
+                Ok(v) => {
+                    engine_version = Some(v.version.clone());
+                    println!(
                     "engine:    Docker {} (API {}), storage driver {}{}",
                     v.version,
                     v.api_version,
@@ -32,7 +35,8 @@ pub async fn run(global: &GlobalArgs) -> ExitStatus {
                     } else {
                         ""
                     }
-                ),
+                    );
+                }
                 Err(e) => {
                     ok = false;
                     report_error(&e.into(), None);
@@ -47,11 +51,19 @@ pub async fn run(global: &GlobalArgs) -> ExitStatus {
     match Client::connect(address).await {
         Ok(client) => match client.info().await {
             Ok(info) => {
+                let reported = info
+                    .buildkit_version
+                    .clone()
+                    .filter(|v| !v.starts_with("v0.0.0"));
+                let embedded = engine_version
+                    .as_deref()
+                    .and_then(crate::engine::embedded_buildkit)
+                    .map(|v| format!("{v} (embedded in this Docker release)"));
                 println!(
                     "buildkit:  {}",
-                    info.buildkit_version
-                        .as_deref()
-                        .unwrap_or("unknown (BuildKit older than v0.11)")
+                    reported.or(embedded).unwrap_or_else(|| {
+                        "unknown (older than v0.11, which added the Info call)".into()
+                    })
                 );
                 for w in &info.workers {
                     println!("worker:    {} [{}]", w.id, w.platforms.join(", "));
