@@ -46,8 +46,8 @@ pub enum BuildkitError {
     Rpc {
         /// Which call.
         call: &'static str,
-        /// The daemon's status.
-        status: tonic::Status,
+        /// The daemon's status (boxed: it is large).
+        status: Box<tonic::Status>,
     },
     /// The build itself failed (a Dockerfile error, a failing step…).
     #[error("{message}")]

@@ -92,7 +92,7 @@ impl Client {
             Err(status) => {
                 return Err(BuildkitError::Rpc {
                     call: "Info",
-                    status,
+                    status: Box::new(status),
                 })
             }
         };
@@ -101,7 +101,7 @@ impl Client {
             .await
             .map_err(|status| BuildkitError::Rpc {
                 call: "ListWorkers",
-                status,
+                status: Box::new(status),
             })?
             .into_inner()
             .record;
@@ -194,7 +194,7 @@ fn solve_error(status: tonic::Status) -> BuildkitError {
     match status.code() {
         tonic::Code::Unavailable => BuildkitError::Rpc {
             call: "the build",
-            status,
+            status: Box::new(status),
         },
         tonic::Code::Cancelled => BuildkitError::Cancelled,
         _ => BuildkitError::Solve {
