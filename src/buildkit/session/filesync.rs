@@ -384,3 +384,121 @@ mod tests {
         assert_eq!(query_unescape("%zz"), "%zz");
     }
 }
+
+/// The DiffCopy exchange over an in-memory HTTP/2 connection, with a test
+/// client playing the daemon's part. (A unit test of the packet protocol;
+/// the integration tests use the real daemon.)
+#[cfg(test)]
+mod protocol_tests {
+    use super::*;
+    use crate::buildkit::proto::moby::filesync::v1::file_sync_client::FileSyncClient;
+    use crate::buildkit::session::{routes, SessionSpec};
+    use hyper_util::rt::TokioIo;
+
+    async fn client_for(
+        spec: SessionSpec,
+    ) -> (
+        FileSyncClient<tonic::transport::Channel>,
+        Arc<TransferStats>,
+    ) {
+        let stats = Arc::new(TransferStats::default());
+        let routes = routes(&spec, stats.clone());
+        let (server_io, client_io) = tokio::io::duplex(1 << 20);
+        tokio::spawn(crate::buildkit::session::tunnel::serve(server_io, routes));
+        let mut client_io = Some(client_io);
+        let channel = tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let io = client_io.take();
+                async move {
+                    io.map(TokioIo::new)
+                        .ok_or_else(|| std::io::Error::other("used"))
+                }
+            }))
+            .await
+            .unwrap();
+        (FileSyncClient::new(channel), stats)
+    }
+
+    #[tokio::test]
+    async fn stats_then_data_then_fin() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a/b"), "bee").unwrap();
+        std::fs::write(root.join("a-b"), "").unwrap();
+        std::fs::write(root.join("a.txt"), vec![7u8; 300_000]).unwrap();
+        let spec = SessionSpec {
+            locals: [("context".to_string(), LocalDir::Disk(root.to_path_buf()))].into(),
+            ..Default::default()
+        };
+        let (mut client, stats) = client_for(spec).await;
+
+        let (tx, rx) = mpsc::channel::<Packet>(16);
+        let mut req = Request::new(ReceiverStream::new(rx));
+        req.metadata_mut()
+            .insert("dir-name", "context".parse().unwrap());
+        let mut resp = client.diff_copy(req).await.unwrap().into_inner();
+
+        let mut paths = Vec::new();
+        let mut files = Vec::new();
+        loop {
+            let p = resp.message().await.unwrap().unwrap();
+            assert_eq!(p.r#type, PacketType::PacketStat as i32);
+            let Some(st) = p.stat else { break };
+            if st.mode & 0x8000_0000 == 0 {
+                files.push((paths.len() as u32, st.path.clone(), st.size));
+            }
+            paths.push(st.path);
+        }
+        assert_eq!(paths, ["a", "a/b", "a-b", "a.txt"]);
+        for (id, _, _) in &files {
+            tx.send(Packet {
+                r#type: PacketType::PacketReq as i32,
+                id: *id,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        let mut got: HashMap<u32, Vec<u8>> = HashMap::new();
+        let mut eofs = 0;
+        while eofs < files.len() {
+            let p = resp.message().await.unwrap().unwrap();
+            assert_eq!(p.r#type, PacketType::PacketData as i32, "{p:?}");
+            if p.data.is_empty() {
+                eofs += 1;
+            } else {
+                got.entry(p.id).or_default().extend_from_slice(&p.data);
+            }
+        }
+        for (id, _, size) in &files {
+            assert_eq!(got.get(id).map(Vec::len).unwrap_or(0) as i64, *size);
+        }
+        tx.send(Packet {
+            r#type: PacketType::PacketFin as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let fin = resp.message().await.unwrap().unwrap();
+        assert_eq!(fin.r#type, PacketType::PacketFin as i32);
+        assert!(
+            resp.message().await.unwrap().is_none(),
+            "stream ends after FIN"
+        );
+        let s = stats.snapshot();
+        assert_eq!(s.files_sent, 3);
+        assert_eq!(s.bytes_sent, 300_003);
+    }
+
+    #[tokio::test]
+    async fn unknown_local_and_bad_ids_are_errors() {
+        let (mut client, _) = client_for(SessionSpec::default()).await;
+        let (_tx, rx) = mpsc::channel::<Packet>(1);
+        let mut req = Request::new(ReceiverStream::new(rx));
+        req.metadata_mut()
+            .insert("dir-name", "nope".parse().unwrap());
+        let err = client.diff_copy(req).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+    }
+}

@@ -76,7 +76,7 @@ pub async fn start(
 
 /// Serves the session routes as an HTTP/2 server on `io` until the
 /// connection ends.
-async fn serve<I: Io>(io: I, routes: Routes) -> Result<(), BuildkitError> {
+pub(crate) async fn serve<I: Io>(io: I, routes: Routes) -> Result<(), BuildkitError> {
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let routes = routes.clone();
         async move {

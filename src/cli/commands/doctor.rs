@@ -26,15 +26,15 @@ pub async fn run(global: &GlobalArgs) -> ExitStatus {
                 Ok(v) => {
                     engine_version = Some(v.version.clone());
                     println!(
-                    "engine:    Docker {} (API {}), storage driver {}{}",
-                    v.version,
-                    v.api_version,
-                    v.storage_driver,
-                    if v.containerd_store {
-                        " (containerd image store)"
-                    } else {
-                        ""
-                    }
+                        "engine:    Docker {} (API {}), storage driver {}{}",
+                        v.version,
+                        v.api_version,
+                        v.storage_driver,
+                        if v.containerd_store {
+                            " (containerd image store)"
+                        } else {
+                            ""
+                        }
                     );
                 }
                 Err(e) => {
