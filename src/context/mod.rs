@@ -1,2 +1,10 @@
+//! What a build may see of the user's files: the fsutil-compatible walk,
+//! `.dockerignore` semantics, content hashes with a persistent cache, and
+//! the content clock that makes content, not timestamps, decide what
+//! BuildKit re-transfers. Synchronous code: callers use `spawn_blocking`.
+
+pub mod cache;
+pub mod clock;
 pub mod dockerignore;
+pub mod hash;
 pub mod walk;

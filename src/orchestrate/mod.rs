@@ -76,6 +76,7 @@ async fn build_one(client: &Client, b: &ServiceBuild, reporter: &dyn Reporter) -
             update,
         });
     }
+    b.finish(result.is_ok());
     let outcome = match result {
         Ok(r) => ServiceOutcome {
             image: b.image.clone(),

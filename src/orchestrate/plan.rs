@@ -5,13 +5,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::buildkit::session::TrackedDir;
 use crate::buildkit::{
     ExporterSpec, LocalDir, SessionSpec, SolveOptions, VirtualFile, DOCKERFILE_FRONTEND,
 };
 use crate::compose::{Project, Service};
+use crate::context::{cache::HashCache, clock::ContentClock};
 
 /// Options of a `build` that are not in the Compose file.
 #[derive(Clone, Debug, Default)]
@@ -28,6 +31,9 @@ pub struct BuildOptions {
     pub environment: HashMap<String, String>,
     /// Builds run at once (0 = all).
     pub parallel: usize,
+    /// cbuild's cache directory (hash caches, content clocks); `None`
+    /// keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// One service's build, ready to hand to BuildKit.
@@ -41,6 +47,30 @@ pub struct ServiceBuild {
     pub solve: SolveOptions,
     /// What the session serves.
     pub session: SessionSpec,
+    /// The content-tracked directories, to commit or forget once the build
+    /// has ended.
+    pub tracked: Vec<TrackedDir>,
+}
+
+impl ServiceBuild {
+    /// Records the outcome in the hash caches and content clocks: after a
+    /// success BuildKit holds what was reported; after a failure nobody
+    /// knows, so the next build starts a fresh generation.
+    pub fn finish(&self, success: bool) {
+        for t in &self.tracked {
+            if let Err(e) = t.hashes.save() {
+                tracing::warn!("cannot save the hash cache: {e}");
+            }
+            if success {
+                if let Err(e) = t.clock.commit() {
+                    tracing::warn!("cannot save the content clock: {e}");
+                    t.clock.invalidate();
+                }
+            } else {
+                t.clock.invalidate();
+            }
+        }
+    }
 }
 
 /// Why a service cannot be built.
@@ -128,7 +158,11 @@ fn plan_service(
     }
 
     let mut locals = HashMap::new();
-    locals.insert("context".to_string(), LocalDir::Disk(context.clone()));
+    let mut tracked = Vec::new();
+    let base_key = shared_key(&project.name, &svc.name, &context);
+    let main = track(&context, &base_key, opts);
+    locals.insert("context".to_string(), LocalDir::Tracked(main.clone()));
+    tracked.push(main);
     let mut attrs: BTreeMap<String, String> = BTreeMap::new();
     if let Some(inline) = &build.dockerfile_inline {
         locals.insert(
@@ -255,7 +289,13 @@ fn plan_service(
             // prefixes other names the same way.
             let local = format!("_ctx_{name}");
             attrs.insert(format!("context:{name}"), format!("local:{local}"));
-            locals.insert(local, LocalDir::Disk(dir));
+            let t = track(
+                &dir,
+                &shared_key(&project.name, &format!("{}/{name}", svc.name), &dir),
+                opts,
+            );
+            locals.insert(local, LocalDir::Tracked(t.clone()));
+            tracked.push(t);
         }
     }
 
@@ -265,7 +305,7 @@ fn plan_service(
         kind: "moby".into(),
         attrs: [("name".to_string(), names.join(","))].into(),
     };
-    let shared_key = shared_key(&project.name, &svc.name, &context);
+    let shared_key = tracked[0].clock.shared_key();
     Ok(ServiceBuild {
         service: svc.name.clone(),
         image,
@@ -290,7 +330,22 @@ fn plan_service(
             locals,
             secrets: HashMap::new(),
         },
+        tracked,
     })
+}
+
+/// A directory served by content, with its hash cache and content clock.
+fn track(dir: &Path, key: &str, opts: &BuildOptions) -> TrackedDir {
+    let fresh = opts.no_cache;
+    let (hashes, clock) = match &opts.cache_dir {
+        Some(c) => (HashCache::open(c, dir), ContentClock::open(c, key, fresh)),
+        None => (HashCache::in_memory(), ContentClock::in_memory(key)),
+    };
+    TrackedDir {
+        root: dir.to_path_buf(),
+        hashes: Arc::new(hashes),
+        clock: Arc::new(clock),
+    }
 }
 
 /// The Dockerfile's path: `dockerfile` relative to the context unless it is

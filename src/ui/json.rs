@@ -46,6 +46,8 @@ impl Reporter for JsonReporter {
                 "image_id": outcome.image_id, "error": outcome.error,
                 "elapsed_ms": outcome.elapsed.as_millis(),
                 "files_sent": outcome.transfer.files_sent, "bytes_sent": outcome.transfer.bytes_sent,
+                "context_files_sent": outcome.transfer.context_files_sent,
+                "context_bytes_sent": outcome.transfer.context_bytes_sent,
             })],
         };
         let mut out = std::io::stdout().lock();

@@ -6,4 +6,5 @@
 mod build;
 mod common;
 mod compat;
+mod content;
 mod errors;

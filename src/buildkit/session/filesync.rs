@@ -79,7 +79,15 @@ impl FileSync for FileSyncService {
         tracing::debug!(dir = %dir_name, ?opts, "DiffCopy");
         let (tx, rx) = mpsc::channel(64);
         let incoming = request.into_inner();
-        tokio::spawn(send(local, opts, incoming, tx, self.stats.clone()));
+        let is_context = dir_name != "dockerfile";
+        tokio::spawn(send(
+            local,
+            opts,
+            incoming,
+            tx,
+            self.stats.clone(),
+            is_context,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -181,6 +189,26 @@ fn list(
                 packets.push(stat_packet(e));
             }
         }
+        LocalDir::Tracked(t) => {
+            let entries = walk::walk(&t.root, opts).map_err(|e| e.to_string())?;
+            let hashes = t.hashes.hash_all(&entries).map_err(|e| {
+                let mut msg = e.to_string();
+                if let Some(src) = std::error::Error::source(&e) {
+                    msg.push_str(&format!(": {src}"));
+                }
+                msg
+            })?;
+            for (i, (e, h)) in entries.iter().zip(&hashes).enumerate() {
+                let mut packet = stat_packet(e);
+                if let (Some(h), Some(st)) = (h, packet.stat.as_mut()) {
+                    st.mod_time = t.clock.stamp(&e.path, e.mtime_ns, e.mode, h);
+                }
+                if e.is_regular() && e.linkname.is_empty() {
+                    sources.insert(i as u32, Source::Disk(e.abs.clone()));
+                }
+                packets.push(packet);
+            }
+        }
         LocalDir::Virtual(files) => {
             let mut files = files.clone();
             files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -216,6 +244,7 @@ async fn send(
     mut incoming: Streaming<Packet>,
     tx: mpsc::Sender<Result<Packet, Status>>,
     stats: Arc<TransferStats>,
+    is_context: bool,
 ) {
     let listed = tokio::task::spawn_blocking(move || list(&local, &opts)).await;
     let (stats_packets, sources) = match listed {
@@ -269,7 +298,7 @@ async fn send(
                     let stats = stats.clone();
                     tokio::spawn(async move {
                         let _permit = permit;
-                        send_file(id, src, &tx, &stats).await;
+                        send_file(id, src, &tx, &stats, is_context).await;
                     });
                 }
                 Ok(PacketType::PacketFin) => {
@@ -312,7 +341,14 @@ async fn send_file(
     src: Source,
     tx: &mpsc::Sender<Result<Packet, Status>>,
     stats: &TransferStats,
+    is_context: bool,
 ) {
+    let count = |n: u64| {
+        stats.bytes_sent.fetch_add(n, Ordering::Relaxed);
+        if is_context {
+            stats.context_bytes_sent.fetch_add(n, Ordering::Relaxed);
+        }
+    };
     let data_packet = |data: Vec<u8>| Packet {
         r#type: PacketType::PacketData as i32,
         id,
@@ -326,9 +362,7 @@ async fn send_file(
                     return;
                 }
             }
-            stats
-                .bytes_sent
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            count(bytes.len() as u64);
         }
         Source::Disk(path) => {
             let mut file = match tokio::fs::File::open(&path).await {
@@ -361,7 +395,7 @@ async fn send_file(
                     break;
                 }
                 buf.truncate(n);
-                stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                count(n as u64);
                 if tx.send(Ok(data_packet(buf))).await.is_err() {
                     return;
                 }
@@ -369,6 +403,9 @@ async fn send_file(
         }
     }
     stats.files_sent.fetch_add(1, Ordering::Relaxed);
+    if is_context {
+        stats.context_files_sent.fetch_add(1, Ordering::Relaxed);
+    }
     let _ = tx.send(Ok(data_packet(Vec::new()))).await;
 }
 

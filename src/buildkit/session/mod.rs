@@ -50,8 +50,31 @@ pub const SERVICES: &[&str] = &[
 pub enum LocalDir {
     /// A directory on disk.
     Disk(PathBuf),
+    /// A directory on disk whose files are reported by content: hashed
+    /// (through a persistent cache) and stamped by a content clock, so a
+    /// content change always reaches BuildKit and a touch never does.
+    Tracked(TrackedDir),
     /// A directory that exists only in memory (an inline Dockerfile).
     Virtual(Vec<VirtualFile>),
+}
+
+/// A directory served by content (see [`LocalDir::Tracked`]).
+#[derive(Clone)]
+pub struct TrackedDir {
+    /// The directory.
+    pub root: PathBuf,
+    /// Its hash cache.
+    pub hashes: Arc<crate::context::cache::HashCache>,
+    /// The clock that stamps its files.
+    pub clock: Arc<crate::context::clock::ContentClock>,
+}
+
+impl std::fmt::Debug for TrackedDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackedDir")
+            .field("root", &self.root)
+            .finish()
+    }
 }
 
 /// One regular file of a [`LocalDir::Virtual`] directory.
@@ -84,6 +107,10 @@ pub struct TransferStats {
     pub bytes_sent: AtomicU64,
     /// Entries (files, directories, links) announced with a STAT packet.
     pub entries_listed: AtomicU64,
+    /// Of `files_sent`, those of build contexts (not the Dockerfile).
+    pub context_files_sent: AtomicU64,
+    /// Of `bytes_sent`, those of build contexts (not the Dockerfile).
+    pub context_bytes_sent: AtomicU64,
 }
 
 impl TransferStats {
@@ -93,6 +120,8 @@ impl TransferStats {
             files_sent: self.files_sent.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             entries_listed: self.entries_listed.load(Ordering::Relaxed),
+            context_files_sent: self.context_files_sent.load(Ordering::Relaxed),
+            context_bytes_sent: self.context_bytes_sent.load(Ordering::Relaxed),
         }
     }
 }
@@ -106,6 +135,10 @@ pub struct TransferSnapshot {
     pub bytes_sent: u64,
     /// Entries announced.
     pub entries_listed: u64,
+    /// Files of build contexts sent (the Dockerfile excluded).
+    pub context_files_sent: u64,
+    /// Bytes of build contexts sent (the Dockerfile excluded).
+    pub context_bytes_sent: u64,
 }
 
 /// A new random session id. It must not contain `:` (the daemon splits on it).

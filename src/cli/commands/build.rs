@@ -25,6 +25,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
         build_args: settings::build_args(args),
         environment: env.clone(),
         parallel: args.parallel.unwrap_or(0),
+        cache_dir: Some(crate::context::cache::default_cache_dir()),
     };
     let builds = match orchestrate::plan(&project, &opts) {
         Ok(b) => b,

@@ -21,6 +21,8 @@ pub fn docker_host() -> String {
 /// A scratch project directory.
 pub struct Project {
     pub dir: tempfile::TempDir,
+    /// cbuild's cache directory for this project (outside the context).
+    pub cache: tempfile::TempDir,
     /// A prefix unique to this project, for image names.
     pub name: String,
 }
@@ -36,7 +38,11 @@ impl Project {
             .prefix(&format!("{name}-"))
             .tempdir()
             .unwrap();
-        Project { dir, name }
+        let cache = tempfile::Builder::new()
+            .prefix("it-cache-")
+            .tempdir()
+            .unwrap();
+        Project { dir, cache, name }
     }
 
     pub fn path(&self) -> &Path {
@@ -60,6 +66,7 @@ impl Project {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cbuild"));
         cmd.current_dir(self.path())
             .env("DOCKER_HOST", docker_host())
+            .env("CBUILD_CACHE_DIR", self.cache.path())
             .env_remove("BUILDKIT_HOST")
             .env_remove("COMPOSE_FILE")
             .env_remove("COMPOSE_PROJECT_NAME")
@@ -234,4 +241,31 @@ pub fn stdout(o: &Output) -> String {
 /// The examples/ directory of the repository.
 pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+/// The `finished` event of a `--progress json` build of one service.
+pub fn build_json(p: &Project, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["--progress", "json", "build"];
+    full.extend_from_slice(args);
+    let out = p.cbuild(&full);
+    assert!(
+        out.status.success(),
+        "cbuild {full:?} failed:\n{}",
+        stderr(&out)
+    );
+    stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|v| v["event"] == "finished")
+        .expect("a finished event")
+}
+
+/// Sets a file's modification time (nanoseconds since the epoch).
+pub fn set_mtime(path: &Path, t: std::time::SystemTime) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_modified(t).unwrap();
+}
+
+pub fn mtime(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
 }

@@ -1,0 +1,232 @@
+//! A persistent cache of file hashes, like git's index: a file is re-read
+//! only when its stat data changed.
+//!
+//! One cache file per context directory, `<cache dir>/hashes/<id>.json`,
+//! maps each relative path to the stat data it was hashed with (device,
+//! inode, size, mtime and ctime in nanoseconds) and its BLAKE3 hash. A
+//! cached hash is used only when all of those still match, so a same-size
+//! rewrite that restores the mtime (`cp -p`, `rsync -t`) is still caught:
+//! its ctime changed.
+//!
+//! Racy timestamps: a file changed within the same clock tick as it was
+//! hashed could keep identical stat data. As git does, an entry whose
+//! mtime or ctime is not strictly older than the moment the cache was
+//! written is not trusted, and the file is hashed again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::hash::hash_file;
+use super::walk::Entry;
+
+/// Why a file could not be hashed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read `{path}`")]
+pub struct HashError {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Cached {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    ctime: i64,
+    hash: String,
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct CacheFile {
+    version: u32,
+    written_at_ns: i64,
+    entries: HashMap<String, Cached>,
+}
+
+const FORMAT_VERSION: u32 = 1;
+
+/// What the cache did, for `cbuild context` and the tests.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Files whose cached hash was used.
+    pub hits: AtomicU64,
+    /// Files that were read and hashed.
+    pub files_hashed: AtomicU64,
+    /// Bytes read to hash them.
+    pub bytes_hashed: AtomicU64,
+}
+
+/// The hash cache of one directory.
+pub struct HashCache {
+    file: Option<PathBuf>,
+    written_at_ns: i64,
+    entries: Mutex<HashMap<String, Cached>>,
+    /// What this cache did since it was opened.
+    pub stats: CacheStats,
+}
+
+impl HashCache {
+    /// Opens the cache of directory `root` kept under `cache_dir`. A missing
+    /// or unreadable cache file starts an empty cache (it is only a cache).
+    pub fn open(cache_dir: &Path, root: &Path) -> Self {
+        let id = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
+        let file = cache_dir.join("hashes").join(format!("{}.json", &id[..32]));
+        let loaded: CacheFile = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|c: &CacheFile| c.version == FORMAT_VERSION)
+            .unwrap_or_default();
+        Self {
+            file: Some(file),
+            written_at_ns: loaded.written_at_ns,
+            entries: Mutex::new(loaded.entries),
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// A cache that is never saved.
+    pub fn in_memory() -> Self {
+        Self {
+            file: None,
+            written_at_ns: 0,
+            entries: Mutex::new(HashMap::new()),
+            stats: CacheStats::default(),
+        }
+    }
+
+    fn lookup(&self, e: &Entry) -> Option<blake3::Hash> {
+        let entries = self.entries.lock().ok()?;
+        let c = entries.get(&e.path)?;
+        let same = c.dev == e.dev
+            && c.ino == e.ino
+            && c.size == e.size
+            && c.mtime == e.mtime_ns
+            && c.ctime == e.ctime_ns;
+        let racy = c.mtime >= self.written_at_ns || c.ctime >= self.written_at_ns;
+        if same && !racy {
+            blake3::Hash::from_hex(&c.hash).ok()
+        } else {
+            None
+        }
+    }
+
+    /// The content hash of each entry (regular files only; `None` for
+    /// anything else), reading only the files whose stat data changed, on
+    /// every core.
+    pub fn hash_all(&self, entries: &[Entry]) -> Result<Vec<Option<blake3::Hash>>, HashError> {
+        let mut out: Vec<Option<blake3::Hash>> = vec![None; entries.len()];
+        let mut todo = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if !e.is_regular() {
+                continue;
+            }
+            match self.lookup(e) {
+                Some(h) => {
+                    out[i] = Some(h);
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                }
+                None => todo.push(i),
+            }
+        }
+        if todo.is_empty() {
+            return Ok(out);
+        }
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<(usize, Result<blake3::Hash, HashError>)>> = Mutex::new(Vec::new());
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(todo.len());
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = todo.get(k) else { return };
+                    let e = &entries[i];
+                    let r = hash_file(&e.abs)
+                        .map(|(h, n)| {
+                            self.stats.files_hashed.fetch_add(1, Ordering::Relaxed);
+                            self.stats.bytes_hashed.fetch_add(n, Ordering::Relaxed);
+                            h
+                        })
+                        .map_err(|source| HashError {
+                            path: e.abs.clone(),
+                            source,
+                        });
+                    if let Ok(mut v) = results.lock() {
+                        v.push((i, r));
+                    }
+                });
+            }
+        });
+        let results = results.into_inner().unwrap_or_default();
+        let mut entries_map = self.entries.lock().map_err(|_| HashError {
+            path: PathBuf::new(),
+            source: std::io::Error::other("hash cache lock poisoned"),
+        })?;
+        for (i, r) in results {
+            let h = r?;
+            let e = &entries[i];
+            entries_map.insert(
+                e.path.clone(),
+                Cached {
+                    dev: e.dev,
+                    ino: e.ino,
+                    size: e.size,
+                    mtime: e.mtime_ns,
+                    ctime: e.ctime_ns,
+                    hash: h.to_hex().to_string(),
+                },
+            );
+            out[i] = Some(h);
+        }
+        Ok(out)
+    }
+
+    /// Writes the cache back (atomically: a temporary file renamed over the
+    /// old one). Entries for paths not seen are kept: another Dockerfile
+    /// may use them.
+    pub fn save(&self) -> std::io::Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let entries = self
+            .entries
+            .lock()
+            .map_err(|_| std::io::Error::other("hash cache lock poisoned"))?
+            .clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let data = CacheFile {
+            version: FORMAT_VERSION,
+            written_at_ns: now,
+            entries,
+        };
+        let dir = file.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec(&data)?)?;
+        std::fs::rename(&tmp, file)
+    }
+}
+
+/// cbuild's own cache directory: `$CBUILD_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/cbuild`, else `~/.cache/cbuild`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CBUILD_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("cbuild");
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cache").join("cbuild"))
+        .unwrap_or_else(|| std::env::temp_dir().join("cbuild-cache"))
+}
