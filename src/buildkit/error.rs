@@ -13,14 +13,14 @@ pub enum BuildkitError {
         /// What is wrong with it.
         reason: String,
     },
-    /// Nothing answered at the address.
-    #[error("cannot connect to the builder at `{address}`")]
+    /// Nothing answered at the address. (The cause is part of the message,
+    /// so the user reads one line.)
+    #[error("cannot connect to the builder at `{address}`: {cause}")]
     Connect {
         /// Where cbuild tried.
         address: String,
         /// Why it failed.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// The Docker engine refused the HTTP upgrade to its BuildKit endpoints.
     #[error("the Docker engine at `{address}` refused `POST {path}` (upgrade to h2c): {answer}")]
@@ -72,9 +72,9 @@ impl BuildkitError {
                 address: address.clone(),
                 reason: reason.clone(),
             },
-            BuildkitError::Connect { address, source } => BuildkitError::Connect {
+            BuildkitError::Connect { address, cause } => BuildkitError::Connect {
                 address: address.clone(),
-                source: io::Error::new(source.kind(), source.to_string()),
+                cause: io::Error::new(cause.kind(), cause.to_string()),
             },
             BuildkitError::Upgrade {
                 address,

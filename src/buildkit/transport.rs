@@ -207,10 +207,10 @@ impl Address {
         })
     }
 
-    fn connect_error(&self, source: io::Error) -> BuildkitError {
+    fn connect_error(&self, cause: io::Error) -> BuildkitError {
         BuildkitError::Connect {
             address: self.to_string(),
-            source,
+            cause,
         }
     }
 

@@ -34,6 +34,8 @@ pub struct BuildOptions {
     /// cbuild's cache directory (hash caches, content clocks); `None`
     /// keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Run sessions inside `Control.Session` even on a Docker engine.
+    pub session_over_control: bool,
 }
 
 /// One service's build, ready to hand to BuildKit.
@@ -329,6 +331,7 @@ fn plan_service(
             shared_key,
             locals,
             secrets: HashMap::new(),
+            over_control: opts.session_over_control,
         },
         tracked,
     })

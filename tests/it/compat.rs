@@ -118,3 +118,19 @@ fn builds_on_debian_stable_engine_20_10() {
         .args(["rmi", "-f", &p.image("app")])
         .output();
 }
+
+/// The session carried inside `Control.Session` (the path a standalone
+/// buildkitd uses), exercised against the engine's own BuildKit.
+#[test]
+fn session_inside_control_session_works() {
+    let p = app_project("ctlsession");
+    let out = p.cbuild_env(&["build"], &[("CBUILD_SESSION_TRANSPORT", "grpc")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        run_in(
+            &p.image("app"),
+            "cat /msg-link /opt/app/src/nested/deep/file.txt"
+        ),
+        "hello\ndeep\n"
+    );
+}

@@ -96,6 +96,10 @@ pub struct SessionSpec {
     pub locals: HashMap<String, LocalDir>,
     /// Build secrets by id (`RUN --mount=type=secret,id=…`).
     pub secrets: HashMap<String, Bytes>,
+    /// Carry the session inside `Control.Session` even on a Docker engine
+    /// (which otherwise gets the `/session` upgrade). This is the only path
+    /// a standalone buildkitd has, so it can be exercised against Docker.
+    pub over_control: bool,
 }
 
 /// Counters for what the daemon pulled through the session.

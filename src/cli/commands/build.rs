@@ -26,6 +26,8 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
         environment: env.clone(),
         parallel: args.parallel.unwrap_or(0),
         cache_dir: Some(crate::context::cache::default_cache_dir()),
+        session_over_control: env.get("CBUILD_SESSION_TRANSPORT").map(String::as_str)
+            == Some("grpc"),
     };
     let builds = match orchestrate::plan(&project, &opts) {
         Ok(b) => b,
