@@ -30,12 +30,11 @@
 //!   loses every byte >= 64). The result is interpreted with Go RE2 syntax, which has
 //!   consequences that `filepath.Match` does not share: `*.log|tmp` is the alternation
 //!   `^[^/]*\.log` or `tmp$` (it matches `src/x.tmp`, and `x*|` matches every path), `a{2}*`
-//!   repeats the `a`, `[!a]` is a class of `!` and `a` (only
-//!   `^` negates), `[*]`
-//!   becomes `[[^/]*]` (a class of `[`, `^`, `/` repeated, then a literal `]`), `\d` is a digit
-//!   class, `[[:alpha:]]` is a POSIX class, a reversed range such as `[z-a]` fails only when it
-//!   is first matched, and an unknown escape such as `\q` likewise. We translate that RE2 syntax
-//!   to the `regex` crate ourselves, so these cases behave as in Go.
+//!   repeats the `a`, `[!a]` is a class of `!` and `a` (only `^` negates), `[*]` becomes
+//!   `[[^/]*]` (a class of `[`, `^`, `/` repeated, then a literal `]`), `\d` is a digit class,
+//!   `[[:alpha:]]` is a POSIX class, and a reversed range such as `[z-a]` or an unknown escape
+//!   such as `\q` fails only when the pattern is matched. We translate that RE2 syntax to the
+//!   `regex` crate ourselves, so these cases behave as in Go.
 //! * The last matching pattern wins; a path matches in the `..._parent_matches` family when it
 //!   or one of its parent directories matches.
 //!
@@ -237,11 +236,7 @@ fn scan_chunk(pattern: &[u8]) -> (bool, &[u8], &[u8]) {
     let mut i = 0;
     while i < pattern.len() {
         match pattern[i] {
-            b'\\' => {
-                if i + 1 < pattern.len() {
-                    i += 1;
-                }
-            }
+            b'\\' if i + 1 < pattern.len() => i += 1,
             b'[' => in_range = true,
             b']' => in_range = false,
             b'*' if !in_range => break,
@@ -380,7 +375,8 @@ fn glob_match_inner(pattern: &str, name: &str) -> Result<bool, &'static str> {
             let mut i = 0;
             while i < name.len() && name[i] != b'/' {
                 if let Some(t) = match_chunk(chunk, &name[i + 1..])? {
-                    if !(pattern.is_empty() && !t.is_empty()) {
+                    // The last chunk must consume the whole name.
+                    if !pattern.is_empty() || t.is_empty() {
                         name = t;
                         continue 'chunks;
                     }
@@ -1553,10 +1549,10 @@ mod tests {
             run += 1;
             let patterns = split_patterns(&row[c_pat]);
             let got = run_matches_row(&patterns, &row[c_path], &row[c_fn]);
-            let ok = match (row[c_exp].as_str(), &got) {
-                ("true", Ok(true)) | ("false", Ok(false)) | ("error", Err(_)) => true,
-                _ => false,
-            };
+            let ok = matches!(
+                (row[c_exp].as_str(), &got),
+                ("true", Ok(true)) | ("false", Ok(false)) | ("error", Err(_))
+            );
             // Upstream asserts a repeated call fails the same way (no state, no panic).
             let repeat_ok = row[c_exp] != "error"
                 || run_matches_row(&patterns, &row[c_path], &row[c_fn]) == got;

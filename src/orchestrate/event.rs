@@ -46,6 +46,8 @@ pub struct ServiceOutcome {
     pub elapsed: Duration,
     /// What the daemon pulled from cbuild.
     pub transfer: TransferSnapshot,
+    /// How much hashing it took.
+    pub hashing: super::plan::HashCounts,
 }
 
 /// Receives [`BuildEvent`]s. Implementations must not block for long.

@@ -76,7 +76,7 @@ async fn build_one(client: &Client, b: &ServiceBuild, reporter: &dyn Reporter) -
             update,
         });
     }
-    b.finish(result.is_ok());
+    let hashing = b.finish(result.is_ok());
     let outcome = match result {
         Ok(r) => ServiceOutcome {
             image: b.image.clone(),
@@ -85,6 +85,7 @@ async fn build_one(client: &Client, b: &ServiceBuild, reporter: &dyn Reporter) -
             hint: None,
             elapsed: started.elapsed(),
             transfer: r.transfer,
+            hashing,
         },
         Err(e) => ServiceOutcome {
             image: b.image.clone(),
@@ -93,6 +94,7 @@ async fn build_one(client: &Client, b: &ServiceBuild, reporter: &dyn Reporter) -
             error: Some(e.to_string()),
             elapsed: started.elapsed(),
             transfer: Default::default(),
+            hashing,
         },
     };
     reporter.report(BuildEvent::Finished {

@@ -58,8 +58,13 @@ impl ServiceBuild {
     /// Records the outcome in the hash caches and content clocks: after a
     /// success BuildKit holds what was reported; after a failure nobody
     /// knows, so the next build starts a fresh generation.
-    pub fn finish(&self, success: bool) {
+    pub fn finish(&self, success: bool) -> HashCounts {
+        let mut counts = HashCounts::default();
         for t in &self.tracked {
+            use std::sync::atomic::Ordering::Relaxed;
+            counts.files_hashed += t.hashes.stats.files_hashed.load(Relaxed);
+            counts.bytes_hashed += t.hashes.stats.bytes_hashed.load(Relaxed);
+            counts.cache_hits += t.hashes.stats.hits.load(Relaxed);
             if let Err(e) = t.hashes.save() {
                 tracing::warn!("cannot save the hash cache: {e}");
             }
@@ -72,7 +77,19 @@ impl ServiceBuild {
                 t.clock.invalidate();
             }
         }
+        counts
     }
+}
+
+/// How much content hashing a build needed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashCounts {
+    /// Files read and hashed.
+    pub files_hashed: u64,
+    /// Bytes read to hash them.
+    pub bytes_hashed: u64,
+    /// Files whose cached hash was used.
+    pub cache_hits: u64,
 }
 
 /// Why a service cannot be built.

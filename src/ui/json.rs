@@ -48,6 +48,9 @@ impl Reporter for JsonReporter {
                 "files_sent": outcome.transfer.files_sent, "bytes_sent": outcome.transfer.bytes_sent,
                 "context_files_sent": outcome.transfer.context_files_sent,
                 "context_bytes_sent": outcome.transfer.context_bytes_sent,
+                "files_hashed": outcome.hashing.files_hashed,
+                "bytes_hashed": outcome.hashing.bytes_hashed,
+                "hash_cache_hits": outcome.hashing.cache_hits,
             })],
         };
         let mut out = std::io::stdout().lock();

@@ -105,3 +105,59 @@ fn mode_rename_delete_add_and_symlink_changes_reach_the_image() {
         ".\n./link\n./new.txt\n./other.txt\n./sub\n./sub/renamed.txt\n"
     );
 }
+
+#[test]
+fn an_edit_inside_a_reincluded_directory_reaches_the_image() {
+    let p = Project::new("reincluded");
+    p.file("compose.yaml", "services:\n  app:\n    build: .\n")
+        .file("Dockerfile", "FROM cbuild-base\nCOPY . /ctx/\n")
+        .file(".dockerignore", "docs\n!docs/keep.md\n")
+        .file("docs/keep.md", "version-1\n")
+        .file("docs/drop.md", "dropped\n");
+    build_json(&p, &[]);
+    let img = p.image("app");
+    assert_eq!(
+        run_in(&img, "cat /ctx/docs/keep.md; ls /ctx/docs"),
+        "version-1\nkeep.md\n"
+    );
+    let f = p.path().join("docs/keep.md");
+    let before = mtime(&f);
+    std::fs::write(&f, "version-2\n").unwrap();
+    set_mtime(&f, before);
+    build_json(&p, &[]);
+    assert_eq!(run_in(&img, "cat /ctx/docs/keep.md"), "version-2\n");
+}
+
+#[test]
+fn only_what_the_dockerfile_copies_is_read_and_sent() {
+    let p = Project::new("nodemodules");
+    p.file("compose.yaml", "services:\n  web:\n    build: .\n")
+        .file("Dockerfile", "FROM cbuild-base\nCOPY src/ /app/src/\n")
+        .file("src/index.js", "console.log('hi');\n")
+        .file("src/lib/util.js", "module.exports = {};\n");
+    // About 100 MB of node_modules, in big and small files.
+    let big = vec![b'x'; 4 << 20];
+    for i in 0..24 {
+        let d = p.path().join(format!("node_modules/pkg{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("bundle.js"), &big).unwrap();
+        for j in 0..50 {
+            std::fs::write(d.join(format!("f{j}.js")), "small\n").unwrap();
+        }
+    }
+    let src_bytes = ("console.log('hi');\n".len() + "module.exports = {};\n".len()) as u64;
+    let fin = build_json(&p, &[]);
+    assert_eq!(fin["context_files_sent"], 2, "{fin}");
+    assert_eq!(fin["context_bytes_sent"], src_bytes, "{fin}");
+    assert_eq!(fin["files_hashed"], 2, "{fin}");
+    assert_eq!(fin["bytes_hashed"], src_bytes, "{fin}");
+    assert_eq!(
+        run_in(&p.image("web"), "find /app | sort"),
+        "/app\n/app/src\n/app/src/index.js\n/app/src/lib\n/app/src/lib/util.js\n"
+    );
+    // Unchanged: nothing read, nothing sent.
+    let fin = build_json(&p, &[]);
+    assert_eq!(fin["context_files_sent"], 0, "{fin}");
+    assert_eq!(fin["files_hashed"], 0, "{fin}");
+    assert_eq!(fin["hash_cache_hits"], 2, "{fin}");
+}

@@ -8,3 +8,4 @@ mod common;
 mod compat;
 mod content;
 mod errors;
+mod ignore_table;
