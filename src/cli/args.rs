@@ -25,6 +25,7 @@ const COMMANDS: &[&str] = &["build", "config", "doctor", "version", "help"];
 /// not mistaken for the command name.
 const TAKES_VALUE: &[&str] = &[
     "-f",
+    "--transport",
     "--file",
     "-p",
     "--project-name",
@@ -154,9 +155,26 @@ pub struct BuildArgs {
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
+    /// How build contexts travel: `filesync` (incremental), `tar` or
+    /// `tar.gz` (one archive per build, e.g. for remote builders).
+    #[arg(long, value_enum, default_value = "filesync", env = "CBUILD_TRANSPORT")]
+    pub transport: TransportArg,
     /// How many services build at once (default: all).
     #[arg(long, env = "COMPOSE_PARALLEL_LIMIT", value_name = "N")]
     pub parallel: Option<usize>,
+}
+
+/// `--transport` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum TransportArg {
+    /// FileSync: only what changed is sent.
+    #[default]
+    Filesync,
+    /// A tar stream.
+    Tar,
+    /// A gzip-compressed tar stream.
+    #[value(name = "tar.gz")]
+    TarGz,
 }
 
 /// `docker compose config` options.

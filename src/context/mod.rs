@@ -7,4 +7,5 @@ pub mod cache;
 pub mod clock;
 pub mod dockerignore;
 pub mod hash;
+pub mod tar;
 pub mod walk;

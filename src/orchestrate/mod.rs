@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::buildkit::{Client, StatusUpdate};
 pub use event::{BuildEvent, Reporter, ServiceOutcome};
-pub use plan::{plan, BuildOptions, PlanError, ServiceBuild};
+pub use plan::{plan, BuildOptions, PlanError, ServiceBuild, Transport};
 
 /// Builds every planned service, at most `parallel` at once (0 = all), and
 /// returns each service's outcome in plan order. One failure does not stop

@@ -36,6 +36,23 @@ pub struct BuildOptions {
     pub cache_dir: Option<PathBuf>,
     /// Run sessions inside `Control.Session` even on a Docker engine.
     pub session_over_control: bool,
+    /// How build contexts travel.
+    pub transport: Transport,
+}
+
+/// How a build context travels to BuildKit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// FileSync (DiffCopy): incremental, only what changed is sent.
+    #[default]
+    FileSync,
+    /// One deterministic tar stream over the session's Upload service,
+    /// optionally gzip-compressed (for builders at the far end of a
+    /// network). Always sends the whole minimal context.
+    Tar {
+        /// Compress with gzip.
+        gzip: bool,
+    },
 }
 
 /// One service's build, ready to hand to BuildKit.
@@ -117,6 +134,14 @@ pub enum PlanError {
         /// Where it was looked for.
         path: PathBuf,
     },
+    /// The ignore file is invalid.
+    #[error("`{path}`: {message}")]
+    IgnoreFile {
+        /// The ignore file.
+        path: PathBuf,
+        /// What is wrong (with the line).
+        message: String,
+    },
     /// A feature cbuild does not support yet.
     #[error("service `{service}`: {what} is not supported yet")]
     Unsupported {
@@ -180,8 +205,7 @@ fn plan_service(
     let mut tracked = Vec::new();
     let base_key = shared_key(&project.name, &svc.name, &context);
     let main = track(&context, &base_key, opts);
-    locals.insert("context".to_string(), LocalDir::Tracked(main.clone()));
-    tracked.push(main);
+    tracked.push(main.clone());
     let mut attrs: BTreeMap<String, String> = BTreeMap::new();
     if let Some(inline) = &build.dockerfile_inline {
         locals.insert(
@@ -318,6 +342,36 @@ fn plan_service(
         }
     }
 
+    let mut uploads = HashMap::new();
+    match opts.transport {
+        Transport::FileSync => {
+            locals.insert("context".to_string(), LocalDir::Tracked(main));
+        }
+        Transport::Tar { gzip } => {
+            // The archive carries the context; the Dockerfile still comes
+            // through FileSync (`dockerfilekey`). BuildKit applies no
+            // .dockerignore to an archive, so cbuild applies it here.
+            let exclude = ignore_patterns(&context, locals.get("dockerfile"), &attrs)?;
+            let id = crate::buildkit::session::new_id();
+            attrs.insert("context".into(), crate::buildkit::session::upload::url(&id));
+            attrs.insert("dockerfilekey".into(), "dockerfile".into());
+            let t = main;
+            uploads.insert(
+                id,
+                crate::buildkit::session::upload::Upload::new(move |w| {
+                    let opts = crate::context::walk::WalkOptions {
+                        exclude_patterns: exclude,
+                        ..Default::default()
+                    };
+                    crate::context::tar::write_context_tar(
+                        &t.root, &opts, &t.hashes, &t.clock, gzip, w,
+                    )
+                    .map(|_| ())
+                }),
+            );
+        }
+    }
+
     let mut names = vec![image.clone()];
     names.extend(build.tags.iter().cloned());
     let exporter = ExporterSpec {
@@ -349,9 +403,45 @@ fn plan_service(
             locals,
             secrets: HashMap::new(),
             over_control: opts.session_over_control,
+            uploads,
         },
         tracked,
     })
+}
+
+/// The exclude patterns BuildKit would derive for this build: the
+/// Dockerfile's own `<Dockerfile>.dockerignore` if present (next to the
+/// Dockerfile), else the context's `.dockerignore`.
+fn ignore_patterns(
+    context: &Path,
+    dockerfile_local: Option<&LocalDir>,
+    attrs: &BTreeMap<String, String>,
+) -> Result<Vec<String>, PlanError> {
+    let mut candidates = Vec::new();
+    if let (Some(LocalDir::Disk(dir)), Some(name)) = (dockerfile_local, attrs.get("filename")) {
+        candidates.push(dir.join(format!("{name}.dockerignore")));
+    }
+    candidates.push(context.join(".dockerignore"));
+    for path in candidates {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(PlanError::IgnoreFile {
+                    path,
+                    message: e.to_string(),
+                })
+            }
+        };
+        let lines = crate::context::dockerignore::parse_ignore_file(&text).map_err(|e| {
+            PlanError::IgnoreFile {
+                path: path.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        return Ok(lines.into_iter().map(|l| l.pattern).collect());
+    }
+    Ok(Vec::new())
 }
 
 /// A directory served by content, with its hash cache and content clock.

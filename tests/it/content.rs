@@ -161,3 +161,33 @@ fn only_what_the_dockerfile_copies_is_read_and_sent() {
     assert_eq!(fin["files_hashed"], 0, "{fin}");
     assert_eq!(fin["hash_cache_hits"], 2, "{fin}");
 }
+
+#[test]
+fn tar_transport_gives_the_same_image_and_the_same_guarantees() {
+    let p = project();
+    p.file(".dockerignore", "**/*.log\n")
+        .file("src/skip.log", "ignored\n");
+    let fin = build_json(&p, &[]);
+    let filesync_id = fin["image_id"].as_str().unwrap().to_string();
+    for transport in ["tar", "tar.gz"] {
+        let fin = build_json(&p, &["--transport", transport]);
+        assert_eq!(fin["image_id"], filesync_id.as_str(), "{transport}: {fin}");
+        assert!(fin["context_bytes_sent"].as_u64().unwrap() > 0, "{fin}");
+    }
+    assert_eq!(
+        run_in(&p.image("app"), "ls /src"),
+        "data.txt\nother.txt\nsub\n"
+    );
+
+    // Same-size edit, mtime restored: reaches the image through the archive.
+    let f = p.path().join("src/data.txt");
+    let before = mtime(&f);
+    std::fs::write(&f, "CCCC\n").unwrap();
+    set_mtime(&f, before);
+    let edited = build_json(&p, &["--transport", "tar"]);
+    assert_eq!(run_in(&p.image("app"), "cat /src/data.txt"), "CCCC\n");
+    // A touch changes nothing: same archive bytes, same image.
+    set_mtime(&f, SystemTime::now() + Duration::from_secs(60));
+    let touched = build_json(&p, &["--transport", "tar"]);
+    assert_eq!(touched["image_id"], edited["image_id"]);
+}

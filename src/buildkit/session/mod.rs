@@ -15,6 +15,7 @@ pub mod auth;
 pub mod filesync;
 pub mod secrets;
 pub mod tunnel;
+pub mod upload;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use tonic::service::Routes;
 use super::proto::moby::buildkit::secrets::v1::secrets_server::SecretsServer;
 use super::proto::moby::filesync::v1::auth_server::AuthServer;
 use super::proto::moby::filesync::v1::file_sync_server::FileSyncServer;
+use super::proto::moby::upload::v1::upload_server::UploadServer;
 
 /// Every gRPC method the session serves, as advertised to the daemon.
 ///
@@ -42,6 +44,7 @@ pub const SERVICES: &[&str] = &[
     "/moby.filesync.v1.Auth/GetTokenAuthority",
     "/moby.filesync.v1.Auth/VerifyTokenAuthority",
     "/moby.buildkit.secrets.v1.Secrets/GetSecret",
+    "/moby.upload.v1.Upload/Pull",
 ];
 
 /// One directory the daemon may pull from the session, by local name
@@ -96,6 +99,8 @@ pub struct SessionSpec {
     pub locals: HashMap<String, LocalDir>,
     /// Build secrets by id (`RUN --mount=type=secret,id=…`).
     pub secrets: HashMap<String, Bytes>,
+    /// Single-use uploads by id, fetched as `http://buildkit-session/<id>`.
+    pub uploads: HashMap<String, upload::Upload>,
     /// Carry the session inside `Control.Session` even on a Docker engine
     /// (which otherwise gets the `/session` upgrade). This is the only path
     /// a standalone buildkitd has, so it can be exercised against Docker.
@@ -183,15 +188,20 @@ pub fn headers(id: &str, shared_key: &str) -> Vec<(String, String)> {
 pub(crate) fn routes(spec: &SessionSpec, stats: Arc<TransferStats>) -> Routes {
     let (_reporter, health) = tonic_health::server::health_reporter();
     let locals = Arc::new(spec.locals.clone());
-    let filesync = FileSyncServer::new(filesync::FileSyncService::new(locals, stats))
+    let filesync = FileSyncServer::new(filesync::FileSyncService::new(locals, stats.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let auth = AuthServer::new(auth::AuthService::from_env());
     let secrets = SecretsServer::new(secrets::SecretsService::new(spec.secrets.clone()));
+    let uploads = UploadServer::new(upload::UploadService::new(
+        spec.uploads.clone(),
+        stats.clone(),
+    ));
     Routes::new(health)
         .add_service(filesync)
         .add_service(auth)
         .add_service(secrets)
+        .add_service(uploads)
 }
 
 /// Largest gRPC message cbuild accepts or sends on the session (the daemon's

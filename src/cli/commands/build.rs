@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use crate::buildkit::Client;
-use crate::cli::args::{BuildArgs, GlobalArgs, Progress};
+use crate::cli::args::{BuildArgs, GlobalArgs, Progress, TransportArg};
 use crate::cli::{report_error, settings, ExitStatus};
-use crate::orchestrate::{self, BuildOptions, Reporter};
+use crate::orchestrate::{self, BuildOptions, Reporter, Transport};
 use crate::ui::{self, json::JsonReporter, plain::PlainReporter};
 
 pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
@@ -26,6 +26,11 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
         environment: env.clone(),
         parallel: args.parallel.unwrap_or(0),
         cache_dir: Some(crate::context::cache::default_cache_dir()),
+        transport: match args.transport {
+            TransportArg::Filesync => Transport::FileSync,
+            TransportArg::Tar => Transport::Tar { gzip: false },
+            TransportArg::TarGz => Transport::Tar { gzip: true },
+        },
         session_over_control: env.get("CBUILD_SESSION_TRANSPORT").map(String::as_str)
             == Some("grpc"),
     };
