@@ -4,6 +4,7 @@
 
 pub mod json;
 pub mod plain;
+pub mod tty;
 
 use std::time::Duration;
 

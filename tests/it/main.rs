@@ -9,3 +9,4 @@ mod compat;
 mod content;
 mod errors;
 mod ignore_table;
+mod tty;

@@ -67,6 +67,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
     let reporter: Arc<dyn Reporter> = match progress {
         Progress::Json => Arc::new(JsonReporter),
         Progress::Quiet => Arc::new(PlainReporter::new(true)),
+        Progress::Tty => Arc::new(crate::ui::tty::TtyReporter::new()),
         _ => Arc::new(PlainReporter::new(false)),
     };
     let results = tokio::select! {
@@ -90,7 +91,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
                     o.image,
                     ui::plain::short_id(id),
                     ui::duration(o.elapsed),
-                    ui::bytes(o.transfer.bytes_sent)
+                    ui::bytes(o.transfer.context_bytes_sent)
                 ),
                 None => eprintln!(
                     " {service:<20} FAILED   {}  {:>8}",
