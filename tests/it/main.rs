@@ -4,6 +4,7 @@
 //! loudly rather than skipping.
 
 mod build;
+mod cancel;
 mod common;
 mod compat;
 mod content;

@@ -1,0 +1,92 @@
+//! Ctrl-C cancels every running build cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn sleeping_processes(marker: &str) -> usize {
+    let out = Command::new("pgrep").args(["-f", marker]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn ctrl_c_stops_the_builds_and_exits_130() {
+    let p = Project::new("cancel");
+    // Unusual sleep durations so the processes can be found on the host.
+    p.file(
+        "compose.yaml",
+        "services:\n  one:\n    build: one\n  two:\n    build: two\n",
+    )
+    .file("one/Dockerfile", "FROM cbuild-base\nRUN sleep 41.25\n")
+    .file("two/Dockerfile", "FROM cbuild-base\nRUN sleep 42.25\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cbuild"))
+        .current_dir(p.path())
+        .env("DOCKER_HOST", docker_host())
+        .env("CBUILD_CACHE_DIR", p.cache.path())
+        .args(["-p", &p.name, "--progress", "plain", "--no-cache"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let Some(Ok(line)) = lines.next() else { break };
+        seen.push_str(&line);
+        seen.push('\n');
+        if seen.contains("RUN sleep 41.25") && seen.contains("RUN sleep 42.25") {
+            break;
+        }
+    }
+    // Let the RUN steps actually start in the daemon.
+    let start = Instant::now();
+    while sleeping_processes("sleep 4[12].25") < 2 && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sleeping_processes("sleep 4[12].25"), 2, "{seen}");
+
+    unsafe_sigint(child.id());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "cbuild did not exit after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(status.code(), Some(130), "{seen}{}", rest.join("\n"));
+    assert!(rest.join("\n").contains("cancelled"), "{}", rest.join("\n"));
+
+    // The daemon stopped the steps: no RUN process survives.
+    let start = Instant::now();
+    while sleeping_processes("sleep 4[12].25") > 0 && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        sleeping_processes("sleep 4[12].25"),
+        0,
+        "build steps still running after cancel"
+    );
+    // Nothing was tagged.
+    assert!(!docker(&["image", "inspect", &p.image("one")])
+        .status
+        .success());
+    assert!(!docker(&["image", "inspect", &p.image("two")])
+        .status
+        .success());
+}
+
+fn unsafe_sigint(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
