@@ -7,16 +7,19 @@ pub mod plan;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, Semaphore};
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::buildkit::{Client, StatusUpdate};
 pub use event::{BuildEvent, Reporter, ServiceOutcome};
 pub use plan::{plan, BuildOptions, PlanError, ServiceBuild, Transport};
 
-/// Builds every planned service, at most `parallel` at once (0 = all), and
-/// returns each service's outcome in plan order. One failure does not stop
-/// the others.
+/// Builds every planned service, at most `parallel` at once (0 = all), each
+/// as soon as the services it depends on are built, and returns each
+/// service's outcome in plan order. One failure does not stop the others
+/// (only the services that need its image).
 ///
 /// Dropping the returned future cancels every running build.
 pub async fn run(
@@ -31,14 +34,73 @@ pub async fn run(
         parallel
     }));
     let order: Vec<String> = builds.iter().map(|b| b.service.clone()).collect();
+    let mut senders = HashMap::new();
+    let mut receivers = HashMap::new();
+    for b in &builds {
+        let (tx, rx) = watch::channel::<Option<ServiceOutcome>>(None);
+        senders.insert(b.service.clone(), tx);
+        receivers.insert(b.service.clone(), rx);
+    }
     let mut set = JoinSet::new();
     for b in builds {
         let client = client.clone();
         let reporter = reporter.clone();
         let limit = limit.clone();
+        let done = senders.remove(&b.service);
+        let waits: Vec<(String, watch::Receiver<Option<ServiceOutcome>>)> = b
+            .deps
+            .iter()
+            .chain(b.same_as.iter())
+            .filter_map(|d| receivers.get(d).map(|r| (d.clone(), r.clone())))
+            .collect();
         set.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let outcome = build_one(&client, &b, reporter.as_ref()).await;
+            let started = Instant::now();
+            let mut failed_dep = None;
+            let mut same = None;
+            for (name, mut rx) in waits {
+                let outcome = rx
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|o| o.clone());
+                match outcome {
+                    Some(o) if o.error.is_none() => {
+                        if b.same_as.as_deref() == Some(name.as_str()) {
+                            same = Some(o);
+                        }
+                    }
+                    _ => failed_dep = Some(name),
+                }
+            }
+            let outcome = if let Some(dep) = failed_dep {
+                let o = ServiceOutcome {
+                    image: b.image.clone(),
+                    image_id: None,
+                    error: Some(format!("not built: `{dep}`, whose image it needs, failed")),
+                    hint: None,
+                    elapsed: started.elapsed(),
+                    transfer: Default::default(),
+                    hashing: Default::default(),
+                };
+                reporter.report(BuildEvent::Finished {
+                    service: b.service.clone(),
+                    outcome: o.clone(),
+                });
+                o
+            } else if let Some(o) = same {
+                // Built once, under the first service that names the image.
+                reporter.report(BuildEvent::Finished {
+                    service: b.service.clone(),
+                    outcome: o.clone(),
+                });
+                o
+            } else {
+                let _permit = limit.acquire_owned().await;
+                build_one(&client, &b, reporter.as_ref()).await
+            };
+            if let Some(tx) = done {
+                let _ = tx.send(Some(outcome.clone()));
+            }
             (b.service, outcome)
         });
     }

@@ -69,6 +69,11 @@ pub struct ServiceBuild {
     /// The content-tracked directories, to commit or forget once the build
     /// has ended.
     pub tracked: Vec<TrackedDir>,
+    /// Services whose images this build uses; they are built first.
+    pub deps: Vec<String>,
+    /// Another service that produces the same image; this one is not built
+    /// again.
+    pub same_as: Option<String>,
 }
 
 impl ServiceBuild {
@@ -134,6 +139,9 @@ pub enum PlanError {
         /// Where it was looked for.
         path: PathBuf,
     },
+    /// Services depend on each other's images in a circle.
+    #[error("build dependency cycle: {0}")]
+    Cycle(String),
     /// The ignore file is invalid.
     #[error("`{path}`: {message}")]
     IgnoreFile {
@@ -157,9 +165,15 @@ pub const COMPOSE_VERSION_LABEL: &str = concat!("cbuild-", env!("CARGO_PKG_VERSI
 
 /// Plans the builds `opts` asks for, in service-name order.
 pub fn plan(project: &Project, opts: &BuildOptions) -> Result<Vec<ServiceBuild>, PlanError> {
-    let mut selected: Vec<&Service> = Vec::new();
+    let mut wanted: Vec<String> = Vec::new();
     if opts.services.is_empty() {
-        selected.extend(project.services.values().filter(|s| s.build.is_some()));
+        wanted.extend(
+            project
+                .services
+                .values()
+                .filter(|s| s.build.is_some())
+                .map(|s| s.name.clone()),
+        );
     } else {
         for name in &opts.services {
             let svc = project
@@ -169,13 +183,135 @@ pub fn plan(project: &Project, opts: &BuildOptions) -> Result<Vec<ServiceBuild>,
             if svc.build.is_none() {
                 return Err(PlanError::NoBuild(name.clone()));
             }
-            selected.push(svc);
+            wanted.push(name.clone());
         }
     }
-    selected
-        .into_iter()
-        .map(|svc| plan_service(project, svc, opts))
+    // Dependencies are built too (and first): a build cannot be right
+    // without the images it starts from.
+    let mut order: Vec<String> = Vec::new();
+    let mut visiting: Vec<String> = Vec::new();
+    for name in &wanted {
+        visit(project, name, &mut order, &mut visiting)?;
+    }
+    let mut builds: Vec<ServiceBuild> = Vec::new();
+    for name in order {
+        let svc = &project.services[&name];
+        let mut b = plan_service(project, svc, opts)?;
+        b.deps = build_deps(project, svc);
+        // Services that produce the same image are built once.
+        if let Some(first) = builds.iter().find(|o| o.image == b.image) {
+            b.same_as = Some(first.service.clone());
+        }
+        builds.push(b);
+    }
+    Ok(builds)
+}
+
+/// Depth-first topological order of `name` and its build dependencies.
+fn visit(
+    project: &Project,
+    name: &str,
+    order: &mut Vec<String>,
+    visiting: &mut Vec<String>,
+) -> Result<(), PlanError> {
+    if order.iter().any(|o| o == name) {
+        return Ok(());
+    }
+    if let Some(pos) = visiting.iter().position(|v| v == name) {
+        let mut cycle = visiting[pos..].to_vec();
+        cycle.push(name.to_string());
+        return Err(PlanError::Cycle(cycle.join(" -> ")));
+    }
+    let svc = project
+        .services
+        .get(name)
+        .ok_or_else(|| PlanError::NoSuchService(name.to_string()))?;
+    visiting.push(name.to_string());
+    for dep in build_deps(project, svc) {
+        visit(project, &dep, order, visiting)?;
+    }
+    visiting.pop();
+    order.push(name.to_string());
+    Ok(())
+}
+
+/// The services whose images `svc`'s build uses: `additional_contexts`
+/// entries `service:NAME`, and `FROM` lines naming another service's image.
+fn build_deps(project: &Project, svc: &Service) -> Vec<String> {
+    let Some(build) = &svc.build else {
+        return Vec::new();
+    };
+    let mut deps: Vec<String> = build
+        .additional_contexts
+        .values()
+        .filter_map(|v| v.strip_prefix("service:"))
+        .map(str::to_string)
+        .collect();
+    let text = match &build.dockerfile_inline {
+        Some(t) => Some(t.clone()),
+        None if !build.is_remote_context() => std::fs::read_to_string(resolve_dockerfile(
+            Path::new(&build.context),
+            &build.dockerfile_path(),
+        ))
+        .ok(),
+        None => None,
+    };
+    if let Some(text) = text {
+        for image in from_images(&text) {
+            let image = normalize_image(&image);
+            for other in project.services.values() {
+                if other.name != svc.name
+                    && other.build.is_some()
+                    && normalize_image(&other.image_name(&project.name)) == image
+                    && !deps.contains(&other.name)
+                {
+                    deps.push(other.name.clone());
+                }
+            }
+        }
+    }
+    deps
+}
+
+/// The image references of a Dockerfile's `FROM` lines (flags skipped).
+fn from_images(dockerfile: &str) -> Vec<String> {
+    dockerfile
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            if !words.next()?.eq_ignore_ascii_case("FROM") {
+                return None;
+            }
+            words.find(|w| !w.starts_with("--")).map(str::to_string)
+        })
         .collect()
+}
+
+/// `name` → `docker.io/library/name:latest`, for comparing references.
+fn normalize_image(image: &str) -> String {
+    let (name, digest) = match image.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (image, None),
+    };
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let mut full = if !name.contains('/') {
+        format!("docker.io/library/{name}")
+    } else {
+        let first = name.split('/').next().unwrap_or_default();
+        if first.contains('.') || first.contains(':') || first == "localhost" {
+            name.to_string()
+        } else {
+            format!("docker.io/{name}")
+        }
+    };
+    if !last.contains(':') && digest.is_none() {
+        full.push_str(":latest");
+    }
+    if let Some(d) = digest {
+        full.push('@');
+        full.push_str(d);
+    }
+    full
 }
 
 fn plan_service(
@@ -314,11 +450,18 @@ fn plan_service(
         attrs.insert("platform".into(), build.platforms.join(","));
     }
     for (name, value) in &build.additional_contexts {
-        if value.starts_with("service:") {
-            return Err(PlanError::Unsupported {
-                service: svc.name.clone(),
-                what: format!("`additional_contexts.{name}: {value}`"),
-            });
+        if let Some(dep) = value.strip_prefix("service:") {
+            // The dependency is built first and tagged in the engine; the
+            // frontend then takes it from the local image store.
+            let dep_svc = project
+                .services
+                .get(dep)
+                .ok_or_else(|| PlanError::NoSuchService(dep.to_string()))?;
+            attrs.insert(
+                format!("context:{name}"),
+                format!("docker-image://{}", dep_svc.image_name(&project.name)),
+            );
+            continue;
         }
         if value.contains("://") {
             attrs.insert(format!("context:{name}"), value.clone());
@@ -406,6 +549,8 @@ fn plan_service(
             uploads,
         },
         tracked,
+        deps: Vec::new(),
+        same_as: None,
     })
 }
 
@@ -507,6 +652,21 @@ fn cache_entry(spec: &str) -> Option<ExporterSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_references_normalise() {
+        assert_eq!(normalize_image("app"), "docker.io/library/app:latest");
+        assert_eq!(
+            normalize_image("docker.io/library/app:latest"),
+            "docker.io/library/app:latest"
+        );
+        assert_eq!(normalize_image("me/app:1"), "docker.io/me/app:1");
+        assert_eq!(normalize_image("reg:5000/app"), "reg:5000/app:latest");
+        assert_eq!(
+            from_images("# c\nFROM --platform=$X base AS b\nfrom other\nRUN x\n"),
+            ["base", "other"]
+        );
+    }
 
     #[test]
     fn cache_entries() {

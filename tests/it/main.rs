@@ -9,5 +9,6 @@ mod common;
 mod compat;
 mod content;
 mod errors;
+mod graph;
 mod ignore_table;
 mod tty;

@@ -230,6 +230,11 @@ fn list(
     Ok((packets, sources))
 }
 
+fn is_socket(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
 fn err_packet(msg: impl Into<String>) -> Packet {
     Packet {
         r#type: PacketType::PacketErr as i32,
@@ -367,6 +372,12 @@ async fn send_file(
         Source::Disk(path) => {
             let mut file = match tokio::fs::File::open(&path).await {
                 Ok(f) => f,
+                Err(_) if is_socket(&path) => {
+                    // fsutil reports sockets as (empty) regular files: the
+                    // daemon asks for them and gets just the end of file.
+                    let _ = tx.send(Ok(data_packet(Vec::new()))).await;
+                    return;
+                }
                 Err(e) => {
                     let _ = tx
                         .send(Ok(err_packet(format!(
