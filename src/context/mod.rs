@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod clock;
+pub mod digest;
 pub mod dockerignore;
 pub mod hash;
 pub mod tar;

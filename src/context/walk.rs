@@ -133,7 +133,7 @@ fn go_minor(dev: u64) -> u64 {
 }
 
 /// The filters of one FileSync request: the gRPC metadata BuildKit sends on `DiffCopy`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WalkOptions {
     /// `include-patterns`: if not empty, only paths matching one of these (or below a match)
     /// are sent. `.dockerignore` syntax, `!` allowed.

@@ -48,6 +48,9 @@ pub struct ServiceOutcome {
     pub transfer: TransferSnapshot,
     /// How much hashing it took.
     pub hashing: super::plan::HashCounts,
+    /// Not built: the engine already holds an image built from the same
+    /// inputs.
+    pub up_to_date: bool,
 }
 
 /// Receives [`BuildEvent`]s. Implementations must not block for long.

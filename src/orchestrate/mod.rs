@@ -2,6 +2,7 @@
 //! in `cli` are thin wrappers around the functions here.
 
 pub mod event;
+pub mod fresh;
 pub mod plan;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::buildkit::{Client, StatusUpdate};
+use crate::engine::Engine;
 pub use event::{BuildEvent, Reporter, ServiceOutcome};
 pub use plan::{plan, BuildOptions, PlanError, ServiceBuild, Transport};
 
@@ -24,6 +26,7 @@ pub use plan::{plan, BuildOptions, PlanError, ServiceBuild, Transport};
 /// Dropping the returned future cancels every running build.
 pub async fn run(
     client: &Client,
+    engine: Option<Engine>,
     builds: Vec<ServiceBuild>,
     parallel: usize,
     reporter: Arc<dyn Reporter>,
@@ -44,6 +47,7 @@ pub async fn run(
     let mut set = JoinSet::new();
     for b in builds {
         let client = client.clone();
+        let engine = engine.clone();
         let reporter = reporter.clone();
         let limit = limit.clone();
         let done = senders.remove(&b.service);
@@ -81,6 +85,7 @@ pub async fn run(
                     elapsed: started.elapsed(),
                     transfer: Default::default(),
                     hashing: Default::default(),
+                    up_to_date: false,
                 };
                 reporter.report(BuildEvent::Finished {
                     service: b.service.clone(),
@@ -96,7 +101,30 @@ pub async fn run(
                 o
             } else {
                 let _permit = limit.acquire_owned().await;
-                build_one(&client, &b, reporter.as_ref()).await
+                let fresh = match &engine {
+                    Some(e) if !b.force => fresh::check(&b, e).await,
+                    _ => fresh::Freshness::NotBuilt,
+                };
+                if let fresh::Freshness::UpToDate { image_id } = fresh {
+                    b.save_hashes();
+                    let o = ServiceOutcome {
+                        image: b.image.clone(),
+                        image_id: Some(image_id),
+                        error: None,
+                        hint: None,
+                        elapsed: started.elapsed(),
+                        transfer: Default::default(),
+                        hashing: b.hash_counts(),
+                        up_to_date: true,
+                    };
+                    reporter.report(BuildEvent::Finished {
+                        service: b.service.clone(),
+                        outcome: o.clone(),
+                    });
+                    o
+                } else {
+                    build_one(&client, engine.as_ref(), &b, reporter.as_ref()).await
+                }
             };
             if let Some(tx) = done {
                 let _ = tx.send(Some(outcome.clone()));
@@ -114,8 +142,21 @@ pub async fn run(
     done
 }
 
-async fn build_one(client: &Client, b: &ServiceBuild, reporter: &dyn Reporter) -> ServiceOutcome {
+async fn build_one(
+    client: &Client,
+    engine: Option<&Engine>,
+    b: &ServiceBuild,
+    reporter: &dyn Reporter,
+) -> ServiceOutcome {
     let started = Instant::now();
+    // The inputs as they are when the build starts.
+    let inputs = match engine {
+        Some(e) if b.record.is_some() => {
+            let bases = fresh::base_ids(e, &b.bases).await;
+            Some(fresh::inputs_digest(b, &bases))
+        }
+        _ => None,
+    };
     reporter.report(BuildEvent::Started {
         service: b.service.clone(),
         image: b.image.clone(),
@@ -139,6 +180,16 @@ async fn build_one(client: &Client, b: &ServiceBuild, reporter: &dyn Reporter) -
         });
     }
     let hashing = b.finish(result.is_ok());
+    match (&result, inputs) {
+        (Ok(r), Some(inputs)) => {
+            if let Some(id) = r.outcome.image_id() {
+                if let Err(e) = fresh::save(b, inputs, id, r.transfer.served.clone()) {
+                    tracing::warn!("cannot record the build of `{}`: {e}", b.service);
+                }
+            }
+        }
+        _ => fresh::forget(b),
+    }
     let outcome = match result {
         Ok(r) => ServiceOutcome {
             image: b.image.clone(),
@@ -148,6 +199,7 @@ async fn build_one(client: &Client, b: &ServiceBuild, reporter: &dyn Reporter) -
             elapsed: started.elapsed(),
             transfer: r.transfer,
             hashing,
+            up_to_date: false,
         },
         Err(e) => ServiceOutcome {
             image: b.image.clone(),
@@ -157,6 +209,7 @@ async fn build_one(client: &Client, b: &ServiceBuild, reporter: &dyn Reporter) -
             elapsed: started.elapsed(),
             transfer: Default::default(),
             hashing,
+            up_to_date: false,
         },
     };
     reporter.report(BuildEvent::Finished {

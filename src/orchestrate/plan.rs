@@ -74,6 +74,14 @@ pub struct ServiceBuild {
     /// Another service that produces the same image; this one is not built
     /// again.
     pub same_as: Option<String>,
+    /// The images the build starts from (base images, service images used
+    /// as named contexts): their IDs are inputs of the build.
+    pub bases: Vec<String>,
+    /// Never skip this build (`--no-cache`, `--pull`).
+    pub force: bool,
+    /// Where the record of the last build is kept (for skipping builds
+    /// whose inputs did not change).
+    pub record: Option<PathBuf>,
 }
 
 impl ServiceBuild {
@@ -81,12 +89,8 @@ impl ServiceBuild {
     /// success BuildKit holds what was reported; after a failure nobody
     /// knows, so the next build starts a fresh generation.
     pub fn finish(&self, success: bool) -> HashCounts {
-        let mut counts = HashCounts::default();
+        let counts = self.hash_counts();
         for t in &self.tracked {
-            use std::sync::atomic::Ordering::Relaxed;
-            counts.files_hashed += t.hashes.stats.files_hashed.load(Relaxed);
-            counts.bytes_hashed += t.hashes.stats.bytes_hashed.load(Relaxed);
-            counts.cache_hits += t.hashes.stats.hits.load(Relaxed);
             if let Err(e) = t.hashes.save() {
                 tracing::warn!("cannot save the hash cache: {e}");
             }
@@ -100,6 +104,30 @@ impl ServiceBuild {
             }
         }
         counts
+    }
+}
+
+impl ServiceBuild {
+    /// How much hashing this build's directories needed so far.
+    pub fn hash_counts(&self) -> HashCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut counts = HashCounts::default();
+        for t in &self.tracked {
+            counts.files_hashed += t.hashes.stats.files_hashed.load(Relaxed);
+            counts.bytes_hashed += t.hashes.stats.bytes_hashed.load(Relaxed);
+            counts.cache_hits += t.hashes.stats.hits.load(Relaxed);
+        }
+        counts
+    }
+
+    /// Saves the hash caches (after a skipped build: the replay may have
+    /// hashed changed-but-identical files).
+    pub fn save_hashes(&self) {
+        for t in &self.tracked {
+            if let Err(e) = t.hashes.save() {
+                tracing::warn!("cannot save the hash cache: {e}");
+            }
+        }
     }
 }
 
@@ -198,6 +226,21 @@ pub fn plan(project: &Project, opts: &BuildOptions) -> Result<Vec<ServiceBuild>,
         let svc = &project.services[&name];
         let mut b = plan_service(project, svc, opts)?;
         b.deps = build_deps(project, svc);
+        b.bases = dockerfile_text(svc)
+            .map(|t| base_images(&t))
+            .unwrap_or_default();
+        // Images of services used as named contexts are inputs too.
+        if let Some(build) = &svc.build {
+            for v in build.additional_contexts.values() {
+                if let Some(dep) = v.strip_prefix("service:") {
+                    if let Some(d) = project.services.get(dep) {
+                        b.bases.push(d.image_name(&project.name));
+                    }
+                }
+            }
+        }
+        b.force =
+            opts.no_cache || opts.pull || svc.build.as_ref().is_some_and(|x| x.no_cache || x.pull);
         // Services that produce the same image are built once.
         if let Some(first) = builds.iter().find(|o| o.image == b.image) {
             b.same_as = Some(first.service.clone());
@@ -273,6 +316,20 @@ fn build_deps(project: &Project, svc: &Service) -> Vec<String> {
     deps
 }
 
+/// The service's Dockerfile text (inline or read from disk), if readable.
+fn dockerfile_text(svc: &Service) -> Option<String> {
+    let build = svc.build.as_ref()?;
+    match &build.dockerfile_inline {
+        Some(t) => Some(t.clone()),
+        None if !build.is_remote_context() => std::fs::read_to_string(resolve_dockerfile(
+            Path::new(&build.context),
+            &build.dockerfile_path(),
+        ))
+        .ok(),
+        None => None,
+    }
+}
+
 /// The image references of a Dockerfile's `FROM` lines (flags skipped).
 fn from_images(dockerfile: &str) -> Vec<String> {
     dockerfile
@@ -285,6 +342,36 @@ fn from_images(dockerfile: &str) -> Vec<String> {
             words.find(|w| !w.starts_with("--")).map(str::to_string)
         })
         .collect()
+}
+
+/// The images a Dockerfile starts from: `FROM` references that are not
+/// earlier stage names and not `scratch`.
+fn base_images(dockerfile: &str) -> Vec<String> {
+    let mut stages: Vec<String> = Vec::new();
+    let mut bases = Vec::new();
+    for l in dockerfile.lines() {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        if !words
+            .first()
+            .is_some_and(|w| w.eq_ignore_ascii_case("FROM"))
+        {
+            continue;
+        }
+        let rest: Vec<&str> = words[1..]
+            .iter()
+            .copied()
+            .filter(|w| !w.starts_with("--"))
+            .collect();
+        let Some(image) = rest.first() else { continue };
+        let lower = image.to_ascii_lowercase();
+        if lower != "scratch" && !stages.contains(&lower) && !bases.contains(&image.to_string()) {
+            bases.push(image.to_string());
+        }
+        if rest.len() >= 3 && rest[1].eq_ignore_ascii_case("AS") {
+            stages.push(rest[2].to_ascii_lowercase());
+        }
+    }
+    bases
 }
 
 /// `name` → `docker.io/library/name:latest`, for comparing references.
@@ -551,6 +638,16 @@ fn plan_service(
         tracked,
         deps: Vec::new(),
         same_as: None,
+        bases: Vec::new(),
+        force: false,
+        // A tar context is not a replayable request: never skipped.
+        record: match opts.transport {
+            Transport::FileSync => opts
+                .cache_dir
+                .as_ref()
+                .map(|c| c.join("builds").join(format!("{base_key}.json"))),
+            Transport::Tar { .. } => None,
+        },
     })
 }
 

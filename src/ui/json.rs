@@ -51,6 +51,7 @@ impl Reporter for JsonReporter {
                 "files_hashed": outcome.hashing.files_hashed,
                 "bytes_hashed": outcome.hashing.bytes_hashed,
                 "hash_cache_hits": outcome.hashing.cache_hits,
+                "up_to_date": outcome.up_to_date,
             })],
         };
         let mut out = std::io::stdout().lock();

@@ -133,6 +133,19 @@ impl Reporter for PlainReporter {
             BuildEvent::Finished { service, outcome } => {
                 let st = state.entry(service.clone()).or_default();
                 match &outcome.error {
+                    None if outcome.up_to_date => {
+                        if !self.quiet {
+                            line(
+                                &mut out,
+                                &service,
+                                &format!(
+                                    "up to date: `{}` {} (nothing changed since it was built)",
+                                    outcome.image,
+                                    outcome.image_id.as_deref().map(short_id).unwrap_or("?")
+                                ),
+                            );
+                        }
+                    }
                     None => {
                         if !self.quiet {
                             line(

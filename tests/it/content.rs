@@ -15,6 +15,12 @@ fn project() -> Project {
     p
 }
 
+/// Removes cbuild's records of past builds (not the content clock), so
+/// the next build runs a solve.
+fn forget_builds(p: &Project) {
+    let _ = std::fs::remove_dir_all(p.cache.path().join("builds"));
+}
+
 #[test]
 fn same_size_edit_with_mtime_restored_reaches_the_image() {
     let p = project();
@@ -67,7 +73,9 @@ fn a_fresh_copy_of_the_tree_sends_nothing_and_keeps_the_image() {
         std::thread::sleep(Duration::from_millis(5));
         std::fs::write(&path, data).unwrap();
     }
+    forget_builds(&p);
     let fin = build_json(&p, &[]);
+    assert_eq!(fin["up_to_date"], false, "{fin}");
     assert_eq!(fin["context_files_sent"], 0, "{fin}");
     assert_eq!(image_id(&p.image("app")), id);
 }
@@ -155,8 +163,9 @@ fn only_what_the_dockerfile_copies_is_read_and_sent() {
         run_in(&p.image("web"), "find /app | sort"),
         "/app\n/app/src\n/app/src/index.js\n/app/src/lib\n/app/src/lib/util.js\n"
     );
-    // Unchanged: nothing read, nothing sent.
+    // Unchanged: nothing read, nothing sent, no solve.
     let fin = build_json(&p, &[]);
+    assert_eq!(fin["up_to_date"], true, "{fin}");
     assert_eq!(fin["context_files_sent"], 0, "{fin}");
     assert_eq!(fin["files_hashed"], 0, "{fin}");
     assert_eq!(fin["hash_cache_hits"], 2, "{fin}");

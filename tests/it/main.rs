@@ -11,4 +11,5 @@ mod content;
 mod errors;
 mod graph;
 mod ignore_table;
+mod skip;
 mod tty;

@@ -27,9 +27,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{LocalDir, TransferStats};
+use super::{LocalDir, Served, TransferStats};
 use crate::buildkit::proto::fsutil::types::{packet::PacketType, Packet, Stat};
 use crate::buildkit::proto::moby::filesync::v1::file_sync_server::FileSync;
+use crate::context::cache::HashCache;
+use crate::context::digest::ListingDigest;
 use crate::context::walk::{self, Entry, WalkOptions};
 
 /// Size of one DATA packet (fsutil uses 32 KiB; the daemon accepts 16 MiB).
@@ -81,6 +83,7 @@ impl FileSync for FileSyncService {
         let incoming = request.into_inner();
         let is_context = dir_name != "dockerfile";
         tokio::spawn(send(
+            dir_name,
             local,
             opts,
             incoming,
@@ -173,16 +176,34 @@ fn stat_packet(e: &Entry) -> Packet {
     }
 }
 
-fn list(
-    local: &LocalDir,
-    opts: &WalkOptions,
-) -> Result<(Vec<Packet>, HashMap<u32, Source>), String> {
+/// What one DiffCopy call serves: the STAT packets, the files REQs may
+/// ask for, and the listing digest (see [`crate::context::digest`]).
+struct Listing {
+    packets: Vec<Packet>,
+    sources: HashMap<u32, Source>,
+    digest: String,
+}
+
+fn hash_error(e: crate::context::cache::HashError) -> String {
+    let mut msg = e.to_string();
+    if let Some(src) = std::error::Error::source(&e) {
+        msg.push_str(&format!(": {src}"));
+    }
+    msg
+}
+
+fn list(local: &LocalDir, opts: &WalkOptions) -> Result<Listing, String> {
     let mut packets = Vec::new();
     let mut sources = HashMap::new();
+    let mut digest = ListingDigest::new();
     match local {
         LocalDir::Disk(root) => {
             let entries = walk::walk(root, opts).map_err(|e| e.to_string())?;
-            for (i, e) in entries.iter().enumerate() {
+            let hashes = HashCache::in_memory()
+                .hash_all(&entries)
+                .map_err(hash_error)?;
+            for (i, (e, h)) in entries.iter().zip(&hashes).enumerate() {
+                digest.add_entry(e, h.as_ref());
                 if e.is_regular() && e.linkname.is_empty() {
                     sources.insert(i as u32, Source::Disk(e.abs.clone()));
                 }
@@ -191,14 +212,9 @@ fn list(
         }
         LocalDir::Tracked(t) => {
             let entries = walk::walk(&t.root, opts).map_err(|e| e.to_string())?;
-            let hashes = t.hashes.hash_all(&entries).map_err(|e| {
-                let mut msg = e.to_string();
-                if let Some(src) = std::error::Error::source(&e) {
-                    msg.push_str(&format!(": {src}"));
-                }
-                msg
-            })?;
+            let hashes = t.hashes.hash_all(&entries).map_err(hash_error)?;
             for (i, (e, h)) in entries.iter().zip(&hashes).enumerate() {
+                digest.add_entry(e, h.as_ref());
                 let mut packet = stat_packet(e);
                 if let (Some(h), Some(st)) = (h, packet.stat.as_mut()) {
                     st.mod_time = t.clock.stamp(&e.path, e.mtime_ns, e.mode, h);
@@ -213,6 +229,13 @@ fn list(
             let mut files = files.clone();
             files.sort_by(|a, b| a.name.cmp(&b.name));
             for (i, f) in files.iter().enumerate() {
+                digest.add(
+                    &f.name,
+                    0o644,
+                    f.data.len() as u64,
+                    "",
+                    Some(&blake3::hash(&f.data)),
+                );
                 packets.push(Packet {
                     r#type: PacketType::PacketStat as i32,
                     stat: Some(Stat {
@@ -227,7 +250,20 @@ fn list(
             }
         }
     }
-    Ok((packets, sources))
+    Ok(Listing {
+        packets,
+        sources,
+        digest: digest.finish(),
+    })
+}
+
+/// The listing digest of what a DiffCopy call with `opts` would serve from
+/// `local` right now (the same code path as serving it).
+pub fn listing_digest(local: &LocalDir, opts: &WalkOptions) -> Result<String, String> {
+    let mut l = list(local, opts)?;
+    // Stamps were taken for nothing: this was not a transfer.
+    l.packets.clear();
+    Ok(l.digest)
 }
 
 fn is_socket(path: &std::path::Path) -> bool {
@@ -244,6 +280,7 @@ fn err_packet(msg: impl Into<String>) -> Packet {
 }
 
 async fn send(
+    dir_name: String,
     local: LocalDir,
     opts: WalkOptions,
     mut incoming: Streaming<Packet>,
@@ -251,9 +288,19 @@ async fn send(
     stats: Arc<TransferStats>,
     is_context: bool,
 ) {
+    let opts_copy = opts.clone();
     let listed = tokio::task::spawn_blocking(move || list(&local, &opts)).await;
     let (stats_packets, sources) = match listed {
-        Ok(Ok(v)) => v,
+        Ok(Ok(l)) => {
+            if let Ok(mut served) = stats.served.lock() {
+                served.push(Served {
+                    local: dir_name.clone(),
+                    opts: opts_copy.clone(),
+                    digest: l.digest.clone(),
+                });
+            }
+            (l.packets, l.sources)
+        }
         Ok(Err(msg)) => {
             let _ = tx.send(Ok(err_packet(msg))).await;
             return;

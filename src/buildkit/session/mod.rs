@@ -120,6 +120,21 @@ pub struct TransferStats {
     pub context_files_sent: AtomicU64,
     /// Of `bytes_sent`, those of build contexts (not the Dockerfile).
     pub context_bytes_sent: AtomicU64,
+    /// Every DiffCopy call served, in order.
+    pub served: std::sync::Mutex<Vec<Served>>,
+}
+
+/// One DiffCopy call: which local the daemon asked for, with which
+/// filters, and the listing digest of what it was shown. Replaying these
+/// requests later tells whether a build's inputs changed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Served {
+    /// The local name (`context`, `dockerfile`…).
+    pub local: String,
+    /// The filters the daemon sent.
+    pub opts: crate::context::walk::WalkOptions,
+    /// The listing digest.
+    pub digest: String,
 }
 
 impl TransferStats {
@@ -131,12 +146,13 @@ impl TransferStats {
             entries_listed: self.entries_listed.load(Ordering::Relaxed),
             context_files_sent: self.context_files_sent.load(Ordering::Relaxed),
             context_bytes_sent: self.context_bytes_sent.load(Ordering::Relaxed),
+            served: self.served.lock().map(|s| s.clone()).unwrap_or_default(),
         }
     }
 }
 
 /// Values of [`TransferStats`] at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TransferSnapshot {
     /// Regular files whose content was sent.
     pub files_sent: u64,
@@ -148,6 +164,8 @@ pub struct TransferSnapshot {
     pub context_files_sent: u64,
     /// Bytes of build contexts sent (the Dockerfile excluded).
     pub context_bytes_sent: u64,
+    /// The DiffCopy calls served.
+    pub served: Vec<Served>,
 }
 
 /// A new random session id. It must not contain `:` (the daemon splits on it).

@@ -63,6 +63,14 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
             return ExitStatus::Failure;
         }
     };
+    // The engine's image store tells whether a build can be skipped.
+    let engine = if client.address().is_docker() {
+        crate::engine::Engine::connect(&settings::docker_host(&env))
+            .await
+            .ok()
+    } else {
+        None
+    };
     let progress = settings::progress(global, args);
     let reporter: Arc<dyn Reporter> = match progress {
         Progress::Json => Arc::new(JsonReporter),
@@ -71,7 +79,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
         _ => Arc::new(PlainReporter::new(false)),
     };
     let results = tokio::select! {
-        r = orchestrate::run(&client, builds, opts.parallel, reporter) => r,
+        r = orchestrate::run(&client, engine, builds, opts.parallel, reporter) => r,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("cancelled: every running build was stopped");
             return ExitStatus::Cancelled;
@@ -86,6 +94,11 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
         eprintln!();
         for (service, o) in &results {
             match &o.image_id {
+                Some(id) if o.up_to_date => eprintln!(
+                    " {service:<20} up to date  {}  {:<12}",
+                    o.image,
+                    ui::plain::short_id(id)
+                ),
                 Some(id) => eprintln!(
                     " {service:<20} built    {}  {:<12}  {:>8}  context {} sent",
                     o.image,

@@ -1,0 +1,180 @@
+//! Skipping builds that cannot change the result.
+//!
+//! After a successful build cbuild records, per service: the image ID it
+//! produced, an *inputs digest* (every solve option — frontend attributes
+//! with build args, labels, target and platform, exporters, entitlements,
+//! cache settings — plus the IDs of the images the build starts from), and
+//! every DiffCopy request the daemon made with the listing digest of what
+//! it was shown (see [`crate::context::digest`]).
+//!
+//! Before the next build, cbuild replays those requests against the files
+//! as they are now. If every listing digest, the inputs digest and the
+//! image the engine holds under the name all match, BuildKit could only
+//! produce the same image again: the build is reported "up to date" and no
+//! solve runs. The replay covers the Dockerfile and ignore files too, since
+//! the daemon pulls them through the same requests; and because the
+//! requests are the daemon's own, a file the Dockerfile does not use never
+//! makes a service stale. `--no-cache`, `--pull` and `pull: true` never skip.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::buildkit::session::filesync::listing_digest;
+use crate::buildkit::session::Served;
+use crate::engine::Engine;
+
+use super::plan::ServiceBuild;
+
+const VERSION: u32 = 1;
+
+/// What the last successful build of a service was made of.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    version: u32,
+    /// The image name.
+    pub image: String,
+    /// The image ID the build produced.
+    pub image_id: String,
+    /// The inputs digest.
+    pub inputs: String,
+    /// The requests the daemon made, with what it was shown.
+    pub served: Vec<Served>,
+}
+
+/// Whether a service needs building.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// The engine holds an image built from exactly these inputs.
+    UpToDate {
+        /// Its ID.
+        image_id: String,
+    },
+    /// Something changed (what, in words).
+    Stale(String),
+    /// cbuild has no record of building it.
+    NotBuilt,
+}
+
+/// The IDs of the images a build starts from (`missing` for absent ones).
+pub async fn base_ids(engine: &Engine, bases: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for b in bases {
+        let id = match engine.image(b).await {
+            Ok(Some(img)) => img.id,
+            _ => "missing".to_string(),
+        };
+        out.insert(b.clone(), id);
+    }
+    out
+}
+
+/// The inputs digest of a planned build given its base image IDs.
+pub fn inputs_digest(b: &ServiceBuild, bases: &BTreeMap<String, String>) -> String {
+    let s = &b.solve;
+    // How the last build was forced does not change what a normal build
+    // would produce now: the image it made is the current one.
+    let mut attrs = s.frontend_attrs.clone();
+    attrs.remove("no-cache");
+    if attrs.get("image-resolve-mode").map(String::as_str) == Some("pull") {
+        attrs.remove("image-resolve-mode");
+    }
+    let value = serde_json::json!({
+        "v": VERSION,
+        "frontend": s.frontend,
+        "attrs": attrs,
+        "exporters": s.exporters.iter().map(|e| (&e.kind, &e.attrs)).collect::<Vec<_>>(),
+        "entitlements": s.entitlements,
+        "cache_imports": s.cache_imports.iter().map(|e| (&e.kind, &e.attrs)).collect::<Vec<_>>(),
+        "cache_exports": s.cache_exports.iter().map(|e| (&e.kind, &e.attrs)).collect::<Vec<_>>(),
+        "bases": bases,
+        // Attributes that name a one-off upload differ every build.
+    });
+    let mut text = value.to_string();
+    if let Some(ctx) = s.frontend_attrs.get("context") {
+        if ctx.starts_with("http://buildkit-session/") {
+            text = text.replace(ctx.as_str(), "upload");
+        }
+    }
+    format!("blake3:{}", blake3::hash(text.as_bytes()).to_hex())
+}
+
+fn load(path: &Path) -> Option<Record> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice::<Record>(&bytes)
+        .ok()
+        .filter(|r| r.version == VERSION)
+}
+
+/// Whether `b` needs building, without asking BuildKit anything.
+pub async fn check(b: &ServiceBuild, engine: &Engine) -> Freshness {
+    let Some(path) = &b.record else {
+        return Freshness::NotBuilt;
+    };
+    let Some(record) = load(path) else {
+        return Freshness::NotBuilt;
+    };
+    if b.force {
+        return Freshness::Stale("a fresh build was asked for (--no-cache or --pull)".into());
+    }
+    let bases = base_ids(engine, &b.bases).await;
+    if bases.values().any(|id| id == "missing") {
+        return Freshness::Stale("a base image is not in the engine".into());
+    }
+    if inputs_digest(b, &bases) != record.inputs {
+        return Freshness::Stale("build options or base images changed".into());
+    }
+    for served in &record.served {
+        let Some(local) = b.session.locals.get(&served.local).cloned() else {
+            return Freshness::Stale(format!("`{}` is no longer part of the build", served.local));
+        };
+        let opts = served.opts.clone();
+        let digest = tokio::task::spawn_blocking(move || listing_digest(&local, &opts)).await;
+        match digest {
+            Ok(Ok(d)) if d == served.digest => {}
+            _ => {
+                let what = match served.local.as_str() {
+                    "context" => "files in the build context changed".to_string(),
+                    "dockerfile" => "the Dockerfile changed".to_string(),
+                    other => format!("files in the named context `{other}` changed"),
+                };
+                return Freshness::Stale(what);
+            }
+        }
+    }
+    match engine.image(&b.image).await {
+        Ok(Some(img)) if img.id == record.image_id => Freshness::UpToDate {
+            image_id: record.image_id,
+        },
+        Ok(Some(_)) => Freshness::Stale(format!("the engine's `{}` is another image", b.image)),
+        _ => Freshness::Stale(format!("the engine has no image `{}`", b.image)),
+    }
+}
+
+/// Records a successful build.
+pub fn save(
+    b: &ServiceBuild,
+    inputs: String,
+    image_id: &str,
+    served: Vec<Served>,
+) -> std::io::Result<()> {
+    let Some(path) = &b.record else { return Ok(()) };
+    let record = Record {
+        version: VERSION,
+        image: b.image.clone(),
+        image_id: image_id.to_string(),
+        inputs,
+        served,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec(&record)?)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Forgets the record (after a failed build).
+pub fn forget(b: &ServiceBuild) {
+    if let Some(p) = &b.record {
+        let _ = std::fs::remove_file(p);
+    }
+}
