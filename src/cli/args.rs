@@ -19,7 +19,9 @@ pub struct Cli {
 }
 
 /// Names of the commands, as typed.
-const COMMANDS: &[&str] = &["build", "config", "doctor", "version", "help"];
+const COMMANDS: &[&str] = &[
+    "build", "config", "doctor", "version", "help", "up", "status",
+];
 
 /// Options (of any command) that take a separate value, so that value is
 /// not mistaken for the command name.
@@ -132,6 +134,12 @@ pub enum Command {
     Build(BuildArgs),
     /// Print the resolved Compose model.
     Config(ConfigArgs),
+    /// Build what is stale, then `docker compose up --no-build` with the
+    /// same project options and the remaining arguments (`-d`, …).
+    Up(UpArgs),
+    /// Whether each service's image is up to date with the source, and
+    /// whether its containers run it.
+    Status(StatusArgs),
     /// Check the engine and builder cbuild would use.
     #[command(alias = "version")]
     Doctor,
@@ -162,6 +170,57 @@ pub struct BuildArgs {
     /// How many services build at once (default: all).
     #[arg(long, env = "COMPOSE_PARALLEL_LIMIT", value_name = "N")]
     pub parallel: Option<usize>,
+}
+
+/// `cbuild up` arguments.
+#[derive(Debug, Args, Clone, Default)]
+pub struct UpArgs {
+    /// Build options for the build step.
+    #[command(flatten)]
+    pub build: UpBuildArgs,
+    /// Services and `docker compose up` flags, passed on as they are.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub rest: Vec<String>,
+}
+
+/// The build options `cbuild up` understands itself.
+#[derive(Debug, Args, Clone, Default)]
+pub struct UpBuildArgs {
+    /// Set build-time variables for the build step.
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// Build without cache before starting.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+/// `cbuild status` options.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StatusArgs {
+    /// Services (default: every service with a `build:` section).
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: StatusFormat,
+    /// Exit with status 1 when anything is stale, not built, or running an
+    /// older image.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// `status` output formats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    /// A table.
+    #[default]
+    Text,
+    /// JSON.
+    Json,
 }
 
 /// `--transport` values.

@@ -82,3 +82,12 @@ pub fn progress(g: &GlobalArgs, b: &BuildArgs) -> Progress {
         p => p,
     }
 }
+
+/// Loads the project the global options describe.
+pub fn load_project(
+    g: &GlobalArgs,
+    env: &HashMap<String, String>,
+) -> anyhow::Result<crate::compose::Project> {
+    let opts = load_options(g, env)?;
+    Ok(crate::compose::load(&opts)?)
+}

@@ -147,3 +147,56 @@ pub fn embedded_buildkit(docker_version: &str) -> Option<&'static str> {
         .find(|(prefix, _)| docker_version.starts_with(prefix))
         .map(|(_, v)| *v)
 }
+
+/// A container of a Compose project.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ContainerInfo {
+    /// Container name.
+    pub name: String,
+    /// The Compose service it runs.
+    pub service: String,
+    /// The ID of the image it runs.
+    pub image_id: String,
+    /// `running`, `exited`…
+    pub state: String,
+}
+
+impl Engine {
+    /// The containers (running or not) of Compose project `project`.
+    pub async fn project_containers(
+        &self,
+        project: &str,
+    ) -> Result<Vec<ContainerInfo>, EngineError> {
+        let mut filters = std::collections::HashMap::new();
+        filters.insert(
+            "label".to_string(),
+            vec![format!("com.docker.compose.project={project}")],
+        );
+        let list = self
+            .docker
+            .list_containers(Some(bollard::container::ListContainersOptions {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.api(e))?;
+        Ok(list
+            .into_iter()
+            .map(|c| ContainerInfo {
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                service: c
+                    .labels
+                    .and_then(|l| l.get("com.docker.compose.service").cloned())
+                    .unwrap_or_default(),
+                image_id: c.image_id.unwrap_or_default(),
+                state: c.state.unwrap_or_default(),
+            })
+            .collect())
+    }
+}

@@ -4,6 +4,7 @@
 pub mod event;
 pub mod fresh;
 pub mod plan;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::Instant;

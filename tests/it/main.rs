@@ -13,3 +13,4 @@ mod graph;
 mod ignore_table;
 mod skip;
 mod tty;
+mod up;

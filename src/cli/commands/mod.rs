@@ -4,6 +4,8 @@
 mod build;
 mod config;
 mod doctor;
+mod status;
+mod up;
 
 use super::args::{Cli, Command};
 use super::ExitStatus;
@@ -14,5 +16,7 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
         Command::Build(b) => build::run(&cli.global, &b).await,
         Command::Config(c) => config::run(&cli.global, &c),
         Command::Doctor => doctor::run(&cli.global).await,
+        Command::Up(u) => up::run(&cli.global, &u).await,
+        Command::Status(s) => status::run(&cli.global, &s).await,
     }
 }
