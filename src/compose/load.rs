@@ -92,7 +92,35 @@ pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
         working_dir: working_dir.clone(),
         files: files.clone(),
         services: BTreeMap::new(),
+        secrets: BTreeMap::new(),
     };
+    if let Some(secrets) = top.get("secrets") {
+        let secrets = secrets
+            .as_mapping()
+            .ok_or_else(|| invalid(&shown, "secrets", "must be a mapping"))?;
+        for (k, v) in secrets {
+            let name = scalar(&shown, "secrets", k)?;
+            let key = format!("secrets.{name}");
+            let m = v.as_mapping().ok_or_else(|| {
+                invalid(
+                    &shown,
+                    &key,
+                    "must be a mapping with `file` or `environment`",
+                )
+            })?;
+            let mut def = super::SecretDef::default();
+            if let Some(f) = m.get("file") {
+                def.file = Some(absolute(
+                    &working_dir,
+                    Path::new(&scalar(&shown, &format!("{key}.file"), f)?),
+                ));
+            }
+            if let Some(e) = m.get("environment") {
+                def.environment = Some(scalar(&shown, &format!("{key}.environment"), e)?);
+            }
+            project.secrets.insert(name, def);
+        }
+    }
     if let Some(services) = top.get("services") {
         let services = services
             .as_mapping()

@@ -27,6 +27,17 @@ pub struct Project {
     pub files: Vec<PathBuf>,
     /// Services by name.
     pub services: BTreeMap<String, Service>,
+    /// Top-level `secrets:` by name.
+    pub secrets: BTreeMap<String, SecretDef>,
+}
+
+/// A top-level secret: where its value comes from.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SecretDef {
+    /// `file:`, resolved against the project directory.
+    pub file: Option<PathBuf>,
+    /// `environment:`, the variable holding the value.
+    pub environment: Option<String>,
 }
 
 /// One service.

@@ -178,6 +178,16 @@ pub enum PlanError {
         /// What is wrong (with the line).
         message: String,
     },
+    /// A build secret cannot be read.
+    #[error("service `{service}`: build secret `{secret}`: {message}")]
+    Secret {
+        /// The service.
+        service: String,
+        /// The secret.
+        secret: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A feature cbuild does not support yet.
     #[error("service `{service}`: {what} is not supported yet")]
     Unsupported {
@@ -572,6 +582,32 @@ fn plan_service(
         }
     }
 
+    let mut secrets = HashMap::new();
+    for sec in &build.secrets {
+        let secret_err = |message: String| PlanError::Secret {
+            service: svc.name.clone(),
+            secret: sec.source.clone(),
+            message,
+        };
+        let def = project
+            .secrets
+            .get(&sec.source)
+            .ok_or_else(|| secret_err("not defined in the top-level `secrets:`".into()))?;
+        let value = if let Some(file) = &def.file {
+            std::fs::read(file)
+                .map_err(|e| secret_err(format!("cannot read `{}`: {e}", file.display())))?
+        } else if let Some(var) = &def.environment {
+            opts.environment
+                .get(var)
+                .ok_or_else(|| secret_err(format!("the environment variable `{var}` is not set")))?
+                .clone()
+                .into_bytes()
+        } else {
+            return Err(secret_err("needs `file` or `environment`".into()));
+        };
+        let id = sec.target.clone().unwrap_or_else(|| sec.source.clone());
+        secrets.insert(id, Bytes::from(value));
+    }
     let mut uploads = HashMap::new();
     match opts.transport {
         Transport::FileSync => {
@@ -631,7 +667,7 @@ fn plan_service(
         session: SessionSpec {
             shared_key,
             locals,
-            secrets: HashMap::new(),
+            secrets,
             over_control: opts.session_over_control,
             uploads,
         },

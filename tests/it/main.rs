@@ -11,6 +11,7 @@ mod content;
 mod errors;
 mod graph;
 mod ignore_table;
+mod secrets;
 mod skip;
 mod tty;
 mod up;
