@@ -28,6 +28,7 @@ const COMMANDS: &[&str] = &[
 const TAKES_VALUE: &[&str] = &[
     "-f",
     "--transport",
+    "--metadata-file",
     "--file",
     "-p",
     "--project-name",
@@ -163,6 +164,17 @@ pub struct BuildArgs {
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Write each service's image name and digests to FILE as JSON (like
+    /// `docker buildx build --metadata-file`).
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<std::path::PathBuf>,
+    /// Show what would be built, in which order, without building.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also build the services the named ones depend on (always done:
+    /// a build needs the images it starts from; accepted for compatibility).
+    #[arg(long)]
+    pub with_dependencies: bool,
     /// How build contexts travel: `filesync` (incremental), `tar` or
     /// `tar.gz` (one archive per build, e.g. for remote builders).
     #[arg(long, value_enum, default_value = "filesync", env = "CBUILD_TRANSPORT")]

@@ -51,6 +51,8 @@ pub struct ServiceOutcome {
     /// Not built: the engine already holds an image built from the same
     /// inputs.
     pub up_to_date: bool,
+    /// What the exporter reported (`containerimage.digest`, `image.name`…).
+    pub exporter_response: std::collections::BTreeMap<String, String>,
 }
 
 /// Receives [`BuildEvent`]s. Implementations must not block for long.

@@ -87,6 +87,7 @@ pub async fn run(
                     transfer: Default::default(),
                     hashing: Default::default(),
                     up_to_date: false,
+                    exporter_response: Default::default(),
                 };
                 reporter.report(BuildEvent::Finished {
                     service: b.service.clone(),
@@ -117,6 +118,7 @@ pub async fn run(
                         transfer: Default::default(),
                         hashing: b.hash_counts(),
                         up_to_date: true,
+                        exporter_response: Default::default(),
                     };
                     reporter.report(BuildEvent::Finished {
                         service: b.service.clone(),
@@ -198,6 +200,7 @@ async fn build_one(
             error: None,
             hint: None,
             elapsed: started.elapsed(),
+            exporter_response: r.outcome.exporter_response.clone().into_iter().collect(),
             transfer: r.transfer,
             hashing,
             up_to_date: false,
@@ -211,6 +214,7 @@ async fn build_one(
             transfer: Default::default(),
             hashing,
             up_to_date: false,
+            exporter_response: Default::default(),
         },
     };
     reporter.report(BuildEvent::Finished {

@@ -135,3 +135,42 @@ fn the_example_project_builds_and_runs() {
     assert!(run_in(&frontend, "cat /srv/www/index.html").contains("frontend"));
     let _ = docker(&["rmi", "-f", &backend, &frontend]);
 }
+
+#[test]
+fn metadata_file_and_dry_run() {
+    let p = Project::new("meta");
+    p.file("compose.yaml", "services:\n  m:\n    build: .\n  n:\n    build:\n      context: .\n      additional_contexts:\n        up: service:m\n")
+        .file("Dockerfile", "FROM cbuild-base\nRUN echo m > /m\n");
+    let out = p.cbuild(&["build", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("would build `m` as `{}`", p.image("m"))),
+        "{text}"
+    );
+    assert!(
+        text.contains("would build `n`") && text.contains("after m"),
+        "{text}"
+    );
+    assert!(
+        !docker(&["image", "inspect", &p.image("m")])
+            .status
+            .success(),
+        "dry run built something"
+    );
+
+    let meta = p.path().join("meta.json");
+    p.build_ok(&["build", "--metadata-file", meta.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(
+        v["m"]["containerimage.config.digest"].as_str().unwrap(),
+        image_id(&p.image("m"))
+    );
+    assert!(
+        v["n"]["image.name"]
+            .as_str()
+            .unwrap()
+            .contains(&p.image("n")),
+        "{v}"
+    );
+}

@@ -48,6 +48,22 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
         );
         return ExitStatus::Success;
     }
+    if args.dry_run {
+        for b in &builds {
+            let mut line = format!("would build `{}` as `{}`", b.service, b.image);
+            if !b.deps.is_empty() {
+                line.push_str(&format!(" after {}", b.deps.join(", ")));
+            }
+            if let Some(other) = &b.same_as {
+                line = format!(
+                    "would reuse `{other}`'s build for `{}` (same image `{}`)",
+                    b.service, b.image
+                );
+            }
+            println!("{line}");
+        }
+        return ExitStatus::Success;
+    }
     let address = match settings::address(global, &env) {
         Ok(a) => a,
         Err(e) => {
@@ -85,6 +101,38 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
             return ExitStatus::Cancelled;
         }
     };
+    if let Some(path) = &args.metadata_file {
+        let meta: serde_json::Map<String, serde_json::Value> = results
+            .iter()
+            .filter(|(_, o)| o.error.is_none())
+            .map(|(s, o)| {
+                let mut m: serde_json::Map<String, serde_json::Value> = o
+                    .exporter_response
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect();
+                m.entry("image.name")
+                    .or_insert_with(|| o.image.clone().into());
+                if let Some(id) = &o.image_id {
+                    m.entry("containerimage.config.digest")
+                        .or_insert_with(|| id.clone().into());
+                }
+                m.insert("cbuild.up_to_date".into(), o.up_to_date.into());
+                (s.clone(), serde_json::Value::Object(m))
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&meta).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text) {
+            report_error(
+                &anyhow::Error::from(e).context(format!(
+                    "cannot write the metadata file `{}`",
+                    path.display()
+                )),
+                None,
+            );
+            return ExitStatus::Error;
+        }
+    }
     let failed: Vec<&str> = results
         .iter()
         .filter(|(_, o)| o.error.is_some())
