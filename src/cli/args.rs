@@ -29,6 +29,7 @@ const TAKES_VALUE: &[&str] = &[
     "-f",
     "--transport",
     "--metadata-file",
+    "--ssh",
     "--file",
     "-p",
     "--project-name",
@@ -164,6 +165,10 @@ pub struct BuildArgs {
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Forward SSH agents to `RUN --mount=type=ssh` (`default` or
+    /// `ID=/path/to/agent.sock`; repeatable).
+    #[arg(long, value_name = "ID[=SOCKET]")]
+    pub ssh: Vec<String>,
     /// Write each service's image name and digests to FILE as JSON (like
     /// `docker buildx build --metadata-file`).
     #[arg(long, value_name = "FILE")]

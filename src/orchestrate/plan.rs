@@ -38,6 +38,9 @@ pub struct BuildOptions {
     pub session_over_control: bool,
     /// How build contexts travel.
     pub transport: Transport,
+    /// `--ssh` entries (`default`, `id=/path/to/agent.sock`), added to every
+    /// service's `build.ssh`.
+    pub ssh: Vec<String>,
 }
 
 /// How a build context travels to BuildKit.
@@ -608,6 +611,39 @@ fn plan_service(
         let id = sec.target.clone().unwrap_or_else(|| sec.source.clone());
         secrets.insert(id, Bytes::from(value));
     }
+    let mut ssh = HashMap::new();
+    for entry in build.ssh.iter().chain(&opts.ssh) {
+        let (id, path) = match entry.split_once('=') {
+            Some((id, p)) => (id.to_string(), Some(PathBuf::from(p))),
+            None => (entry.clone(), None),
+        };
+        let path = match path {
+            Some(p) => p,
+            None => match opts.environment.get("SSH_AUTH_SOCK") {
+                Some(s) => PathBuf::from(s),
+                None => return Err(PlanError::Unsupported {
+                    service: svc.name.clone(),
+                    what: format!(
+                        "SSH forwarding of `{id}` without an agent (`SSH_AUTH_SOCK` is not set)"
+                    ),
+                }),
+            },
+        };
+        {
+            use std::os::unix::fs::FileTypeExt;
+            let is_socket = std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_socket());
+            if !is_socket {
+                return Err(PlanError::Unsupported {
+                    service: svc.name.clone(),
+                    what: format!(
+                        "SSH forwarding of `{id}` from `{}` (cbuild forwards SSH agent sockets; load keys into an agent with `ssh-add`)",
+                        path.display()
+                    ),
+                });
+            }
+        }
+        ssh.insert(id, path);
+    }
     let mut uploads = HashMap::new();
     match opts.transport {
         Transport::FileSync => {
@@ -668,6 +704,7 @@ fn plan_service(
             shared_key,
             locals,
             secrets,
+            ssh,
             over_control: opts.session_over_control,
             uploads,
         },

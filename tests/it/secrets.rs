@@ -60,3 +60,39 @@ fn sha256_hex(data: &[u8]) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout)[..64].to_string()
 }
+
+#[test]
+fn ssh_agent_sockets_are_forwarded() {
+    use std::os::unix::net::UnixListener;
+    let p = Project::new("ssh");
+    let sock = p.cache.path().join("agent.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    // A stand-in agent: accepts connections (the daemon checks the agent
+    // is reachable) and closes them.
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+    p.file("compose.yaml", "services:\n  app:\n    build:\n      context: .\n      ssh:\n        - default\n")
+        .file(
+            "Dockerfile",
+            "FROM cbuild-base\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo forwarded > /ssh\n",
+        );
+    let sock_s = sock.to_str().unwrap();
+    let out = p.cbuild_env(&["build"], &[("SSH_AUTH_SOCK", sock_s)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(run_in(&p.image("app"), "cat /ssh"), "forwarded\n");
+
+    // --ssh on the command line, with an id.
+    p.file("compose.yaml", "services:\n  app:\n    build: .\n")
+        .file("Dockerfile", "FROM cbuild-base\nRUN --mount=type=ssh,id=deploy test -S \"$SSH_AUTH_SOCK\" && echo deploy > /ssh\n");
+    let out = p.cbuild(&["build", "--ssh", &format!("deploy={sock_s}")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(run_in(&p.image("app"), "cat /ssh"), "deploy\n");
+
+    // Not forwarded: the build fails and says so.
+    let out = p.cbuild(&["build", "--no-cache"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("deploy"), "{}", stderr(&out));
+}

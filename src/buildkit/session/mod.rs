@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod filesync;
 pub mod secrets;
+pub mod ssh;
 pub mod tunnel;
 pub mod upload;
 
@@ -28,6 +29,7 @@ use tonic::service::Routes;
 use super::proto::moby::buildkit::secrets::v1::secrets_server::SecretsServer;
 use super::proto::moby::filesync::v1::auth_server::AuthServer;
 use super::proto::moby::filesync::v1::file_sync_server::FileSyncServer;
+use super::proto::moby::sshforward::v1::ssh_server::SshServer;
 use super::proto::moby::upload::v1::upload_server::UploadServer;
 
 /// Every gRPC method the session serves, as advertised to the daemon.
@@ -45,6 +47,8 @@ pub const SERVICES: &[&str] = &[
     "/moby.filesync.v1.Auth/VerifyTokenAuthority",
     "/moby.buildkit.secrets.v1.Secrets/GetSecret",
     "/moby.upload.v1.Upload/Pull",
+    "/moby.sshforward.v1.SSH/CheckAgent",
+    "/moby.sshforward.v1.SSH/ForwardAgent",
 ];
 
 /// One directory the daemon may pull from the session, by local name
@@ -99,6 +103,8 @@ pub struct SessionSpec {
     pub locals: HashMap<String, LocalDir>,
     /// Build secrets by id (`RUN --mount=type=secret,id=…`).
     pub secrets: HashMap<String, Bytes>,
+    /// SSH agent sockets by id (`default`, …) for `RUN --mount=type=ssh`.
+    pub ssh: HashMap<String, PathBuf>,
     /// Single-use uploads by id, fetched as `http://buildkit-session/<id>`.
     pub uploads: HashMap<String, upload::Upload>,
     /// Carry the session inside `Control.Session` even on a Docker engine
@@ -220,6 +226,7 @@ pub(crate) fn routes(spec: &SessionSpec, stats: Arc<TransferStats>) -> Routes {
         .add_service(auth)
         .add_service(secrets)
         .add_service(uploads)
+        .add_service(SshServer::new(ssh::SshService::new(spec.ssh.clone())))
 }
 
 /// Largest gRPC message cbuild accepts or sends on the session (the daemon's

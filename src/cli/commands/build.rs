@@ -31,6 +31,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
             TransportArg::Tar => Transport::Tar { gzip: false },
             TransportArg::TarGz => Transport::Tar { gzip: true },
         },
+        ssh: args.ssh.clone(),
         session_over_control: env.get("CBUILD_SESSION_TRANSPORT").map(String::as_str)
             == Some("grpc"),
     };
