@@ -8,6 +8,7 @@ pub mod dotenv;
 pub mod error;
 pub mod interpolate;
 pub mod load;
+pub mod merge;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
