@@ -87,6 +87,7 @@ pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
     let mut loader = Loader {
         home: env.get("HOME").cloned(),
         texts: HashMap::new(),
+        warnings: Vec::new(),
     };
     let name = loader.project_name(opts, &env, &files, &working_dir, &shown)?;
     // Files may refer to the name being loaded, as compose allows.
@@ -128,6 +129,7 @@ pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
         files: files.clone(),
         services: BTreeMap::new(),
         config: serde_json::Map::new(),
+        warnings: std::mem::take(&mut loader.warnings),
     };
     for (k, v) in &services {
         let name = key_text(k);
@@ -275,6 +277,8 @@ struct Loader {
     home: Option<String>,
     /// Files read so far: text and the name shown in messages.
     texts: HashMap<PathBuf, (String, PathBuf)>,
+    /// Warnings so far, each once.
+    warnings: Vec<String>,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -496,12 +500,28 @@ impl Loader {
                         "a Compose file must be a mapping",
                     ));
                 }
-                interpolate::interpolate_value(&mut value, &lookup, &mut Vec::new()).map_err(
-                    |e| ComposeError::Interpolate {
-                        path: shown.clone(),
-                        message: e.to_string(),
-                    },
-                )?;
+                let mut unset = Vec::new();
+                interpolate::interpolate_value_with_warnings(
+                    &mut value,
+                    &lookup,
+                    &mut Vec::new(),
+                    &mut |name| unset.push(name.to_string()),
+                )
+                .map_err(|e| ComposeError::Interpolate {
+                    path: shown.clone(),
+                    message: e.to_string(),
+                })?;
+                for name in unset {
+                    self.warn(format!(
+                        "the `{name}` variable is not set; defaulting to a blank string"
+                    ));
+                }
+                if value.get("version").is_some() {
+                    self.warn(format!(
+                        "`{}`: the attribute `version` is obsolete and ignored",
+                        shown.display()
+                    ));
+                }
                 validate_document(&value, &shown)?;
                 if !nested {
                     self.apply_extends(&mut value, &shown, env, loader_dir, &resets)?;
@@ -534,6 +554,12 @@ impl Loader {
         }
         self.resolve_paths(&mut dict, base);
         Ok(dict)
+    }
+
+    fn warn(&mut self, w: String) {
+        if !self.warnings.contains(&w) {
+            self.warnings.push(w);
+        }
     }
 
     fn expand_user(&self, p: &str) -> String {
@@ -1922,6 +1948,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("invalid project name"), "{err}");
+    }
+
+    #[test]
+    fn unset_variables_and_version_are_warned_about() {
+        let p = load_str("version: '3'\nservices:\n  a:\n    image: x:${TAG}\n", &[]).unwrap();
+        assert_eq!(p.services["a"].image.as_deref(), Some("x:"));
+        assert!(
+            p.warnings.iter().any(|w| w.contains("`TAG`")),
+            "{:?}",
+            p.warnings
+        );
+        assert!(
+            p.warnings.iter().any(|w| w.contains("obsolete")),
+            "{:?}",
+            p.warnings
+        );
     }
 
     #[test]

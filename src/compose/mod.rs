@@ -32,6 +32,9 @@ pub struct Project {
     /// The top-level `networks`, `volumes`, `secrets` and `configs`, as
     /// `docker compose config` prints them.
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// What compose would warn about while loading (unset variables, the
+    /// obsolete `version`), for the caller to show.
+    pub warnings: Vec<String>,
 }
 
 /// One service.

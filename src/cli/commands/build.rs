@@ -16,7 +16,10 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
         Ok(crate::compose::load(&o)?)
     });
     let project = match load {
-        Ok(p) => p,
+        Ok(p) => {
+            crate::cli::report_warnings(&p.warnings);
+            p
+        }
         Err(e) => {
             report_error(&e, None);
             return ExitStatus::Error;

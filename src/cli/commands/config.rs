@@ -7,7 +7,10 @@ pub fn run(global: &GlobalArgs, args: &ConfigArgs) -> ExitStatus {
     let env = settings::environment();
     let project =
         match settings::load_options(global, &env).and_then(|o| Ok(crate::compose::load(&o)?)) {
-            Ok(p) => p,
+            Ok(p) => {
+                crate::cli::report_warnings(&p.warnings);
+                p
+            }
             Err(e) => {
                 report_error(&e, None);
                 return ExitStatus::Error;
