@@ -1169,15 +1169,19 @@ impl Loader {
         working_dir: &Path,
         file: &Path,
     ) -> Result<String, ComposeError> {
+        // (name, where it came from): the key an error names.
         let mut given = opts
             .project_name
             .clone()
             .filter(|s| !s.is_empty())
+            .map(|n| (n, "-p"))
             .or_else(|| {
                 env.get("COMPOSE_PROJECT_NAME")
                     .cloned()
                     .filter(|s| !s.is_empty())
+                    .map(|n| (n, "COMPOSE_PROJECT_NAME"))
             });
+        let mut from = file.to_path_buf();
         if given.is_none() {
             let lookup = |name: &str| env.get(name).cloned();
             for f in files {
@@ -1198,28 +1202,32 @@ impl Loader {
                             }
                         })?;
                         if !n.is_empty() {
-                            given = Some(n);
+                            given = Some((n, "name"));
+                            from = shown.clone();
                         }
                     }
                 }
             }
         }
-        let name = match given {
-            Some(n) => n,
-            None => normalize_project_name(
-                &working_dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+        let (name, key) = match given {
+            Some(g) => g,
+            None => (
+                normalize_project_name(
+                    &working_dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                ),
+                "(project directory name)",
             ),
         };
         if name.is_empty() {
-            return Err(invalid(file, "name", "the project name must not be empty"));
+            return Err(invalid(&from, key, "the project name must not be empty"));
         }
         if normalize_project_name(&name) != name {
             return Err(invalid(
-                file,
-                "name",
+                &from,
+                key,
                 &format!("invalid project name `{name}`: use only lowercase letters, digits, `-` and `_`, starting with a letter or digit"),
             ));
         }
