@@ -265,6 +265,9 @@ pub struct ConfigArgs {
     /// Print the image names, one per line.
     #[arg(long)]
     pub images: bool,
+    /// Print the profile names, one per line.
+    #[arg(long = "profiles", id = "list_profiles")]
+    pub list_profiles: bool,
 }
 
 /// `config` output formats.

@@ -74,6 +74,13 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
     status.into()
 }
 
+/// Prints warnings found while loading the project.
+pub(crate) fn report_warnings(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
 /// Prints an error with its causes and an optional hint, the way cbuild
 /// reports every failure.
 pub(crate) fn report_error(err: &anyhow::Error, hint: Option<&str>) {

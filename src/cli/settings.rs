@@ -17,22 +17,15 @@ pub fn environment() -> HashMap<String, String> {
 
 /// How to load the project.
 pub fn load_options(g: &GlobalArgs, env: &HashMap<String, String>) -> anyhow::Result<LoadOptions> {
-    let mut profiles = g.profiles.clone();
-    if profiles.is_empty() {
-        if let Some(p) = env.get("COMPOSE_PROFILES") {
-            profiles = p
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect();
-        }
-    }
+    // COMPOSE_PROFILES is read by the loader, which also sees `.env`.
+    let profiles = g.profiles.clone();
     Ok(LoadOptions {
         files: g.files.clone(),
         project_name: g.project_name.clone(),
         project_directory: g.project_directory.clone(),
         env_files: g.env_files.clone(),
         profiles,
+        services: Vec::new(),
         cwd: std::env::current_dir()?,
         environment: env.clone(),
     })

@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 use super::error::ComposeError;
+use super::merge::{self, apply_resets, key_text, resolve_tags, scalar_text};
 use super::{dotenv, interpolate, BuildSecret, BuildSpec, Project, Service};
 
 /// The file names `docker compose` looks for, in order of preference.
@@ -30,8 +32,11 @@ pub struct LoadOptions {
     pub project_directory: Option<PathBuf>,
     /// `--env-file` files.
     pub env_files: Vec<PathBuf>,
-    /// `--profile` values.
+    /// `--profile` values; when empty, `COMPOSE_PROFILES` (from the
+    /// environment or `.env`) applies.
     pub profiles: Vec<String>,
+    /// Services named on the command line: their profiles count as active.
+    pub services: Vec<String>,
     /// The directory cbuild runs in.
     pub cwd: PathBuf,
     /// The process environment.
@@ -40,7 +45,20 @@ pub struct LoadOptions {
 
 /// Loads the project described by `opts`.
 pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
-    let files = discover(opts)?;
+    // compose reads `.env` before it knows the files (COMPOSE_FILE may come
+    // from there): from the project directory, else the first `-f` file's
+    // folder, else the current directory.
+    let env_dir = match &opts.project_directory {
+        Some(d) => absolute(&opts.cwd, d),
+        None => opts
+            .files
+            .iter()
+            .find(|f| f.as_os_str() != "-")
+            .and_then(|f| absolute(&opts.cwd, f).parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| opts.cwd.clone()),
+    };
+    let env = environment(opts, &env_dir)?;
+    let files = discover(opts, &env)?;
     let working_dir = match &opts.project_directory {
         Some(d) => absolute(&opts.cwd, d),
         None => files
@@ -49,57 +67,89 @@ pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
             .and_then(|f| f.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| opts.cwd.clone()),
     };
-    let env = environment(opts, &working_dir)?;
-    let lookup = |name: &str| env.get(name).cloned();
-
-    let mut merged = Value::Mapping(Mapping::new());
-    for file in &files {
-        let (text, shown) = read_file(file)?;
-        let mut value: Value = serde_yaml::from_str(&text).map_err(|e| ComposeError::Yaml {
-            path: shown.clone(),
-            line: e.location().map(|l| l.line()),
-            message: e.to_string(),
-        })?;
-        if value.is_null() {
-            value = Value::Mapping(Mapping::new());
-        }
-        if !value.is_mapping() {
-            return Err(ComposeError::Invalid {
-                path: shown,
-                key: "(top level)".into(),
-                message: "a Compose file must be a mapping".into(),
-            });
-        }
-        value.apply_merge().map_err(|e| ComposeError::Yaml {
-            path: shown.clone(),
-            line: e.location().map(|l| l.line()),
-            message: e.to_string(),
-        })?;
-        interpolate::interpolate_value(&mut value, &lookup, &mut Vec::new()).map_err(|e| {
-            ComposeError::Interpolate {
-                path: shown.clone(),
-                message: e.to_string(),
+    let mut env = env;
+    if opts.env_files.is_empty() && working_dir != env_dir {
+        // The project's own `.env` fills in what the first one left unset
+        // (COMPOSE_FILE pointing into another folder).
+        let extra = working_dir.join(".env");
+        if extra.is_file() {
+            let text = fs_err::read_to_string(&extra).map_err(|source| ComposeError::Read {
+                path: extra.clone(),
+                source,
+            })?;
+            let lookup = |k: &str| env.get(k).cloned();
+            for (k, v) in dotenv::parse_env_file(&text, &extra, &lookup)? {
+                env.entry(k).or_insert(v);
             }
-        })?;
-        merge(&mut merged, value);
+        }
     }
-
-    let top = merged.as_mapping().cloned().unwrap_or_default();
     let shown = files.first().cloned().unwrap_or_default();
-    let name = project_name(opts, &env, &top, &working_dir);
+    let mut loader = Loader {
+        home: env.get("HOME").cloned(),
+        texts: HashMap::new(),
+        warnings: Vec::new(),
+    };
+    let name = loader.project_name(opts, &env, &files, &working_dir, &shown)?;
+    // Files may refer to the name being loaded, as compose allows.
+    env.insert("COMPOSE_PROJECT_NAME".to_string(), name.clone());
+    let included = files.first().cloned().into_iter().collect::<Vec<_>>();
+    let dict = loader.load_model(&files, &env, &working_dir, &working_dir, false, &included)?;
+    let mut top = match dict {
+        Value::Mapping(m) => m,
+        _ => Mapping::new(),
+    };
+    for key in ["networks", "volumes", "secrets", "configs"] {
+        // compose drops names that look like extensions (README surprise 2).
+        if let Some(Value::Mapping(m)) = top.get_mut(key) {
+            m.retain(|k, _| !key_text(k).starts_with("x-"));
+        }
+    }
+    let active = active_profiles(opts, &env);
+    let mut services = match top.remove("services") {
+        Some(Value::Mapping(m)) => m,
+        Some(Value::Null) | None => Mapping::new(),
+        Some(_) => return Err(invalid(&shown, "services", "must be a mapping")),
+    };
+    let all: Vec<String> = services.keys().map(key_text).collect();
+    services.retain(|k, v| {
+        let name = key_text(k);
+        let profiles = match v.get("profiles") {
+            Some(Value::Sequence(s)) => s.iter().filter_map(scalar_text).collect(),
+            _ => Vec::new(),
+        };
+        profiles.is_empty()
+            || opts.services.contains(&name)
+            || active.iter().any(|a| a == "*" || profiles.contains(a))
+    });
+    check_services(&shown, &top, &services, &all)?;
+
     let mut project = Project {
         name,
         working_dir: working_dir.clone(),
         files: files.clone(),
         services: BTreeMap::new(),
         secrets: BTreeMap::new(),
+        config: serde_json::Map::new(),
+        warnings: std::mem::take(&mut loader.warnings),
     };
+    for (k, v) in &services {
+        let name = key_text(k);
+        let svc = service(&shown, &name, v, &working_dir, &env)?;
+        project.services.insert(name, svc);
+    }
+    for key in ["networks", "volumes", "secrets", "configs"] {
+        if let Some(v) = top.get(key) {
+            project
+                .config
+                .insert(key.to_string(), super::render::to_json(v));
+        }
+    }
     if let Some(secrets) = top.get("secrets") {
         let secrets = secrets
             .as_mapping()
             .ok_or_else(|| invalid(&shown, "secrets", "must be a mapping"))?;
         for (k, v) in secrets {
-            let name = scalar(&shown, "secrets", k)?;
+            let name = key_text(k);
             let key = format!("secrets.{name}");
             let m = v.as_mapping().ok_or_else(|| {
                 invalid(
@@ -121,20 +171,873 @@ pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
             project.secrets.insert(name, def);
         }
     }
-    if let Some(services) = top.get("services") {
-        let services = services
-            .as_mapping()
-            .ok_or_else(|| invalid(&shown, "services", "must be a mapping"))?;
-        for (k, v) in services {
-            let name = k
-                .as_str()
-                .ok_or_else(|| invalid(&shown, "services", "service names must be strings"))?
-                .to_string();
-            let svc = service(&shown, &name, v, &working_dir, &env)?;
-            project.services.insert(name, svc);
+    Ok(project)
+}
+
+/// The profiles in force: `--profile`, else `COMPOSE_PROFILES` (which may
+/// come from `.env`).
+fn active_profiles(opts: &LoadOptions, env: &HashMap<String, String>) -> Vec<String> {
+    if !opts.profiles.is_empty() {
+        return opts.profiles.clone();
+    }
+    env.get("COMPOSE_PROFILES")
+        .map(|p| {
+            p.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// compose's consistency checks on the enabled services: networks and
+/// dependencies that exist, no dependency cycle, `network_mode` without
+/// `networks`, and a service `platform` listed in `build.platforms`.
+fn check_services(
+    file: &Path,
+    top: &Mapping,
+    services: &Mapping,
+    all: &[String],
+) -> Result<(), ComposeError> {
+    let networks: Vec<String> = match top.get("networks") {
+        Some(Value::Mapping(m)) => m.keys().map(key_text).collect(),
+        _ => Vec::new(),
+    };
+    let names: Vec<String> = services.keys().map(key_text).collect();
+    let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in services {
+        let name = key_text(k);
+        let key = format!("services.{name}");
+        if let Some(Value::Mapping(nets)) = v.get("networks") {
+            for n in nets.keys().map(key_text) {
+                if n != "default" && !networks.contains(&n) {
+                    return Err(invalid(
+                        file,
+                        &format!("{key}.networks"),
+                        &format!("refers to undefined network `{n}`"),
+                    ));
+                }
+            }
+            if v.get("network_mode").is_some() {
+                return Err(invalid(
+                    file,
+                    &key,
+                    "`network_mode` and `networks` cannot be used together",
+                ));
+            }
+        }
+        if let Some(Value::Mapping(d)) = v.get("depends_on") {
+            for (dep, spec) in d {
+                let dep = key_text(dep);
+                let required = spec
+                    .get("required")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
+                if !names.contains(&dep) {
+                    if !required {
+                        continue;
+                    }
+                    let why = if all.contains(&dep) {
+                        format!("depends on service `{dep}`, which is disabled by its profiles")
+                    } else {
+                        format!("depends on undefined service `{dep}`")
+                    };
+                    return Err(invalid(file, &format!("{key}.depends_on"), &why));
+                }
+                deps.entry(name.clone()).or_default().push(dep);
+            }
+        }
+        if let (Some(p), Some(Value::Sequence(plats))) = (
+            v.get("platform").and_then(scalar_text),
+            v.get("build").and_then(|b| b.get("platforms")),
+        ) {
+            if !plats.is_empty() && !plats.iter().any(|x| scalar_text(x).as_deref() == Some(&p)) {
+                return Err(invalid(
+                    file,
+                    &format!("{key}.build.platforms"),
+                    &format!("must include the service platform `{p}`"),
+                ));
+            }
         }
     }
-    Ok(project)
+    // Depth-first search for a dependency cycle.
+    fn visit(
+        n: &str,
+        deps: &BTreeMap<String, Vec<String>>,
+        stack: &mut Vec<String>,
+        done: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if done.iter().any(|d| d == n) {
+            return None;
+        }
+        if let Some(i) = stack.iter().position(|s| s == n) {
+            let mut cycle = stack[i..].to_vec();
+            cycle.push(n.to_string());
+            return Some(cycle);
+        }
+        stack.push(n.to_string());
+        for d in deps.get(n).into_iter().flatten() {
+            if let Some(c) = visit(d, deps, stack, done) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        done.push(n.to_string());
+        None
+    }
+    let mut done = Vec::new();
+    for n in &names {
+        if let Some(cycle) = visit(n, &deps, &mut Vec::new(), &mut done) {
+            return Err(invalid(
+                file,
+                &format!("services.{n}.depends_on"),
+                &format!("dependency cycle: {}", cycle.join(" -> ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// State shared while files, includes and extends are read.
+struct Loader {
+    /// `HOME`, for `~` in paths.
+    home: Option<String>,
+    /// Files read so far: text and the name shown in messages.
+    texts: HashMap<PathBuf, (String, PathBuf)>,
+    /// Warnings so far, each once.
+    warnings: Vec<String>,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "version", "name", "include", "services", "networks", "volumes", "secrets", "configs",
+];
+
+const SERVICE_KEYS: &[&str] = &[
+    "annotations",
+    "attach",
+    "blkio_config",
+    "build",
+    "cap_add",
+    "cap_drop",
+    "cgroup",
+    "cgroup_parent",
+    "command",
+    "configs",
+    "container_name",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_period",
+    "cpu_quota",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "cpu_shares",
+    "cpus",
+    "cpuset",
+    "credential_spec",
+    "depends_on",
+    "deploy",
+    "develop",
+    "device_cgroup_rules",
+    "devices",
+    "dns",
+    "dns_opt",
+    "dns_search",
+    "domainname",
+    "entrypoint",
+    "env_file",
+    "environment",
+    "expose",
+    "extends",
+    "external_links",
+    "extra_hosts",
+    "group_add",
+    "healthcheck",
+    "hostname",
+    "image",
+    "init",
+    "ipc",
+    "isolation",
+    "labels",
+    "links",
+    "logging",
+    "mac_address",
+    "mem_limit",
+    "mem_reservation",
+    "mem_swappiness",
+    "memswap_limit",
+    "network_mode",
+    "networks",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pid",
+    "pids_limit",
+    "platform",
+    "ports",
+    "privileged",
+    "profiles",
+    "pull_policy",
+    "read_only",
+    "restart",
+    "runtime",
+    "scale",
+    "secrets",
+    "security_opt",
+    "shm_size",
+    "stdin_open",
+    "stop_grace_period",
+    "stop_signal",
+    "storage_opt",
+    "sysctls",
+    "tmpfs",
+    "tty",
+    "ulimits",
+    "user",
+    "userns_mode",
+    "uts",
+    "volumes",
+    "volumes_from",
+    "working_dir",
+];
+
+fn known(keys: &[&str], k: &str) -> bool {
+    keys.contains(&k) || k.starts_with("x-")
+}
+
+/// The schema checks compose makes on each document: known keys at the top,
+/// in services and in `build:`, and the right kinds of values there.
+fn validate_document(v: &Value, file: &Path) -> Result<(), ComposeError> {
+    let Value::Mapping(top) = v else {
+        return Ok(());
+    };
+    for k in top.keys().map(key_text) {
+        if !known(TOP_KEYS, &k) {
+            return Err(invalid(file, &k, "unknown top-level key"));
+        }
+    }
+    let services = match top.get("services") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Mapping(m)) => m,
+        Some(_) => return Err(invalid(file, "services", "must be a mapping")),
+    };
+    for (name, svc) in services {
+        let name = key_text(name);
+        let key = format!("services.{name}");
+        let m = match svc {
+            Value::Mapping(m) => m,
+            Value::Null => continue,
+            _ => return Err(invalid(file, &key, "a service must be a mapping")),
+        };
+        for k in m.keys().map(key_text) {
+            if !known(SERVICE_KEYS, &k) {
+                return Err(invalid(
+                    file,
+                    &format!("{key}.{k}"),
+                    "unknown key; see https://docs.docker.com/reference/compose-file/services/",
+                ));
+            }
+        }
+        match m.get("build") {
+            None | Some(Value::String(_)) => {}
+            Some(Value::Mapping(b)) => {
+                for k in b.keys().map(key_text) {
+                    if !known(BUILD_KEYS, &k) {
+                        return Err(invalid(
+                            file,
+                            &format!("{key}.build.{k}"),
+                            "unknown key; see https://docs.docker.com/reference/compose-file/build/",
+                        ));
+                    }
+                }
+                if let Some(Value::Null) = b.get("ssh") {
+                    return Err(invalid(
+                        file,
+                        &format!("{key}.build.ssh"),
+                        "must be a list or a mapping",
+                    ));
+                }
+            }
+            Some(_) => {
+                return Err(invalid(
+                    file,
+                    &format!("{key}.build"),
+                    "must be a string (the context) or a mapping",
+                ))
+            }
+        }
+        if let Some(e) = m.get("extends") {
+            let ok = match e {
+                Value::String(_) => true,
+                Value::Mapping(x) => matches!(x.get("service"), Some(Value::String(_))),
+                _ => false,
+            };
+            if !ok {
+                return Err(invalid(
+                    file,
+                    &format!("{key}.extends"),
+                    "must be a service name or a mapping with `service` (and `file`)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn yaml_error(path: &Path, e: &serde_yaml::Error) -> ComposeError {
+    ComposeError::Yaml {
+        path: path.to_path_buf(),
+        line: e.location().map(|l| l.line()),
+        message: e.to_string(),
+    }
+}
+
+impl Loader {
+    /// Reads `files` (every YAML document of each) into one merged, canonical
+    /// mapping, as compose-go's `loadYamlModel` does.
+    ///
+    /// `loader_dir` is where `include` and same-project `extends.file` paths
+    /// resolve; relative paths in the result are made absolute against
+    /// `base`. `nested` marks the base file of an `extends`, which is read
+    /// without its own includes and extends (they are followed lazily).
+    fn load_model(
+        &mut self,
+        files: &[PathBuf],
+        env: &HashMap<String, String>,
+        loader_dir: &Path,
+        base: &Path,
+        nested: bool,
+        included: &[PathBuf],
+    ) -> Result<Value, ComposeError> {
+        let lookup = |name: &str| env.get(name).cloned();
+        let mut dict = Value::Mapping(Mapping::new());
+        for file in files {
+            let (text, shown) = self.read(file)?;
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let raw = Value::deserialize(doc).map_err(|e| yaml_error(&shown, &e))?;
+                let mut resets = Vec::new();
+                let mut value =
+                    resolve_tags(raw, &mut Vec::new(), &mut resets).unwrap_or(Value::Null);
+                value.apply_merge().map_err(|e| yaml_error(&shown, &e))?;
+                if value.is_null() {
+                    value = Value::Mapping(Mapping::new());
+                }
+                if !value.is_mapping() {
+                    return Err(invalid(
+                        &shown,
+                        "(top level)",
+                        "a Compose file must be a mapping",
+                    ));
+                }
+                let mut unset = Vec::new();
+                interpolate::interpolate_value_with_warnings(
+                    &mut value,
+                    &lookup,
+                    &mut Vec::new(),
+                    &mut |name| unset.push(name.to_string()),
+                )
+                .map_err(|e| ComposeError::Interpolate {
+                    path: shown.clone(),
+                    message: e.to_string(),
+                })?;
+                for name in unset {
+                    self.warn(format!(
+                        "the `{name}` variable is not set; defaulting to a blank string"
+                    ));
+                }
+                if value.get("version").is_some() {
+                    self.warn(format!(
+                        "`{}`: the attribute `version` is obsolete and ignored",
+                        shown.display()
+                    ));
+                }
+                validate_document(&value, &shown)?;
+                if !nested {
+                    self.apply_extends(&mut value, &shown, env, loader_dir, &resets)?;
+                }
+                apply_resets(&mut dict, &resets);
+                if !nested {
+                    self.apply_include(&mut value, &shown, env, loader_dir, included)?;
+                }
+                dict = merge::merge(dict, value, &mut Vec::new())
+                    .map_err(|m| invalid(&shown, "(merge)", &m))?;
+                merge::enforce_unicity(&mut dict, &mut Vec::new());
+                if let Value::Mapping(m) = &mut dict {
+                    m.remove("version");
+                }
+            }
+        }
+        canonical(
+            &mut dict,
+            files.first().map(PathBuf::as_path).unwrap_or(base),
+        )?;
+        merge::enforce_unicity(&mut dict, &mut Vec::new());
+        if let Some(Value::Mapping(services)) = dict.get_mut("services") {
+            for (_, s) in services.iter_mut() {
+                if let Some(Value::Mapping(b)) = s.get_mut("build") {
+                    if !nested && !b.contains_key("context") {
+                        b.insert("context".into(), ".".into());
+                    }
+                }
+            }
+        }
+        self.resolve_paths(&mut dict, base);
+        Ok(dict)
+    }
+
+    fn warn(&mut self, w: String) {
+        if !self.warnings.contains(&w) {
+            self.warnings.push(w);
+        }
+    }
+
+    fn expand_user(&self, p: &str) -> String {
+        match (p.strip_prefix('~'), &self.home) {
+            (Some(rest), Some(home)) => format!("{home}/{}", rest.trim_start_matches('/')),
+            _ => p.to_string(),
+        }
+    }
+
+    fn abs(&self, base: &Path, p: &str) -> String {
+        let p = self.expand_user(p);
+        if p.is_empty() {
+            return p;
+        }
+        absolute(base, Path::new(&p)).to_string_lossy().into_owned()
+    }
+
+    /// Makes the paths compose resolves absolute against `base` (compose-go
+    /// `paths.ResolveRelativePaths`).
+    fn resolve_paths(&self, dict: &mut Value, base: &Path) {
+        let remote = |s: &str| s.contains("://") || super::is_remote(s);
+        if let Some(Value::Mapping(services)) = dict.get_mut("services") {
+            for (_, s) in services.iter_mut() {
+                let Value::Mapping(s) = s else { continue };
+                if let Some(Value::Mapping(b)) = s.get_mut("build") {
+                    if let Some(Value::String(c)) = b.get_mut("context") {
+                        if !remote(c) {
+                            *c = self.abs(base, c);
+                        }
+                    }
+                    if let Some(Value::Mapping(ssh)) = b.get_mut("ssh") {
+                        for (_, p) in ssh.iter_mut() {
+                            if let Value::String(p) = p {
+                                *p = self.abs(base, p);
+                            }
+                        }
+                    }
+                    if let Some(Value::Mapping(ac)) = b.get_mut("additional_contexts") {
+                        for (_, c) in ac.iter_mut() {
+                            if let Value::String(c) = c {
+                                if !remote(c) && !c.starts_with("service:") {
+                                    *c = self.abs(base, c);
+                                }
+                            }
+                        }
+                    }
+                }
+                if let Some(Value::Sequence(files)) = s.get_mut("env_file") {
+                    for f in files {
+                        if let Some(Value::String(p)) = f.get_mut("path") {
+                            *p = self.abs(base, p);
+                        }
+                    }
+                }
+                if let Some(Value::Mapping(e)) = s.get_mut("extends") {
+                    if let Some(Value::String(f)) = e.get_mut("file") {
+                        *f = self.abs(base, f);
+                    }
+                }
+            }
+        }
+        for key in ["configs", "secrets"] {
+            if let Some(Value::Mapping(m)) = dict.get_mut(key) {
+                for (_, d) in m.iter_mut() {
+                    if let Some(Value::String(f)) = d.get_mut("file") {
+                        *f = self.abs(base, f);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replaces every service that `extends` another with the merge of the
+    /// two (compose-go `ApplyExtends`).
+    fn apply_extends(
+        &mut self,
+        dict: &mut Value,
+        file: &Path,
+        env: &HashMap<String, String>,
+        loader_dir: &Path,
+        resets: &[Vec<String>],
+    ) -> Result<(), ComposeError> {
+        let Some(Value::Mapping(services)) = dict.get_mut("services") else {
+            return Ok(());
+        };
+        let names: Vec<String> = services.keys().map(key_text).collect();
+        for name in names {
+            let mut chain = Vec::new();
+            let merged =
+                self.extend_service(&name, services, file, env, loader_dir, resets, &mut chain)?;
+            services.insert(Value::String(name), merged);
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn extend_service(
+        &mut self,
+        name: &str,
+        services: &mut Mapping,
+        file: &Path,
+        env: &HashMap<String, String>,
+        loader_dir: &Path,
+        resets: &[Vec<String>],
+        chain: &mut Vec<(PathBuf, String)>,
+    ) -> Result<Value, ComposeError> {
+        let key = format!("services.{name}");
+        let Some(svc) = services.get(name).cloned() else {
+            return Ok(Value::Null);
+        };
+        let mut svc = match svc {
+            Value::Mapping(m) => m,
+            Value::Null => return Ok(Value::Null),
+            _ => return Err(invalid(file, &key, "a service must be a mapping")),
+        };
+        let Some(ext) = svc.get("extends").cloned() else {
+            return Ok(Value::Mapping(svc));
+        };
+        let (reference, other) = match &ext {
+            Value::String(s) => (s.clone(), None),
+            Value::Mapping(m) => (
+                m.get("service").and_then(scalar_text).unwrap_or_default(),
+                m.get("file").and_then(scalar_text),
+            ),
+            _ => (String::new(), None),
+        };
+        let base_file = match &other {
+            Some(f) => PathBuf::from(self.abs(loader_dir, f)),
+            None => file.to_path_buf(),
+        };
+        let link = (base_file.clone(), reference.clone());
+        if chain.contains(&link) {
+            let mut shown: Vec<String> = chain
+                .iter()
+                .map(|(f, s)| format!("`{s}` ({})", f.display()))
+                .collect();
+            shown.push(format!("`{reference}`"));
+            return Err(invalid(
+                file,
+                &format!("{key}.extends"),
+                &format!("circular reference: {}", shown.join(" extends ")),
+            ));
+        }
+        chain.push(link);
+        let base = match &other {
+            Some(_) => {
+                let dir = base_file
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
+                let loaded =
+                    self.load_model(std::slice::from_ref(&base_file), env, &dir, &dir, true, &[])?;
+                let mut others = match loaded.get("services") {
+                    Some(Value::Mapping(m)) => m.clone(),
+                    _ => Mapping::new(),
+                };
+                if !others.contains_key(reference.as_str()) {
+                    return Err(invalid(
+                        file,
+                        &format!("{key}.extends"),
+                        &format!(
+                            "cannot extend service `{reference}`: no such service in `{}`",
+                            base_file.display()
+                        ),
+                    ));
+                }
+                self.extend_service(&reference, &mut others, &base_file, env, &dir, &[], chain)?
+            }
+            None => {
+                if !services.contains_key(reference.as_str()) {
+                    return Err(invalid(
+                        file,
+                        &format!("{key}.extends"),
+                        &format!("cannot extend service `{reference}`: no such service"),
+                    ));
+                }
+                self.extend_service(&reference, services, file, env, loader_dir, resets, chain)?
+            }
+        };
+        chain.pop();
+        svc.remove("extends");
+        if base.is_null() {
+            return Ok(Value::Mapping(svc));
+        }
+        let mut wrapped = Mapping::new();
+        let mut inner = Mapping::new();
+        inner.insert(Value::String(name.to_string()), base);
+        wrapped.insert("services".into(), Value::Mapping(inner));
+        let mut wrapped = Value::Mapping(wrapped);
+        apply_resets(&mut wrapped, resets);
+        let base = wrapped
+            .get("services")
+            .and_then(|s| s.get(name))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let mut merged = merge::merge(
+            base,
+            Value::Mapping(svc),
+            &mut vec!["services".to_string(), "x".to_string()],
+        )
+        .map_err(|m| invalid(file, &key, &m))?;
+        if let Value::Mapping(m) = &mut merged {
+            m.remove("extends");
+        }
+        services.insert(Value::String(name.to_string()), merged.clone());
+        Ok(merged)
+    }
+
+    /// Loads each `include:` entry as a project of its own and adds its
+    /// resources (compose-go `ApplyInclude`); a resource defined differently
+    /// on both sides is an error.
+    fn apply_include(
+        &mut self,
+        dict: &mut Value,
+        file: &Path,
+        env: &HashMap<String, String>,
+        loader_dir: &Path,
+        included: &[PathBuf],
+    ) -> Result<(), ComposeError> {
+        let Value::Mapping(top) = dict else {
+            return Ok(());
+        };
+        let Some(inc) = top.remove("include") else {
+            return Ok(());
+        };
+        let items = match inc {
+            Value::Sequence(s) => s,
+            Value::Null => Vec::new(),
+            _ => return Err(invalid(file, "include", "must be a list")),
+        };
+        for (i, item) in items.iter().enumerate() {
+            let key = format!("include[{i}]");
+            let (paths, project_dir, env_files) = match item {
+                Value::String(s) => (vec![s.clone()], None, Vec::new()),
+                Value::Mapping(m) => (
+                    string_list(
+                        file,
+                        &format!("{key}.path"),
+                        m.get("path").unwrap_or(&Value::Null),
+                    )?,
+                    m.get("project_directory").and_then(scalar_text),
+                    string_list(
+                        file,
+                        &format!("{key}.env_file"),
+                        m.get("env_file").unwrap_or(&Value::Null),
+                    )?,
+                ),
+                _ => return Err(invalid(file, &key, "must be a path or a mapping")),
+            };
+            let paths: Vec<PathBuf> = paths
+                .iter()
+                .map(|p| PathBuf::from(self.abs(loader_dir, p)))
+                .collect();
+            let Some(first) = paths.first().cloned() else {
+                return Err(invalid(file, &format!("{key}.path"), "must name a file"));
+            };
+            let first_dir = first.parent().map(Path::to_path_buf).unwrap_or_default();
+            let project_dir = project_dir
+                .map(|d| PathBuf::from(self.abs(loader_dir, &d)))
+                .unwrap_or_else(|| first_dir.clone());
+            if included.contains(&first) {
+                let mut chain: Vec<String> = included
+                    .iter()
+                    .map(|f| format!("`{}`", f.display()))
+                    .collect();
+                chain.push(format!("`{}`", first.display()));
+                return Err(invalid(
+                    file,
+                    &key,
+                    &format!("include cycle: {}", chain.join(" includes ")),
+                ));
+            }
+            let env_files: Vec<PathBuf> = if env_files.is_empty() {
+                let f = project_dir.join(".env");
+                if f.is_file() {
+                    vec![f]
+                } else {
+                    Vec::new()
+                }
+            } else {
+                env_files
+                    .iter()
+                    .map(|f| PathBuf::from(self.abs(loader_dir, f)))
+                    .collect()
+            };
+            let mut from_files: HashMap<String, String> = HashMap::new();
+            for f in &env_files {
+                let text = fs_err::read_to_string(f).map_err(|source| ComposeError::Read {
+                    path: f.clone(),
+                    source,
+                })?;
+                let lookup = |k: &str| env.get(k).cloned().or_else(|| from_files.get(k).cloned());
+                let pairs = dotenv::parse_env_file(&text, f, &lookup)?;
+                from_files.extend(pairs);
+            }
+            let mut inc_env = env.clone();
+            for (k, v) in from_files {
+                inc_env.entry(k).or_insert(v);
+            }
+            let mut chain = included.to_vec();
+            chain.push(first.clone());
+            let imported =
+                self.load_model(&paths, &inc_env, &project_dir, &first_dir, false, &chain)?;
+            for res in ["services", "volumes", "networks", "secrets", "configs"] {
+                let Some(Value::Mapping(from)) = imported.get(res) else {
+                    continue;
+                };
+                let to = top
+                    .entry(res.into())
+                    .or_insert_with(|| Value::Mapping(Mapping::new()));
+                if to.is_null() {
+                    *to = Value::Mapping(Mapping::new());
+                }
+                let Value::Mapping(to) = to else {
+                    return Err(invalid(file, res, "must be a mapping"));
+                };
+                for (k, v) in from {
+                    match to.get(k) {
+                        Some(existing) if existing == v => {}
+                        Some(_) => {
+                            return Err(invalid(
+                                file,
+                                &format!("{res}.{}", key_text(k)),
+                                &format!(
+                                    "conflicts with the one imported from `{}`",
+                                    first.display()
+                                ),
+                            ))
+                        }
+                        None => {
+                            to.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// compose-go's `transform.Canonical`: the short forms that matter for the
+/// model, rewritten to their long forms.
+fn canonical(dict: &mut Value, file: &Path) -> Result<(), ComposeError> {
+    let Some(Value::Mapping(services)) = dict.get_mut("services") else {
+        return Ok(());
+    };
+    for (name, s) in services.iter_mut() {
+        let key = format!("services.{}", key_text(name));
+        let Value::Mapping(s) = s else { continue };
+        if let Some(b) = s.get_mut("build") {
+            if let Value::String(c) = b {
+                let mut m = Mapping::new();
+                m.insert("context".into(), Value::String(c.clone()));
+                *b = Value::Mapping(m);
+            }
+            if let Value::Mapping(b) = b {
+                if let Some(ssh) = b.get_mut("ssh") {
+                    match ssh {
+                        Value::Mapping(_) => {}
+                        Value::Sequence(items) => {
+                            let mut m = Mapping::new();
+                            for it in items.iter() {
+                                let s = scalar_text(it).unwrap_or_default();
+                                match s.split_once('=') {
+                                    Some((id, p)) => m.insert(id.into(), p.into()),
+                                    None if s == "default" => m.insert(s.into(), Value::Null),
+                                    None => {
+                                        return Err(invalid(
+                                            file,
+                                            &format!("{key}.build.ssh"),
+                                            &format!("invalid ssh key `{s}`"),
+                                        ))
+                                    }
+                                };
+                            }
+                            *ssh = Value::Mapping(m);
+                        }
+                        _ => {
+                            return Err(invalid(
+                                file,
+                                &format!("{key}.build.ssh"),
+                                "must be a list or a mapping",
+                            ))
+                        }
+                    }
+                }
+                if let Some(Value::Sequence(items)) = b.get("additional_contexts").cloned() {
+                    let mut m = Mapping::new();
+                    for it in items {
+                        let s = scalar_text(&it).unwrap_or_default();
+                        let (k, v) = s.split_once('=').unwrap_or((&s, ""));
+                        m.insert(k.into(), v.into());
+                    }
+                    b.insert("additional_contexts".into(), Value::Mapping(m));
+                }
+                if let Some(Value::Sequence(items)) = b.get_mut("secrets") {
+                    for it in items.iter_mut() {
+                        if let Value::String(src) = it {
+                            let mut m = Mapping::new();
+                            m.insert("source".into(), Value::String(src.clone()));
+                            *it = Value::Mapping(m);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(e) = s.get_mut("extends") {
+            if let Value::String(svc) = e {
+                let mut m = Mapping::new();
+                m.insert("service".into(), Value::String(svc.clone()));
+                *e = Value::Mapping(m);
+            }
+        }
+        if let Some(ef) = s.get_mut("env_file") {
+            let items = match ef.clone() {
+                Value::String(p) => vec![Value::String(p)],
+                Value::Sequence(s) => s,
+                _ => Vec::new(),
+            };
+            let items = items
+                .into_iter()
+                .map(|it| match it {
+                    Value::String(p) => {
+                        let mut m = Mapping::new();
+                        m.insert("path".into(), Value::String(p));
+                        m.insert("required".into(), true.into());
+                        Value::Mapping(m)
+                    }
+                    other => other,
+                })
+                .collect();
+            *ef = Value::Sequence(items);
+        }
+        for k in ["networks", "depends_on"] {
+            if let Some(v) = s.get_mut(k) {
+                if let Value::Sequence(_) = v {
+                    let dflt = if k == "networks" {
+                        Value::Null
+                    } else {
+                        let mut m = Mapping::new();
+                        m.insert("condition".into(), "service_started".into());
+                        m.insert("required".into(), true.into());
+                        Value::Mapping(m)
+                    };
+                    *v = Value::Mapping(merge::to_mapping(v.clone(), &dflt));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn invalid(path: &Path, key: &str, message: &str) -> ComposeError {
@@ -172,7 +1075,10 @@ fn clean(p: &Path) -> PathBuf {
 /// The Compose files to read: `-f`, else `COMPOSE_FILE`, else the default
 /// names in the working directory or its nearest parent that has one, plus
 /// the matching `.override` file.
-fn discover(opts: &LoadOptions) -> Result<Vec<PathBuf>, ComposeError> {
+fn discover(
+    opts: &LoadOptions,
+    env: &HashMap<String, String>,
+) -> Result<Vec<PathBuf>, ComposeError> {
     if !opts.files.is_empty() {
         return Ok(opts
             .files
@@ -186,13 +1092,8 @@ fn discover(opts: &LoadOptions) -> Result<Vec<PathBuf>, ComposeError> {
             })
             .collect());
     }
-    if let Some(list) = opts
-        .environment
-        .get("COMPOSE_FILE")
-        .filter(|s| !s.is_empty())
-    {
-        let sep = opts
-            .environment
+    if let Some(list) = env.get("COMPOSE_FILE").filter(|s| !s.is_empty()) {
+        let sep = env
             .get("COMPOSE_PATH_SEPARATOR")
             .and_then(|s| s.chars().next())
             .unwrap_or(':');
@@ -237,7 +1138,7 @@ fn read_file(file: &Path) -> Result<(String, PathBuf), ComposeError> {
             })?;
         return Ok((s, PathBuf::from("(standard input)")));
     }
-    let text = std::fs::read_to_string(file).map_err(|source| ComposeError::Read {
+    let text = fs_err::read_to_string(file).map_err(|source| ComposeError::Read {
         path: file.to_path_buf(),
         source,
     })?;
@@ -248,11 +1149,11 @@ fn read_file(file: &Path) -> Result<(String, PathBuf), ComposeError> {
 /// project's `.env`), overridden by the process environment.
 fn environment(
     opts: &LoadOptions,
-    working_dir: &Path,
+    env_dir: &Path,
 ) -> Result<HashMap<String, String>, ComposeError> {
     let mut env: HashMap<String, String> = HashMap::new();
     let files: Vec<PathBuf> = if opts.env_files.is_empty() {
-        let default = working_dir.join(".env");
+        let default = env_dir.join(".env");
         if default.is_file() {
             vec![default]
         } else {
@@ -265,7 +1166,7 @@ fn environment(
             .collect()
     };
     for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|source| ComposeError::Read {
+        let text = fs_err::read_to_string(&f).map_err(|source| ComposeError::Read {
             path: f.clone(),
             source,
         })?;
@@ -284,28 +1185,93 @@ fn environment(
     Ok(env)
 }
 
-fn project_name(
-    opts: &LoadOptions,
-    env: &HashMap<String, String>,
-    top: &Mapping,
-    working_dir: &Path,
-) -> String {
-    let raw = opts
-        .project_name
-        .clone()
-        .or_else(|| {
-            env.get("COMPOSE_PROJECT_NAME")
-                .cloned()
-                .filter(|s| !s.is_empty())
-        })
-        .or_else(|| top.get("name").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| {
-            working_dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
-    normalize_project_name(&raw)
+impl Loader {
+    /// The project name: `-p`, else `COMPOSE_PROJECT_NAME`, else the last
+    /// `name:` of the files (interpolated), each of which must already be a
+    /// valid name; else the project directory's name, normalised.
+    fn project_name(
+        &mut self,
+        opts: &LoadOptions,
+        env: &HashMap<String, String>,
+        files: &[PathBuf],
+        working_dir: &Path,
+        file: &Path,
+    ) -> Result<String, ComposeError> {
+        // (name, where it came from): the key an error names.
+        let mut given = opts
+            .project_name
+            .clone()
+            .filter(|s| !s.is_empty())
+            .map(|n| (n, "-p"))
+            .or_else(|| {
+                env.get("COMPOSE_PROJECT_NAME")
+                    .cloned()
+                    .filter(|s| !s.is_empty())
+                    .map(|n| (n, "COMPOSE_PROJECT_NAME"))
+            });
+        let mut from = file.to_path_buf();
+        if given.is_none() {
+            let lookup = |name: &str| env.get(name).cloned();
+            for f in files {
+                let (text, shown) = self.read(f)?;
+                for doc in serde_yaml::Deserializer::from_str(&text) {
+                    // Syntax errors are reported when the file is loaded; a
+                    // failed document also ends the stream.
+                    let m = match Value::deserialize(doc) {
+                        Ok(Value::Mapping(m)) => m,
+                        Ok(_) => continue,
+                        Err(_) => break,
+                    };
+                    if let Some(n) = m.get("name").and_then(scalar_text) {
+                        let n = interpolate::interpolate(&n, &lookup).map_err(|e| {
+                            ComposeError::Interpolate {
+                                path: shown.clone(),
+                                message: e.with_path("name").to_string(),
+                            }
+                        })?;
+                        if !n.is_empty() {
+                            given = Some((n, "name"));
+                            from = shown.clone();
+                        }
+                    }
+                }
+            }
+        }
+        let (name, key) = match given {
+            Some(g) => g,
+            None => (
+                normalize_project_name(
+                    &working_dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                ),
+                "(project directory name)",
+            ),
+        };
+        if name.is_empty() {
+            return Err(invalid(&from, key, "the project name must not be empty"));
+        }
+        if normalize_project_name(&name) != name {
+            return Err(invalid(
+                &from,
+                key,
+                &format!("invalid project name `{name}`: use only lowercase letters, digits, `-` and `_`, starting with a letter or digit"),
+            ));
+        }
+        Ok(name)
+    }
+
+    /// A file's text (read once, so standard input can be read twice) and
+    /// the name to show for it.
+    fn read(&mut self, file: &Path) -> Result<(String, PathBuf), ComposeError> {
+        if let Some(t) = self.texts.get(file) {
+            return Ok(t.clone());
+        }
+        let t = read_file(file)?;
+        self.texts.insert(file.to_path_buf(), t.clone());
+        Ok(t)
+    }
 }
 
 /// Compose's project-name normalisation: lower case, only `a-z0-9_-`, and
@@ -319,23 +1285,6 @@ pub fn normalize_project_name(raw: &str) -> String {
     lower
         .trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
         .to_string()
-}
-
-/// Merges `over` into `base`: mappings key by key, anything else replaced.
-fn merge(base: &mut Value, over: Value) {
-    match (base, over) {
-        (Value::Mapping(b), Value::Mapping(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(existing) if existing.is_mapping() && v.is_mapping() => merge(existing, v),
-                    _ => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o,
-    }
 }
 
 fn service(
@@ -367,7 +1316,61 @@ fn service(
     if let Some(b) = m.get("build") {
         svc.build = Some(build(file, &format!("{key}.build"), b, working_dir, env)?);
     }
+    let from_files = env_files(file, &key, m.get("env_file"), env)?;
+    svc.config = super::render::service_json(&m, &from_files, env);
     Ok(svc)
+}
+
+/// Reads a service's `env_file:` entries (canonical form: `path` and
+/// `required`), later files overriding earlier ones. A missing file is an
+/// error unless `required: false`.
+fn env_files(
+    file: &Path,
+    key: &str,
+    v: Option<&Value>,
+    env: &HashMap<String, String>,
+) -> Result<Vec<(String, String)>, ComposeError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let Some(Value::Sequence(items)) = v else {
+        return Ok(out);
+    };
+    for (i, it) in items.iter().enumerate() {
+        let at = format!("{key}.env_file[{i}]");
+        let path = it
+            .get("path")
+            .and_then(scalar_text)
+            .ok_or_else(|| invalid(file, &at, "needs a `path`"))?;
+        let required = match it.get("required") {
+            None => true,
+            Some(r) => boolean(file, &format!("{at}.required"), r)?,
+        };
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            if required {
+                return Err(invalid(
+                    file,
+                    &at,
+                    &format!("env file `{}` not found", path.display()),
+                ));
+            }
+            continue;
+        }
+        let text = fs_err::read_to_string(&path).map_err(|source| ComposeError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let lookup = |k: &str| {
+            env.get(k).cloned().or_else(|| {
+                out.iter()
+                    .rev()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+            })
+        };
+        let pairs = dotenv::parse_env_file(&text, &path, &lookup)?;
+        out.extend(pairs);
+    }
+    Ok(out)
 }
 
 fn scalar(file: &Path, key: &str, v: &Value) -> Result<String, ComposeError> {
@@ -516,8 +1519,16 @@ fn build(
             .to_string_lossy()
             .into_owned()
     };
-    if let Some(d) = get("dockerfile") {
-        spec.dockerfile = Some(scalar(file, &sub("dockerfile"), d)?);
+    match get("dockerfile") {
+        // An empty value (say an unset variable) leaves no Dockerfile at
+        // all, as compose 2.26 prints it (README surprise 5).
+        Some(d) => {
+            spec.dockerfile = Some(scalar(file, &sub("dockerfile"), d)?).filter(|d| !d.is_empty())
+        }
+        None if get("dockerfile_inline").is_none() => {
+            spec.dockerfile = Some("Dockerfile".to_string())
+        }
+        None => {}
     }
     if let Some(d) = get("dockerfile_inline") {
         spec.dockerfile_inline = Some(scalar(file, &sub("dockerfile_inline"), d)?);
@@ -526,8 +1537,9 @@ fn build(
         for (k, val) in dict(file, &sub("args"), a)? {
             // `KEY` alone takes the value from the environment, or is left
             // out when the variable is not set (as Compose does).
-            let val = val.or_else(|| env.get(&k).cloned());
-            spec.args.insert(k, val);
+            if let Some(val) = val.or_else(|| env.get(&k).cloned()) {
+                spec.args.insert(k, Some(val));
+            }
         }
     }
     if let Some(l) = get("labels") {
@@ -696,7 +1708,7 @@ mod tests {
     #[test]
     fn short_and_long_build_forms() {
         let p = load_str(
-            "name: My_App\nservices:\n  a:\n    build: ./a\n  b:\n    image: reg/b:1\n    build:\n      context: b\n      dockerfile: Dockerfile.dev\n      args: [X=1, Y]\n      labels: {l: v}\n      target: prod\n      shm_size: 1gb\n",
+            "name: my_app\nservices:\n  a:\n    build: ./a\n  b:\n    image: reg/b:1\n    build:\n      context: b\n      dockerfile: Dockerfile.dev\n      args: [X=1, Y]\n      labels: {l: v}\n      target: prod\n      shm_size: 1gb\n",
             &[("Y", "from-env")],
         )
         .unwrap();
@@ -730,6 +1742,264 @@ mod tests {
             .to_string();
         assert!(err.contains("compose.yaml"), "{err}");
         assert!(err.contains("line"), "{err}");
+    }
+
+    /// Writes `files` (name, text) into a fresh folder and loads it with
+    /// `-f` for each name in `args` (none: discovery), plus `profiles`.
+    fn load_dir(
+        files: &[(&str, &str)],
+        args: &[&str],
+        profiles: &[&str],
+    ) -> (tempfile::TempDir, Result<Project, ComposeError>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let p = dir.path().join(name);
+            fs_err::create_dir_all(p.parent().unwrap()).unwrap();
+            fs_err::write(&p, text).unwrap();
+        }
+        let opts = LoadOptions {
+            cwd: dir.path().to_path_buf(),
+            files: args.iter().map(PathBuf::from).collect(),
+            profiles: profiles.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let p = load(&opts);
+        (dir, p)
+    }
+
+    fn build_json(p: &Project, svc: &str) -> serde_json::Value {
+        p.services[svc].config["build"].clone()
+    }
+
+    #[test]
+    fn merge_rules_across_files() {
+        let (_d, p) = load_dir(
+            &[
+                (
+                    "a.yaml",
+                    "services:\n  s:\n    image: one\n    command: [a, b]\n    environment: {A: 1, B: 2}\n    build:\n      context: .\n      args: [X=1, Y=1]\n      tags: [t1]\n",
+                ),
+                (
+                    "b.yaml",
+                    "services:\n  s:\n    image: two\n    command: [c]\n    environment: [B=3]\n    build:\n      args: {Y: 2}\n      tags: [t2, t1]\n",
+                ),
+            ],
+            &["a.yaml", "b.yaml"],
+            &[],
+        );
+        let p = p.unwrap();
+        let s = &p.services["s"];
+        assert_eq!(s.image.as_deref(), Some("two"));
+        assert_eq!(s.config["command"], serde_json::json!(["c"]));
+        assert_eq!(
+            s.config["environment"],
+            serde_json::json!({"A": "1", "B": "3"})
+        );
+        let b = s.build.as_ref().unwrap();
+        assert_eq!(b.args["X"].as_deref(), Some("1"));
+        assert_eq!(b.args["Y"].as_deref(), Some("2"));
+        assert_eq!(b.tags, ["t1", "t2"]);
+    }
+
+    #[test]
+    fn reset_and_override_tags() {
+        let (_d, p) = load_dir(
+            &[
+                (
+                    "a.yaml",
+                    "services:\n  s:\n    image: x\n    ports: ['80:80']\n    labels: {a: b}\n",
+                ),
+                (
+                    "b.yaml",
+                    "services:\n  s:\n    ports: !reset []\n    labels: !override {c: d}\n",
+                ),
+            ],
+            &["a.yaml", "b.yaml"],
+            &[],
+        );
+        let p = p.unwrap();
+        let c = &p.services["s"].config;
+        assert!(!c.contains_key("ports"), "{c:?}");
+        assert_eq!(c["labels"], serde_json::json!({"c": "d"}));
+    }
+
+    #[test]
+    fn extends_resolves_paths_against_the_extended_file() {
+        let (d, p) = load_dir(
+            &[
+                (
+                    "compose.yaml",
+                    "services:\n  web:\n    extends:\n      file: sub/base.yaml\n      service: base\n    image: web\n  local:\n    extends: web\n",
+                ),
+                (
+                    "sub/base.yaml",
+                    "services:\n  base:\n    build:\n      context: ctx\n      target: prod\n",
+                ),
+            ],
+            &[],
+            &[],
+        );
+        let p = p.unwrap();
+        let ctx = d.path().join("sub/ctx");
+        for s in ["web", "local"] {
+            let b = p.services[s].build.as_ref().unwrap();
+            assert_eq!(Path::new(&b.context), ctx, "{s}");
+            assert_eq!(b.target.as_deref(), Some("prod"));
+        }
+        assert_eq!(p.services["local"].image.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn extends_cycle_is_an_error() {
+        let (_d, p) = load_dir(
+            &[(
+                "compose.yaml",
+                "services:\n  a:\n    extends: b\n  b:\n    extends: a\n",
+            )],
+            &[],
+            &[],
+        );
+        let err = p.unwrap_err().to_string();
+        assert!(err.contains("circular reference"), "{err}");
+        assert!(err.contains("compose.yaml"), "{err}");
+    }
+
+    #[test]
+    fn include_imports_services_with_their_own_env_and_paths() {
+        let (d, p) = load_dir(
+            &[
+                (
+                    "compose.yaml",
+                    "include:\n  - path: lib/compose.yaml\n    env_file: lib.env\nservices:\n  app:\n    image: app\n",
+                ),
+                ("lib.env", "TAG=7\n"),
+                (
+                    "lib/compose.yaml",
+                    "services:\n  lib:\n    image: lib:${TAG}\n    build: .\n",
+                ),
+            ],
+            &[],
+            &[],
+        );
+        let p = p.unwrap();
+        assert_eq!(p.services["lib"].image.as_deref(), Some("lib:7"));
+        let ctx = &p.services["lib"].build.as_ref().unwrap().context;
+        assert_eq!(Path::new(ctx), d.path().join("lib"));
+        assert!(p.services.contains_key("app"));
+    }
+
+    #[test]
+    fn include_cycle_is_an_error() {
+        let (_d, p) = load_dir(
+            &[
+                ("compose.yaml", "include: [b.yaml]\nservices: {}\n"),
+                ("b.yaml", "include: [compose.yaml]\n"),
+            ],
+            &[],
+            &[],
+        );
+        let err = p.unwrap_err().to_string();
+        assert!(err.contains("include cycle"), "{err}");
+    }
+
+    #[test]
+    fn profiles_disable_services_unless_active() {
+        let files = [(
+            "compose.yaml",
+            "services:\n  a:\n    image: a\n  dbg:\n    image: d\n    profiles: [debug]\n",
+        )];
+        let (_d, p) = load_dir(&files, &[], &[]);
+        assert_eq!(p.unwrap().services.keys().collect::<Vec<_>>(), ["a"]);
+        let (_d, p) = load_dir(&files, &[], &["debug"]);
+        assert_eq!(p.unwrap().services.keys().collect::<Vec<_>>(), ["a", "dbg"]);
+    }
+
+    #[test]
+    fn dependency_on_a_disabled_service_is_an_error() {
+        let (_d, p) = load_dir(
+            &[(
+                "compose.yaml",
+                "services:\n  a:\n    image: a\n    depends_on: [b]\n  b:\n    image: b\n    profiles: [x]\n",
+            )],
+            &[],
+            &[],
+        );
+        let err = p.unwrap_err().to_string();
+        assert!(err.contains("services.a.depends_on"), "{err}");
+    }
+
+    #[test]
+    fn build_is_printed_as_compose_prints_it() {
+        let (d, p) = load_dir(
+            &[(
+                "compose.yaml",
+                "services:\n  s:\n    build:\n      args: [A, B=$$x]\n      shm_size: 128m\n  i:\n    build:\n      dockerfile_inline: FROM x\n",
+            )],
+            &[],
+            &[],
+        );
+        let p = p.unwrap();
+        let ctx = d.path().to_string_lossy().into_owned();
+        assert_eq!(
+            build_json(&p, "s"),
+            serde_json::json!({"context": ctx, "dockerfile": "Dockerfile", "args": {"B": "$x"}, "shm_size": "134217728"})
+        );
+        assert_eq!(
+            build_json(&p, "i"),
+            serde_json::json!({"context": ctx, "dockerfile_inline": "FROM x"})
+        );
+        let out = crate::compose::render::project_json(&p);
+        assert_eq!(out["services"]["s"]["build"]["args"]["B"], "$$x");
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_variables_are_errors() {
+        let err = load_str("services:\n  a:\n    imagee: x\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("services.a.imagee"), "{err}");
+        let err = load_str("variables: {}\nservices: {}\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`variables`"), "{err}");
+        let err = load_str("services:\n  a:\n    image: ${X:?set X}\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("services.a.image") && err.contains("set X"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let (_d, p) = load_dir(&[], &["nope.yaml"], &[]);
+        let err = p.unwrap_err().to_string();
+        assert!(err.contains("nope.yaml"), "{err}");
+    }
+
+    #[test]
+    fn invalid_project_name_is_an_error() {
+        let err = load_str("name: My_App\nservices: {}\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid project name"), "{err}");
+    }
+
+    #[test]
+    fn unset_variables_and_version_are_warned_about() {
+        let p = load_str("version: '3'\nservices:\n  a:\n    image: x:${TAG}\n", &[]).unwrap();
+        assert_eq!(p.services["a"].image.as_deref(), Some("x:"));
+        assert!(
+            p.warnings.iter().any(|w| w.contains("`TAG`")),
+            "{:?}",
+            p.warnings
+        );
+        assert!(
+            p.warnings.iter().any(|w| w.contains("obsolete")),
+            "{:?}",
+            p.warnings
+        );
     }
 
     #[test]

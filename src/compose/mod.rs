@@ -8,6 +8,8 @@ pub mod dotenv;
 pub mod error;
 pub mod interpolate;
 pub mod load;
+pub mod merge;
+pub mod render;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,10 +27,16 @@ pub struct Project {
     pub working_dir: PathBuf,
     /// The Compose files read, in order.
     pub files: Vec<PathBuf>,
-    /// Services by name.
+    /// Services by name (those enabled by the active profiles).
     pub services: BTreeMap<String, Service>,
     /// Top-level `secrets:` by name.
     pub secrets: BTreeMap<String, SecretDef>,
+    /// The top-level `networks`, `volumes`, `secrets` and `configs`, as
+    /// `docker compose config` prints them.
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// What compose would warn about while loading (unset variables, the
+    /// obsolete `version`), for the caller to show.
+    pub warnings: Vec<String>,
 }
 
 /// A top-level secret: where its value comes from.
@@ -53,6 +61,9 @@ pub struct Service {
     pub profiles: Vec<String>,
     /// `pull_policy:`.
     pub pull_policy: Option<String>,
+    /// The whole service, `build` included, as `docker compose config`
+    /// prints it (see [`render`]).
+    pub config: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Service {
@@ -70,11 +81,14 @@ impl Service {
 pub struct BuildSpec {
     /// The build context: an absolute directory, or a remote URL.
     pub context: String,
-    /// The Dockerfile path as written (relative to the context), if set.
+    /// The Dockerfile path as written (relative to the context); `Dockerfile`
+    /// when not given, and `None` with `dockerfile_inline` or an empty value.
     pub dockerfile: Option<String>,
     /// An inline Dockerfile.
     pub dockerfile_inline: Option<String>,
-    /// Build arguments; `None` means "from the environment, if set".
+    /// Build arguments. A bare `KEY` takes its value from the environment
+    /// and is left out when the variable is unset, as compose does; `None`
+    /// is kept for callers that add arguments of their own.
     pub args: BTreeMap<String, Option<String>>,
     /// `ssh:` entries (`default`, `id=path`).
     pub ssh: Vec<String>,

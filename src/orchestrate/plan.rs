@@ -621,12 +621,14 @@ fn plan_service(
             Some(p) => p,
             None => match opts.environment.get("SSH_AUTH_SOCK") {
                 Some(s) => PathBuf::from(s),
-                None => return Err(PlanError::Unsupported {
-                    service: svc.name.clone(),
-                    what: format!(
+                None => {
+                    return Err(PlanError::Unsupported {
+                        service: svc.name.clone(),
+                        what: format!(
                         "SSH forwarding of `{id}` without an agent (`SSH_AUTH_SOCK` is not set)"
                     ),
-                }),
+                    })
+                }
             },
         };
         {

@@ -28,6 +28,8 @@ impl SshService {
         Self { agents }
     }
 
+    // tonic's Status is the error type of every service method here.
+    #[allow(clippy::result_large_err)]
     fn agent(&self, id: &str) -> Result<&PathBuf, Status> {
         let id = if id.is_empty() { "default" } else { id };
         self.agents.get(id).ok_or_else(|| {

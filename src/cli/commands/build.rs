@@ -10,14 +10,21 @@ use crate::ui::{self, json::JsonReporter, plain::PlainReporter};
 
 pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
     let env = settings::environment();
-    let project =
-        match settings::load_options(global, &env).and_then(|o| Ok(crate::compose::load(&o)?)) {
-            Ok(p) => p,
-            Err(e) => {
-                report_error(&e, None);
-                return ExitStatus::Error;
-            }
-        };
+    // Services named on the command line enable their profiles, as in compose.
+    let load = settings::load_options(global, &env).and_then(|mut o| {
+        o.services = args.services.clone();
+        Ok(crate::compose::load(&o)?)
+    });
+    let project = match load {
+        Ok(p) => {
+            crate::cli::report_warnings(&p.warnings);
+            p
+        }
+        Err(e) => {
+            report_error(&e, None);
+            return ExitStatus::Error;
+        }
+    };
     let opts = BuildOptions {
         services: args.services.clone(),
         no_cache: args.no_cache,

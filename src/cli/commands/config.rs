@@ -7,7 +7,10 @@ pub fn run(global: &GlobalArgs, args: &ConfigArgs) -> ExitStatus {
     let env = settings::environment();
     let project =
         match settings::load_options(global, &env).and_then(|o| Ok(crate::compose::load(&o)?)) {
-            Ok(p) => p,
+            Ok(p) => {
+                crate::cli::report_warnings(&p.warnings);
+                p
+            }
             Err(e) => {
                 report_error(&e, None);
                 return ExitStatus::Error;
@@ -25,9 +28,23 @@ pub fn run(global: &GlobalArgs, args: &ConfigArgs) -> ExitStatus {
         }
         return ExitStatus::Success;
     }
+    if args.list_profiles {
+        let mut all: Vec<&String> = project
+            .services
+            .values()
+            .flat_map(|s| s.profiles.iter())
+            .collect();
+        all.sort();
+        all.dedup();
+        for p in all {
+            println!("{p}");
+        }
+        return ExitStatus::Success;
+    }
+    let model = crate::compose::render::project_json(&project);
     let out = match args.format {
-        ConfigFormat::Json => serde_json::to_string_pretty(&project).map_err(anyhow::Error::from),
-        ConfigFormat::Yaml => serde_yaml::to_string(&project).map_err(anyhow::Error::from),
+        ConfigFormat::Json => serde_json::to_string_pretty(&model).map_err(anyhow::Error::from),
+        ConfigFormat::Yaml => serde_yaml::to_string(&model).map_err(anyhow::Error::from),
     };
     match out {
         Ok(s) => {

@@ -1,0 +1,311 @@
+//! The resolved project in the shape `docker compose config --format json`
+//! prints (compose v2.26): field names and value kinds of compose-go's
+//! `types` package, `build` normalised (absolute context, `Dockerfile` by
+//! default, `args` resolved from the environment), env files merged into
+//! `environment`, and every `$` written back as `$$`.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Map, Value as Json};
+use serde_yaml::{Mapping, Value};
+
+use super::load::parse_bytes;
+use super::merge::{key_text, scalar_text};
+use super::Project;
+
+/// The whole project as `docker compose config --format json` prints it.
+pub fn project_json(p: &Project) -> Json {
+    let mut top = Map::new();
+    top.insert("name".into(), Json::String(p.name.clone()));
+    let mut networks = match p.config.get("networks") {
+        Some(Json::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    let uses_default = p.services.values().any(
+        |s| matches!(s.config.get("networks"), Some(Json::Object(n)) if n.contains_key("default")),
+    );
+    if uses_default && !networks.contains_key("default") {
+        networks.insert(
+            "default".into(),
+            json!({"name": format!("{}_default", p.name), "ipam": {}}),
+        );
+    }
+    if !networks.is_empty() {
+        top.insert("networks".into(), Json::Object(networks));
+    }
+    let services: Map<String, Json> = p
+        .services
+        .iter()
+        .map(|(k, s)| (k.clone(), Json::Object(s.config.clone())))
+        .collect();
+    top.insert("services".into(), Json::Object(services));
+    for key in ["volumes", "secrets", "configs"] {
+        if let Some(v) = p.config.get(key) {
+            top.insert(key.into(), v.clone());
+        }
+    }
+    let mut out = Json::Object(top);
+    escape_dollars(&mut out);
+    out
+}
+
+/// Writes `$` as `$$` in every string, as `docker compose config` does so
+/// that its output reads back unchanged.
+fn escape_dollars(v: &mut Json) {
+    match v {
+        Json::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
+        Json::Array(a) => a.iter_mut().for_each(escape_dollars),
+        Json::Object(m) => m.values_mut().for_each(escape_dollars),
+        _ => {}
+    }
+}
+
+/// A YAML value as JSON (keys as text; tags dropped).
+pub fn to_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                json!(i)
+            } else if let Some(u) = n.as_u64() {
+                json!(u)
+            } else {
+                json!(n.as_f64().unwrap_or_default())
+            }
+        }
+        Value::String(s) => Json::String(s.clone()),
+        Value::Sequence(s) => Json::Array(s.iter().map(to_json).collect()),
+        Value::Mapping(m) => Json::Object(
+            m.iter()
+                .filter(|(k, _)| !key_text(k).starts_with("x-"))
+                .map(|(k, v)| (key_text(k), to_json(v)))
+                .collect(),
+        ),
+        Value::Tagged(t) => to_json(&t.value),
+    }
+}
+
+/// `KEY=VALUE` list or mapping → `(key, value)` pairs; a bare `KEY` or a
+/// null value gives `None`.
+fn pairs(v: &Value) -> Vec<(String, Option<String>)> {
+    match v {
+        Value::Mapping(m) => m
+            .iter()
+            .map(|(k, v)| (key_text(k), scalar_text(v)))
+            .collect(),
+        Value::Sequence(s) => s
+            .iter()
+            .filter_map(scalar_text)
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (e, None),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn strings(v: &Value) -> Json {
+    match v {
+        Value::Sequence(s) => {
+            Json::Array(s.iter().filter_map(scalar_text).map(Json::String).collect())
+        }
+        other => scalar_text(other).map(|s| json!([s])).unwrap_or(Json::Null),
+    }
+}
+
+/// One service (its canonical mapping) as compose prints it.
+pub(crate) fn service_json(
+    m: &Mapping,
+    from_env_files: &[(String, String)],
+    env: &HashMap<String, String>,
+) -> Map<String, Json> {
+    let mut out = Map::new();
+    for (k, v) in m {
+        let k = key_text(k);
+        match k.as_str() {
+            "build" | "env_file" | "extends" | "environment" => {}
+            _ if k.starts_with("x-") => {}
+            _ => {
+                out.insert(k, to_json(v));
+            }
+        }
+    }
+    if let Some(Value::Mapping(b)) = m.get("build") {
+        out.insert("build".into(), build_json(b, env));
+    }
+    let mut environment: Map<String, Json> = from_env_files
+        .iter()
+        .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+        .collect();
+    if let Some(e) = m.get("environment") {
+        for (k, v) in pairs(e) {
+            let v = v.or_else(|| env.get(&k).cloned());
+            environment.insert(k, v.map(Json::String).unwrap_or(Json::Null));
+        }
+    }
+    if !environment.is_empty() {
+        out.insert("environment".into(), Json::Object(environment));
+    }
+    out.entry("command").or_insert(Json::Null);
+    out.entry("entrypoint").or_insert(Json::Null);
+    if !out.contains_key("networks") && !out.contains_key("network_mode") {
+        out.insert("networks".into(), json!({"default": null}));
+    }
+    out
+}
+
+/// A `build:` mapping (canonical, context already absolute) as compose
+/// prints it.
+fn build_json(b: &Mapping, env: &HashMap<String, String>) -> Json {
+    let mut out = Map::new();
+    let text = |k: &str| b.get(k).and_then(scalar_text).filter(|s| !s.is_empty());
+    if let Some(c) = text("context") {
+        out.insert("context".into(), Json::String(c));
+    }
+    match b.get("dockerfile") {
+        Some(_) => {
+            if let Some(d) = text("dockerfile") {
+                out.insert("dockerfile".into(), Json::String(d));
+            }
+        }
+        None if b.get("dockerfile_inline").is_none() => {
+            out.insert("dockerfile".into(), json!("Dockerfile"));
+        }
+        None => {}
+    }
+    for k in ["dockerfile_inline", "target", "network", "isolation"] {
+        if let Some(v) = text(k) {
+            out.insert(k.into(), Json::String(v));
+        }
+    }
+    if let Some(a) = b.get("args") {
+        let args: Map<String, Json> = pairs(a)
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let v = v.or_else(|| env.get(&k).cloned())?;
+                Some((k, Json::String(v)))
+            })
+            .collect();
+        if !args.is_empty() {
+            out.insert("args".into(), Json::Object(args));
+        }
+    }
+    for k in ["labels", "additional_contexts"] {
+        if let Some(v) = b.get(k) {
+            let m: Map<String, Json> = pairs(v)
+                .into_iter()
+                .map(|(k, v)| (k, Json::String(v.unwrap_or_default())))
+                .collect();
+            if !m.is_empty() {
+                out.insert(k.into(), Json::Object(m));
+            }
+        }
+    }
+    for k in [
+        "cache_from",
+        "cache_to",
+        "tags",
+        "platforms",
+        "entitlements",
+    ] {
+        if let Some(v) = b.get(k) {
+            let s = strings(v);
+            if s.as_array().is_some_and(|a| !a.is_empty()) {
+                out.insert(k.into(), s);
+            }
+        }
+    }
+    if let Some(Value::Mapping(ssh)) = b.get("ssh") {
+        let keys: Vec<Json> = ssh
+            .iter()
+            .map(|(k, v)| match scalar_text(v) {
+                Some(p) => Json::String(format!("{}={p}", key_text(k))),
+                None => Json::String(key_text(k)),
+            })
+            .collect();
+        out.insert("ssh".into(), Json::Array(keys));
+    }
+    if let Some(h) = b.get("extra_hosts") {
+        let mut hosts: Vec<String> = pairs(h)
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k}={v}"),
+                None => match k.split_once(':') {
+                    Some((h, ip)) => format!("{h}={ip}"),
+                    None => k,
+                },
+            })
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        out.insert(
+            "extra_hosts".into(),
+            Json::Array(hosts.into_iter().map(Json::String).collect()),
+        );
+    }
+    for k in ["no_cache", "pull", "privileged"] {
+        if matches!(b.get(k), Some(Value::Bool(true)))
+            || matches!(b.get(k), Some(Value::String(s)) if s == "true")
+        {
+            out.insert(k.into(), Json::Bool(true));
+        }
+    }
+    if let Some(s) = text("shm_size") {
+        let v = parse_bytes(&s).map(|n| n.to_string()).unwrap_or(s);
+        out.insert("shm_size".into(), Json::String(v));
+    }
+    if let Some(Value::Sequence(secrets)) = b.get("secrets") {
+        let list = secrets
+            .iter()
+            .map(|s| {
+                let mut m = Map::new();
+                for k in ["source", "target", "uid", "gid"] {
+                    if let Some(v) = s.get(k).and_then(scalar_text) {
+                        m.insert(k.into(), Json::String(v));
+                    }
+                }
+                match s.get("mode") {
+                    Some(Value::Number(n)) => {
+                        m.insert("mode".into(), to_json(&Value::Number(n.clone())));
+                    }
+                    Some(Value::String(t)) => {
+                        let parsed = match t.strip_prefix("0o").or_else(|| t.strip_prefix('0')) {
+                            Some(oct) if !oct.is_empty() => u32::from_str_radix(oct, 8).ok(),
+                            _ => t.parse().ok(),
+                        };
+                        if let Some(n) = parsed {
+                            m.insert("mode".into(), json!(n));
+                        }
+                    }
+                    _ => {}
+                }
+                Json::Object(m)
+            })
+            .collect();
+        out.insert("secrets".into(), Json::Array(list));
+    }
+    if let Some(Value::Mapping(u)) = b.get("ulimits") {
+        let m: Map<String, Json> = u
+            .iter()
+            .map(|(k, v)| {
+                let num = |x: Option<&Value>| {
+                    x.and_then(scalar_text)
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .map(|n| json!(n))
+                        .unwrap_or(Json::Null)
+                };
+                let v = match v {
+                    Value::Mapping(l) => {
+                        json!({"soft": num(l.get("soft")), "hard": num(l.get("hard"))})
+                    }
+                    other => num(Some(other)),
+                };
+                (key_text(k), v)
+            })
+            .collect();
+        out.insert("ulimits".into(), Json::Object(m));
+    }
+    Json::Object(out)
+}
