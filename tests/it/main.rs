@@ -7,6 +7,7 @@ mod build;
 mod cancel;
 mod common;
 mod compat;
+mod compose_features;
 mod content;
 mod errors;
 mod graph;
