@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod clock;
 pub mod digest;
+pub mod dockerfile;
 pub mod dockerignore;
 pub mod hash;
 pub mod tar;
