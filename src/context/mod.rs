@@ -9,5 +9,6 @@ pub mod digest;
 pub mod dockerfile;
 pub mod dockerignore;
 pub mod hash;
+pub mod manifest;
 pub mod tar;
 pub mod walk;
