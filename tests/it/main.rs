@@ -8,6 +8,7 @@ mod cancel;
 mod common;
 mod compat;
 mod content;
+mod context_cmd;
 mod errors;
 mod graph;
 mod ignore_table;
