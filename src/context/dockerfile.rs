@@ -27,6 +27,9 @@
 //! * **Normalisation.** Each path is `path.Join("/", p)`; if any is `/` the build uses the
 //!   whole context ([`ContextUse::follow_paths`] is `None`), otherwise each becomes
 //!   `path.Join(".", p)`, sorted and deduplicated. Wildcards are kept: fsutil expands them.
+//!   When no reachable instruction uses the context, upstream passes no filter, but no
+//!   operation depends on the main context either, so BuildKit never asks for it: that is
+//!   `Some` of an empty list here (nothing is sent).
 //!
 //! Known gaps, all of which can only make cbuild predict *more* paths than BuildKit asks for
 //! or none of which matter to a plain `docker compose build`: `ENV`s of base images are not
@@ -85,7 +88,7 @@ pub struct PathUse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContextUse {
     /// The `followpaths` BuildKit sends: `None` when the whole context is used (some path was
-    /// the root, or nothing is used at all and upstream sends no filter).
+    /// the root); an empty list when the build never asks for the context at all.
     pub follow_paths: Option<Vec<String>>,
     /// The stages, in order.
     pub stages: Vec<Stage>,
@@ -303,7 +306,7 @@ pub fn analyze(
         }
     }
     uses.sort_by_key(|u| u.line);
-    let follow_paths = if whole || set.is_empty() {
+    let follow_paths = if whole {
         None
     } else {
         Some(set.into_iter().collect())
@@ -991,7 +994,8 @@ mod tests {
             ("copy src", "FROM alpine\nCOPY src/ /app/\n", None, &[], Some(&["src"])),
             ("copy root", "FROM alpine\nCOPY . /app\n", None, &[], None),
             ("copy ./", "FROM alpine\nCOPY ./ /app\n", None, &[], None),
-            ("nothing used", "FROM alpine\nRUN true\n", None, &[], None),
+            ("nothing used", "FROM alpine\nRUN true\n", None, &[], Some(&[])),
+            ("only unreachable use", "FROM a AS x\nCOPY . /\nFROM b\nRUN true\n", None, &[], Some(&[])),
             ("sorted dedup", "FROM a\nCOPY b a ./b /x/\nADD ./c/../a /y\n", None, &[], Some(&["a", "b"])),
             ("absolute and dot", "FROM a\nCOPY /etc/x ./y/./z /d\n", None, &[], Some(&["etc/x", "y/z"])),
             ("wildcards kept", "FROM a\nCOPY *.json src/**/*.ts /d/\n", None, &[], Some(&["*.json", "src/**/*.ts"])),

@@ -196,7 +196,8 @@ pub struct IgnoreFile {
 pub struct ManifestOptions {
     /// The ignore file (`<Dockerfile>.dockerignore` or `.dockerignore`), if any.
     pub ignore: Option<IgnoreFile>,
-    /// The followpaths; `None` sends the whole context.
+    /// The followpaths; `None` sends the whole context, an empty list nothing (the build never
+    /// asks for the context).
     pub follow_paths: Option<Vec<String>>,
 }
 
@@ -291,6 +292,17 @@ impl Manifest {
             .as_ref()
             .map(|i| i.lines.iter().map(|l| l.pattern.clone()).collect())
             .unwrap_or_default();
+        if opts.follow_paths.as_ref().is_some_and(|f| f.is_empty()) {
+            return Ok(Manifest {
+                root,
+                entries: Vec::new(),
+                digest: digest(&[]),
+                excluded: Vec::new(),
+                matcher: None,
+                options: opts.clone(),
+                cache: CacheCounters::default(),
+            });
+        }
         let follow_paths = opts.follow_paths.clone().unwrap_or_default();
         let sent = walk::walk(
             &root,
@@ -669,6 +681,16 @@ mod tests {
         );
         assert_eq!(m.explain("nope").unwrap(), Explanation::Missing);
         let m = build(d.path(), Some(&["src"]), None);
+        assert_eq!(m.explain("README").unwrap(), Explanation::NotUsed);
+    }
+
+    #[test]
+    fn an_unused_context_sends_nothing() {
+        let d = tree();
+        let m = build(d.path(), Some(&[]), Some("node_modules\n"));
+        assert!(m.entries.is_empty());
+        assert_eq!(m.digest, digest(&[]));
+        assert_eq!(m.excluded_totals(), (0, 0));
         assert_eq!(m.explain("README").unwrap(), Explanation::NotUsed);
     }
 

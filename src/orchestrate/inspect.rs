@@ -168,7 +168,8 @@ pub struct ContextReport {
     pub target: Option<String>,
     /// The ignore file in effect, if any.
     pub ignore_file: Option<String>,
-    /// The followpaths; `null` when the whole context is used.
+    /// The followpaths; `None` (JSON `null`) when the whole context is used, empty when the
+    /// build never asks for the context.
     pub followpaths: Option<Vec<String>>,
     /// Entries sent (files, directories, links).
     pub entries: u64,

@@ -280,3 +280,29 @@ fn dockerfile_errors_name_the_line() {
         "{err}"
     );
 }
+
+/// A Dockerfile that uses no context file makes BuildKit ask for nothing.
+#[test]
+fn unused_context_sends_nothing() {
+    let t = Tree::new("FROM alpine AS unused\nCOPY . /\nFROM alpine\nRUN echo hi\n");
+    t.file("node_modules/x.js", b"x\n");
+    let r = t.json();
+    assert_eq!(r["followpaths"], serde_json::json!([]));
+    assert_eq!(
+        (r["files"].as_u64(), r["entries"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(r["cache"]["files_read"], 0);
+    let out = t.cbuild(&["--explain", "node_modules/x.js"]);
+    assert!(
+        stdout(&out).contains("does not use the context"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("not used by the Dockerfile"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stderr(&out).contains("hint:"), "{}", stderr(&out));
+}

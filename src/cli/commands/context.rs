@@ -86,6 +86,7 @@ fn files(n: u64) -> String {
 fn print_text(r: &ContextReport) {
     let scope = match &r.followpaths {
         None => "the whole context".to_string(),
+        Some(p) if p.is_empty() => "the Dockerfile does not use the context".to_string(),
         Some(p) => format!(
             "followpaths {}",
             p.iter()
