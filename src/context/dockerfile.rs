@@ -35,7 +35,9 @@
 //! or none of which matter to a plain `docker compose build`: `ENV`s of base images are not
 //! known (a `$VAR` set only there expands to nothing), `ONBUILD` triggers of base images are
 //! not run, a `# syntax=` frontend other than the standard one is assumed to behave the same,
-//! and `${VAR#…}`/`${VAR%…}`/`${VAR/…}` substitutions are reported as errors.
+//! named contexts (`additional_contexts`, which upstream lets replace an image or stage of the
+//! same name) are not consulted, and `${VAR#…}`/`${VAR%…}`/`${VAR/…}` substitutions are
+//! reported as errors.
 
 use std::collections::{BTreeSet, HashMap};
 
