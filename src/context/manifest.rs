@@ -8,36 +8,26 @@
 //!
 //! # Context digest
 //!
-//! The digest identifies what BuildKit would receive, independent of when and by whom the files
-//! were written. It is BLAKE3 over this byte string:
-//!
-//! ```text
-//! "cbuild-context-v1\n"
-//! for each entry, in walk order:
-//!     kind       1 byte: b'd' directory, b'f' regular file, b'h' hard link to an earlier
-//!                entry, b'l' symlink, b'o' anything else (device, FIFO)
-//!     mode       u32 little-endian: the Go `os.FileMode` bits fsutil sends (type bits,
-//!                permission bits, setuid/setgid/sticky)
-//!     path       u64 little-endian byte length, then the UTF-8 path relative to the root
-//!                (`/`-separated, no leading `./` or `/`)
-//!     then by kind:
-//!       b'f'     u64 little-endian size, then the 32-byte BLAKE3 hash of the content
-//!       b'h'     u64 little-endian size, then the 32-byte content hash, then the earlier
-//!                path (length-prefixed like `path`)
-//!       b'l'     the link target (length-prefixed like `path`)
-//!       b'o'     u64 little-endian device major, then minor
-//!       b'd'     nothing
-//! ```
+//! The context digest is the *listing digest* ([`super::digest`], format version 1) of the
+//! entries BuildKit would receive, so it equals the digest `cbuild build` records for the
+//! main-context DiffCopy request and can be compared with it. In short, BLAKE3 is fed
+//! `cbuild-listing-v1\0` and then, for each entry in walk order: the relative path and a zero
+//! byte; a kind byte (`d` directory, `f` regular file, `h` hard link to an earlier entry, `l`
+//! symlink, `o` anything else) and a zero byte; the permission bits with setuid, setgid and
+//! sticky as a little-endian u32; then for `f` the size (little-endian u64) and the 32-byte
+//! BLAKE3 of the content, for `h` and `l` the link target and a zero byte. Paths cannot hold a
+//! zero byte, so the encoding is unambiguous. Its text form is `blake3:<hex>`.
 //!
 //! Walk order is fsutil's: depth-first, the names in each directory sorted byte-wise, so the
 //! paths are in byte order with `/` sorting before every other byte. It is a total order, so a
 //! list of entries has exactly one digest.
 //!
-//! Hashed: the set of paths, each entry's type, mode, symlink target, hard-link target, size and
-//! content. **Not** hashed: modification and change times, owner uid/gid, inode and device
-//! numbers, and anything outside the walk (excluded or unused paths, the context directory's
-//! own name and metadata). So `touch` leaves the digest alone, while a content change, `chmod`
-//! or a symlink retarget changes it.
+//! Hashed: the set of paths, each entry's type, permission and special bits, symlink target,
+//! hard-link target, and a regular file's size and content. **Not** hashed: modification and
+//! change times, owner uid/gid, inode and device numbers, extended attributes, and anything
+//! outside the walk (excluded or unused paths, the context directory's own name and
+//! metadata). So `touch` leaves the digest alone, while a content change, `chmod` or a symlink
+//! retarget changes it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -45,12 +35,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use super::cache::{HashCache, HashError};
+use super::digest::ListingDigest;
 use super::dockerignore::{IgnoreLine, PatternMatcher};
 use super::walk::{self, Entry, WalkError, WalkOptions};
 
-const DIGEST_PREFIX: &[u8] = b"cbuild-context-v1\n";
-
-/// The type of an entry, as far as the digest cares.
+/// The type of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -66,19 +55,7 @@ pub enum Kind {
     Other,
 }
 
-impl Kind {
-    fn tag(self) -> u8 {
-        match self {
-            Kind::Dir => b'd',
-            Kind::File => b'f',
-            Kind::Hardlink => b'h',
-            Kind::Symlink => b'l',
-            Kind::Other => b'o',
-        }
-    }
-}
-
-/// One entry of the context, as it enters the digest.
+/// One entry of the context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestEntry {
     /// Path relative to the context root.
@@ -124,42 +101,16 @@ impl ManifestEntry {
             dev: (e.devmajor, e.devminor),
         }
     }
-
-    fn feed(&self, h: &mut blake3::Hasher) {
-        fn bytes(h: &mut blake3::Hasher, b: &[u8]) {
-            h.update(&(b.len() as u64).to_le_bytes());
-            h.update(b);
-        }
-        h.update(&[self.kind.tag()]);
-        h.update(&self.mode.to_le_bytes());
-        bytes(h, self.path.as_bytes());
-        let zero = [0u8; 32];
-        match self.kind {
-            Kind::Dir => {}
-            Kind::File | Kind::Hardlink => {
-                h.update(&self.size.to_le_bytes());
-                h.update(self.hash.as_ref().map_or(&zero, |x| x.as_bytes()));
-                if self.kind == Kind::Hardlink {
-                    bytes(h, self.link.as_bytes());
-                }
-            }
-            Kind::Symlink => bytes(h, self.link.as_bytes()),
-            Kind::Other => {
-                h.update(&self.dev.0.to_le_bytes());
-                h.update(&self.dev.1.to_le_bytes());
-            }
-        }
-    }
 }
 
-/// The context digest of `entries`, in the given order (see the module documentation).
-pub fn digest(entries: &[ManifestEntry]) -> blake3::Hash {
-    let mut h = blake3::Hasher::new();
-    h.update(DIGEST_PREFIX);
+/// The context digest of `entries`, in the given order, as `blake3:<hex>` (see the module
+/// documentation).
+pub fn digest(entries: &[ManifestEntry]) -> String {
+    let mut d = ListingDigest::new();
     for e in entries {
-        e.feed(&mut h);
+        d.add(&e.path, e.mode, e.size, &e.link, e.hash.as_ref());
     }
-    h.finalize()
+    d.finish()
 }
 
 /// Why a manifest could not be built.
@@ -243,8 +194,8 @@ pub struct Manifest {
     pub root: PathBuf,
     /// The entries BuildKit would receive, in walk order.
     pub entries: Vec<ManifestEntry>,
-    /// [`digest`] of `entries`.
-    pub digest: blake3::Hash,
+    /// [`digest`] of `entries` (`blake3:<hex>`).
+    pub digest: String,
     /// Entries the ignore file kept out, with the index of the deciding pattern.
     excluded: Vec<(String, u64, Option<usize>)>,
     matcher: Option<PatternMatcher>,
@@ -386,7 +337,7 @@ impl Manifest {
 
     /// The digest as text: `blake3:<hex>`.
     pub fn digest_string(&self) -> String {
-        format!("blake3:{}", self.digest.to_hex())
+        self.digest.clone()
     }
 
     /// Entries and file bytes kept out by the ignore file.
@@ -598,6 +549,23 @@ mod tests {
         ];
         assert_eq!(m.entries, replay);
         assert_eq!(m.digest, digest(&replay));
+        // A third path: the listing digest of a plain walk, as the FileSync server takes it.
+        let walked = walk::walk(
+            d.path(),
+            &WalkOptions {
+                follow_paths: vec!["src".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut listing = ListingDigest::new();
+        for e in &walked {
+            let h = e
+                .is_regular()
+                .then(|| crate::context::hash::hash_file(&e.abs).unwrap().0);
+            listing.add_entry(e, h.as_ref());
+        }
+        assert_eq!(m.digest, listing.finish());
         assert_eq!((m.files(), m.bytes()), (2, 14));
     }
 
