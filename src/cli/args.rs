@@ -20,7 +20,7 @@ pub struct Cli {
 
 /// Names of the commands, as typed.
 const COMMANDS: &[&str] = &[
-    "build", "config", "doctor", "version", "help", "up", "status",
+    "build", "config", "context", "doctor", "version", "help", "up", "status",
 ];
 
 /// Options (of any command) that take a separate value, so that value is
@@ -41,6 +41,7 @@ const TAKES_VALUE: &[&str] = &[
     "--build-arg",
     "--parallel",
     "--format",
+    "--explain",
 ];
 
 /// `cbuild [OPTIONS] [SERVICE...]` means `cbuild build [OPTIONS]
@@ -142,6 +143,8 @@ pub enum Command {
     /// Whether each service's image is up to date with the source, and
     /// whether its containers run it.
     Status(StatusArgs),
+    /// Show what each service's build would send to BuildKit (no Docker needed).
+    Context(ContextArgs),
     /// Check the engine and builder cbuild would use.
     #[command(alias = "version")]
     Doctor,
@@ -270,6 +273,33 @@ pub struct ConfigArgs {
     pub list_profiles: bool,
 }
 
+/// `cbuild context` options.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ContextArgs {
+    /// Services to inspect (default: every service with a `build:` section).
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ContextFormat,
+    /// Say whether PATH (relative to the context, or absolute) is sent, and why.
+    #[arg(long, value_name = "PATH")]
+    pub explain: Option<String>,
+    /// Set build-time variables (`KEY=VALUE`, or `KEY` to take it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+}
+
+/// `context` output formats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum ContextFormat {
+    /// Human-readable.
+    #[default]
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
 /// `config` output formats.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum ConfigFormat {
@@ -316,5 +346,21 @@ mod tests {
             parse(&["config", "--services"]).command,
             Command::Config(_)
         ));
+        let c = parse(&[
+            "-f",
+            "c.yml",
+            "context",
+            "--format",
+            "json",
+            "--explain",
+            "a/b",
+            "web",
+        ]);
+        let Command::Context(x) = c.command else {
+            panic!()
+        };
+        assert_eq!(x.services, ["web"]);
+        assert_eq!(x.format, ContextFormat::Json);
+        assert_eq!(x.explain.as_deref(), Some("a/b"));
     }
 }

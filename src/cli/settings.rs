@@ -55,7 +55,12 @@ pub fn docker_host(env: &HashMap<String, String>) -> String {
 
 /// `--build-arg KEY[=VALUE]` values.
 pub fn build_args(b: &BuildArgs) -> Vec<(String, Option<String>)> {
-    b.build_args
+    parse_build_args(&b.build_args)
+}
+
+/// `KEY[=VALUE]` words as pairs.
+pub fn parse_build_args(words: &[String]) -> Vec<(String, Option<String>)> {
+    words
         .iter()
         .map(|a| match a.split_once('=') {
             Some((k, v)) => (k.to_string(), Some(v.to_string())),

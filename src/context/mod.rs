@@ -6,7 +6,9 @@
 pub mod cache;
 pub mod clock;
 pub mod digest;
+pub mod dockerfile;
 pub mod dockerignore;
 pub mod hash;
+pub mod manifest;
 pub mod tar;
 pub mod walk;

@@ -3,6 +3,7 @@
 
 pub mod event;
 pub mod fresh;
+pub mod inspect;
 pub mod plan;
 pub mod status;
 
@@ -17,6 +18,7 @@ use tokio::task::JoinSet;
 use crate::buildkit::{Client, StatusUpdate};
 use crate::engine::Engine;
 pub use event::{BuildEvent, Reporter, ServiceOutcome};
+pub use inspect::{inspect, ContextReport, InspectError, InspectOptions};
 pub use plan::{plan, BuildOptions, PlanError, ServiceBuild, Transport};
 
 /// Builds every planned service, at most `parallel` at once (0 = all), each

@@ -9,6 +9,7 @@ mod common;
 mod compat;
 mod compose_features;
 mod content;
+mod context_cmd;
 mod errors;
 mod graph;
 mod ignore_table;

@@ -3,6 +3,7 @@
 
 mod build;
 mod config;
+mod context;
 mod doctor;
 mod status;
 mod up;
@@ -15,6 +16,7 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
     match cli.command {
         Command::Build(b) => build::run(&cli.global, &b).await,
         Command::Config(c) => config::run(&cli.global, &c),
+        Command::Context(c) => context::run(&cli.global, &c).await,
         Command::Doctor => doctor::run(&cli.global).await,
         Command::Up(u) => up::run(&cli.global, &u).await,
         Command::Status(s) => status::run(&cli.global, &s).await,

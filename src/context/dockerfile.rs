@@ -1,0 +1,1087 @@
+//! Which paths of the build context a Dockerfile build asks for.
+//!
+//! BuildKit's Dockerfile frontend does not ask for the whole context: it collects the source
+//! paths of the instructions it will run and sends them as the `followpaths` of the main
+//! context's `FileSync.DiffCopy` call (`frontend/dockerfile/dockerfile2llb/convert.go`:
+//! `ctxPaths`, `filterPaths`, `normalizeContextPaths`; see PROTOCOL.md §3.9). [`analyze`]
+//! reproduces that list from the Dockerfile text, the target and the build arguments:
+//!
+//! * **Reading.** Parser directives at the top (`# escape=` picks `\` or `` ` ``; others are
+//!   ignored), line continuations (the escape character at the end of a line; comment and blank
+//!   lines inside a continued instruction are skipped), and heredocs (`<<EOF`, `<<-EOF`,
+//!   quoted words) after `RUN`, `COPY` and `ADD`, whose bodies are skipped. Leading `--flag`
+//!   words are flags; `COPY`/`ADD` arguments are a JSON array or whitespace-separated words.
+//! * **Stages.** `FROM [--platform=…] image [AS name]`; the image is expanded with the global
+//!   `ARG`s (those before the first `FROM`, overridden by build arguments), and when it names
+//!   an earlier stage (case-insensitively) that stage is the base. Stage names are lower-cased
+//!   and never expanded, as upstream.
+//! * **Reachability.** From the target (by name, or the last stage when unset) through the base
+//!   stage, `COPY --from=` (a stage name or a numeric index) and `RUN --mount=…,from=` (a stage
+//!   name). Only reachable stages contribute paths (`isReachable` in convert.go).
+//! * **Used paths.** Every source of `ADD` that is not an `http(s)://` or git URL, every source
+//!   of `COPY` without `--from` (heredoc sources excepted), and the `source` of every
+//!   `RUN --mount` without `from` whose type is not `cache` (which upstream gives an empty
+//!   image), `secret` or `ssh`; a mount without `source` (a `tmpfs` one included, as upstream)
+//!   uses the whole context. Sources are
+//!   expanded like upstream's `ProcessWord` with the stage's `ARG`s and `ENV`s (ENV wins).
+//! * **Normalisation.** Each path is `path.Join("/", p)`; if any is `/` the build uses the
+//!   whole context ([`ContextUse::follow_paths`] is `None`), otherwise each becomes
+//!   `path.Join(".", p)`, sorted and deduplicated. Wildcards are kept: fsutil expands them.
+//!   When no reachable instruction uses the context, upstream passes no filter, but no
+//!   operation depends on the main context either, so BuildKit never asks for it: that is
+//!   `Some` of an empty list here (nothing is sent).
+//!
+//! Known gaps, all of which can only make cbuild predict *more* paths than BuildKit asks for
+//! or none of which matter to a plain `docker compose build`: `ENV`s of base images are not
+//! known (a `$VAR` set only there expands to nothing), `ONBUILD` triggers of base images are
+//! not run, a `# syntax=` frontend other than the standard one is assumed to behave the same,
+//! named contexts (`additional_contexts`, which upstream lets replace an image or stage of the
+//! same name) are not consulted, and `${VAR#…}`/`${VAR%…}`/`${VAR/…}` substitutions are
+//! reported as errors.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::dockerignore::clean;
+
+/// A Dockerfile cbuild cannot read, with the line to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct DockerfileError {
+    /// 1-based line of the instruction (its first line).
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err<T>(line: usize, message: impl Into<String>) -> Result<T, DockerfileError> {
+    Err(DockerfileError {
+        line,
+        message: message.into(),
+    })
+}
+
+/// One stage of the Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    /// `AS` name, lower-cased.
+    pub name: Option<String>,
+    /// The expanded `FROM` image (or stage name).
+    pub base: String,
+    /// Line of the `FROM`.
+    pub line: usize,
+    /// Whether the target depends on this stage.
+    pub reachable: bool,
+}
+
+/// One instruction's use of the build context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathUse {
+    /// The path as normalised by BuildKit (`path.Join(".", p)`; `.` for the whole context).
+    pub path: String,
+    /// Line of the instruction.
+    pub line: usize,
+    /// The instruction keyword (`COPY`, `ADD`, `RUN`).
+    pub instruction: &'static str,
+    /// Index of the stage.
+    pub stage: usize,
+}
+
+/// What a Dockerfile build asks of the main context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextUse {
+    /// The `followpaths` BuildKit sends: `None` when the whole context is used (some path was
+    /// the root); an empty list when the build never asks for the context at all.
+    pub follow_paths: Option<Vec<String>>,
+    /// The stages, in order.
+    pub stages: Vec<Stage>,
+    /// Index of the target stage.
+    pub target: usize,
+    /// Every use of a context path by a reachable stage, in Dockerfile order.
+    pub uses: Vec<PathUse>,
+}
+
+/// Reads `text` as BuildKit's Dockerfile frontend would for `target` (the last stage when
+/// `None`) and `build_args`, and returns the context paths it asks for.
+pub fn analyze(
+    text: &str,
+    target: Option<&str>,
+    build_args: &HashMap<String, String>,
+) -> Result<ContextUse, DockerfileError> {
+    let instructions = read_instructions(text)?;
+    let escape = instructions.escape;
+    let mut global: Vec<(String, Option<String>)> = Vec::new();
+    let mut stages: Vec<StageState> = Vec::new();
+    for ins in &instructions.list {
+        let line = ins.line;
+        if ins.keyword == "FROM" {
+            let vars = global_vars(&global);
+            stages.push(parse_from(ins, &vars, escape, &stages)?);
+            continue;
+        }
+        let Some(stage) = stages.last_mut() else {
+            if ins.keyword == "ARG" {
+                for (k, default) in parse_arg(ins, escape)? {
+                    let vars = global_vars(&global);
+                    let default = match default {
+                        Some(d) => Some(expand(&d, &vars, escape).or_else(|m| err(line, m))?),
+                        None => None,
+                    };
+                    let value = build_args.get(&k).cloned().or(default);
+                    global.push((k, value));
+                }
+                continue;
+            }
+            return err(
+                line,
+                format!("`{}` before the first `FROM`", ins.keyword.to_lowercase()),
+            );
+        };
+        match ins.keyword.as_str() {
+            "ARG" => {
+                for (k, default) in parse_arg(ins, escape)? {
+                    let default = match default {
+                        Some(d) => {
+                            Some(expand(&d, &stage.vars(), escape).or_else(|m| err(line, m))?)
+                        }
+                        None => None,
+                    };
+                    let value = build_args.get(&k).cloned().or(default).or_else(|| {
+                        global
+                            .iter()
+                            .rev()
+                            .find(|(g, _)| *g == k)
+                            .and_then(|(_, v)| v.clone())
+                            .or_else(|| platform_arg(&k))
+                    });
+                    stage.args.push((k, value));
+                }
+            }
+            "ENV" => {
+                for (k, v) in parse_env(ins, escape)? {
+                    let v = expand(&v, &stage.vars(), escape).or_else(|m| err(line, m))?;
+                    stage.env.push((k, v));
+                }
+            }
+            "COPY" | "ADD" => {
+                let is_add = ins.keyword == "ADD";
+                let (flags, rest) = split_flags(&ins.rest, line)?;
+                let mut from = None;
+                for (name, value) in &flags {
+                    if name == "from" && !is_add {
+                        let v = value.clone().unwrap_or_default();
+                        from = Some(expand(&v, &stage.vars(), escape).or_else(|m| err(line, m))?);
+                    }
+                }
+                let words = copy_words(&rest);
+                if words.len() < 2 {
+                    return err(
+                        line,
+                        format!(
+                            "`{}` requires at least two arguments, but only one was provided; destination could not be determined",
+                            ins.keyword.to_lowercase()
+                        ),
+                    );
+                }
+                let vars = stage.vars();
+                let mut sources = Vec::new();
+                for w in &words[..words.len() - 1] {
+                    if heredoc_word(w).is_some() {
+                        continue;
+                    }
+                    sources.push(expand(w, &vars, escape).or_else(|m| err(line, m))?);
+                }
+                match from {
+                    Some(f) if !f.is_empty() => stage.deps.push(Dep::CopyFrom(f, line)),
+                    _ => {
+                        for s in sources {
+                            if is_add && is_remote_source(&s) {
+                                continue;
+                            }
+                            stage
+                                .uses
+                                .push((s, line, if is_add { "ADD" } else { "COPY" }));
+                        }
+                    }
+                }
+            }
+            "RUN" => {
+                let (flags, _) = split_flags(&ins.rest, line)?;
+                for (name, value) in &flags {
+                    if name != "mount" {
+                        continue;
+                    }
+                    let v = value.clone().unwrap_or_default();
+                    let v = expand(&v, &stage.vars(), escape).or_else(|m| err(line, m))?;
+                    let mount = parse_mount(&v).or_else(|m| err(line, m))?;
+                    match mount.kind.as_str() {
+                        "cache" | "secret" | "ssh" if mount.from.is_empty() => {}
+                        _ if !mount.from.is_empty() => {
+                            stage.deps.push(Dep::MountFrom(mount.from));
+                        }
+                        _ => stage.uses.push((mount.source, line, "RUN")),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if stages.is_empty() {
+        return err(
+            instructions.list.last().map_or(1, |i| i.line),
+            "the Dockerfile has no `FROM` instruction",
+        );
+    }
+
+    let target = match target.filter(|t| !t.is_empty()) {
+        None => stages.len() - 1,
+        Some(t) => {
+            let t = t.to_lowercase();
+            match stages.iter().position(|s| s.name.as_deref() == Some(&t)) {
+                Some(i) => i,
+                None => {
+                    return err(
+                        stages[stages.len() - 1].line,
+                        format!("target stage `{t}` could not be found"),
+                    )
+                }
+            }
+        }
+    };
+
+    // Resolve the edges, then walk them from the target.
+    let mut edges: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
+    for (i, s) in stages.iter().enumerate() {
+        if let Some(b) = s.base_stage {
+            edges[i].push(b);
+        }
+        for dep in &s.deps {
+            match dep {
+                Dep::CopyFrom(name, line) => {
+                    if let Ok(index) = name.parse::<i64>() {
+                        if index < 0 || index as usize >= stages.len() {
+                            return err(*line, format!("invalid stage index {index}"));
+                        }
+                        edges[i].push(index as usize);
+                    } else if let Some(j) = find_stage(&stages, name) {
+                        edges[i].push(j);
+                    }
+                }
+                Dep::MountFrom(name) => {
+                    if let Some(j) = find_stage(&stages, name) {
+                        edges[i].push(j);
+                    }
+                }
+            }
+        }
+    }
+    let mut reachable = vec![false; stages.len()];
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if std::mem::replace(&mut reachable[i], true) {
+            continue;
+        }
+        todo.extend(edges[i].iter().copied());
+    }
+
+    let mut uses = Vec::new();
+    let mut whole = false;
+    let mut set = BTreeSet::new();
+    for (i, s) in stages.iter().enumerate() {
+        if !reachable[i] {
+            continue;
+        }
+        for (p, line, instruction) in &s.uses {
+            let rooted = clean(&format!("/{p}"));
+            let path = if rooted == "/" {
+                whole = true;
+                ".".to_string()
+            } else {
+                rooted[1..].to_string()
+            };
+            set.insert(path.clone());
+            uses.push(PathUse {
+                path,
+                line: *line,
+                instruction,
+                stage: i,
+            });
+        }
+    }
+    uses.sort_by_key(|u| u.line);
+    let follow_paths = if whole {
+        None
+    } else {
+        Some(set.into_iter().collect())
+    };
+    Ok(ContextUse {
+        follow_paths,
+        stages: stages
+            .iter()
+            .zip(&reachable)
+            .map(|(s, r)| Stage {
+                name: s.name.clone(),
+                base: s.base.clone(),
+                line: s.line,
+                reachable: *r,
+            })
+            .collect(),
+        target,
+        uses,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stages
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+enum Dep {
+    CopyFrom(String, usize),
+    MountFrom(String),
+}
+
+#[derive(Debug)]
+struct StageState {
+    name: Option<String>,
+    base: String,
+    line: usize,
+    base_stage: Option<usize>,
+    args: Vec<(String, Option<String>)>,
+    env: Vec<(String, String)>,
+    deps: Vec<Dep>,
+    uses: Vec<(String, usize, &'static str)>,
+}
+
+impl StageState {
+    /// The variables a word in this stage is expanded with: `ARG`s, then `ENV`s over them.
+    fn vars(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        for (k, v) in &self.args {
+            if let Some(v) = v {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, v) in &self.env {
+            m.insert(k.clone(), v.clone());
+        }
+        m
+    }
+}
+
+fn find_stage(stages: &[StageState], name: &str) -> Option<usize> {
+    let name = name.to_lowercase();
+    stages
+        .iter()
+        .position(|s| s.name.as_deref() == Some(name.as_str()))
+}
+
+fn global_vars(global: &[(String, Option<String>)]) -> HashMap<String, String> {
+    let mut m: HashMap<String, String> = [
+        "BUILDPLATFORM",
+        "TARGETPLATFORM",
+        "BUILDOS",
+        "BUILDARCH",
+        "TARGETOS",
+        "TARGETARCH",
+    ]
+    .iter()
+    .filter_map(|k| Some((k.to_string(), platform_arg(k)?)))
+    .collect();
+    for (k, v) in global {
+        match v {
+            Some(v) => {
+                m.insert(k.clone(), v.clone());
+            }
+            None => {
+                m.remove(k);
+            }
+        }
+    }
+    m
+}
+
+/// The automatic platform `ARG`s, for the platform cbuild runs on.
+fn platform_arg(name: &str) -> Option<String> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    Some(match name {
+        "BUILDPLATFORM" | "TARGETPLATFORM" => format!("linux/{arch}"),
+        "BUILDOS" | "TARGETOS" => "linux".into(),
+        "BUILDARCH" | "TARGETARCH" => arch.into(),
+        "BUILDVARIANT" | "TARGETVARIANT" => String::new(),
+        _ => return None,
+    })
+}
+
+fn parse_from(
+    ins: &Instruction,
+    vars: &HashMap<String, String>,
+    escape: char,
+    stages: &[StageState],
+) -> Result<StageState, DockerfileError> {
+    let line = ins.line;
+    let (_flags, rest) = split_flags(&ins.rest, line)?;
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let name = match words.as_slice() {
+        [_] => None,
+        [_, as_, name] if as_.eq_ignore_ascii_case("as") => {
+            let name = name.to_lowercase();
+            let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+            if !valid {
+                return err(
+                    line,
+                    format!("invalid name for build stage: `{name}`, name can't start with a number or contain symbols"),
+                );
+            }
+            Some(name)
+        }
+        _ => return err(line, "`from` requires either one or three arguments"),
+    };
+    let base = expand(words[0], vars, escape).or_else(|m| err(line, m))?;
+    let base_stage = find_stage(stages, &base);
+    // A stage built on another inherits its environment (not its ARGs).
+    let env = base_stage
+        .map(|b| stages[b].env.clone())
+        .unwrap_or_default();
+    Ok(StageState {
+        name,
+        base,
+        line,
+        base_stage,
+        args: Vec::new(),
+        env,
+        deps: Vec::new(),
+        uses: Vec::new(),
+    })
+}
+
+/// `ADD` sources BuildKit fetches itself: HTTP(S) URLs and git references.
+fn is_remote_source(s: &str) -> bool {
+    ["http://", "https://", "git://", "ssh://", "git@"]
+        .iter()
+        .any(|p| s.starts_with(p))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arguments of single instructions
+// ---------------------------------------------------------------------------------------------
+
+/// `ARG NAME[=default] ...`: names and unexpanded defaults.
+fn parse_arg(
+    ins: &Instruction,
+    escape: char,
+) -> Result<Vec<(String, Option<String>)>, DockerfileError> {
+    let words = split_shell_words(&ins.rest, escape);
+    if words.is_empty() {
+        return err(ins.line, "`arg` requires at least one argument");
+    }
+    Ok(words
+        .into_iter()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (w, None),
+        })
+        .collect())
+}
+
+/// `ENV K=V ...` or the legacy `ENV K V`: keys and unexpanded values.
+fn parse_env(ins: &Instruction, escape: char) -> Result<Vec<(String, String)>, DockerfileError> {
+    let rest = ins.rest.trim();
+    let first = rest.split_whitespace().next().unwrap_or("");
+    if first.is_empty() {
+        return err(ins.line, "`env` requires at least one argument");
+    }
+    if !first.contains('=') {
+        let value = rest[first.len()..].trim().to_string();
+        return Ok(vec![(first.to_string(), value)]);
+    }
+    let mut out = Vec::new();
+    for w in split_shell_words(rest, escape) {
+        match w.split_once('=') {
+            Some((k, v)) => out.push((k.to_string(), v.to_string())),
+            None => {
+                return err(
+                    ins.line,
+                    format!("`env` names can not be blank and must be `KEY=VALUE`: `{w}`"),
+                )
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Flag names (lower-cased) and values.
+type Flags = Vec<(String, Option<String>)>;
+
+/// Leading `--name[=value]` flags, and what follows them.
+fn split_flags(rest: &str, line: usize) -> Result<(Flags, String), DockerfileError> {
+    let mut flags = Vec::new();
+    let mut s = rest.trim_start();
+    while let Some(after) = s.strip_prefix("--") {
+        // A flag ends at unquoted whitespace.
+        let mut end = after.len();
+        let mut quote = None;
+        for (i, c) in after.char_indices() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '"' || c == '\'' => quote = Some(c),
+                None if c.is_whitespace() => {
+                    end = i;
+                    break;
+                }
+                None => {}
+            }
+        }
+        if quote.is_some() {
+            return err(line, format!("unterminated quote in flag `--{after}`"));
+        }
+        let word = &after[..end];
+        if word.is_empty() {
+            break;
+        }
+        match word.split_once('=') {
+            Some((k, v)) => flags.push((k.to_lowercase(), Some(unquote(v)))),
+            None => flags.push((word.to_lowercase(), None)),
+        }
+        s = after[end..].trim_start();
+    }
+    Ok((flags, s.to_string()))
+}
+
+/// Removes one level of matching quotes around a flag value.
+fn unquote(v: &str) -> String {
+    let b = v.as_bytes();
+    if b.len() >= 2 && (b[0] == b'"' || b[0] == b'\'') && b[b.len() - 1] == b[0] {
+        v[1..v.len() - 1].to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+/// `COPY`/`ADD` arguments: a JSON array of strings, or whitespace-separated words.
+fn copy_words(rest: &str) -> Vec<String> {
+    let t = rest.trim();
+    if t.starts_with('[') {
+        if let Ok(v) = serde_json::from_str::<Vec<String>>(t) {
+            return v;
+        }
+    }
+    split_words(t)
+}
+
+fn split_words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+/// Splits on unquoted whitespace, keeping quotes (expansion removes them later).
+fn split_shell_words(s: &str, escape: char) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) if c == q => {
+                quote = None;
+                cur.push(c);
+            }
+            Some(_) => cur.push(c),
+            None if c == escape => {
+                cur.push(c);
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            None if c == '"' || c == '\'' => {
+                quote = Some(c);
+                cur.push(c);
+            }
+            None if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            None => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+struct Mount {
+    kind: String,
+    source: String,
+    from: String,
+}
+
+/// A `--mount` value: comma-separated `key=value` fields (`type` defaults to `bind`).
+fn parse_mount(v: &str) -> Result<Mount, String> {
+    let mut m = Mount {
+        kind: "bind".into(),
+        source: String::new(),
+        from: String::new(),
+    };
+    for field in v.split(',') {
+        let field = field.trim();
+        if field.is_empty() {
+            continue;
+        }
+        let (k, val) = field.split_once('=').unwrap_or((field, ""));
+        match k.to_lowercase().as_str() {
+            "type" => {
+                let t = val.to_lowercase();
+                if !["bind", "cache", "tmpfs", "secret", "ssh"].contains(&t.as_str()) {
+                    return Err(format!("unsupported mount type `{val}`"));
+                }
+                m.kind = t;
+            }
+            "source" | "src" => m.source = val.to_string(),
+            "from" => m.from = val.to_string(),
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Word expansion (upstream `shell.Lex.ProcessWord`)
+// ---------------------------------------------------------------------------------------------
+
+/// Expands `$VAR`, `${VAR}`, `${VAR:-w}`, `${VAR-w}`, `${VAR:+w}`, `${VAR+w}`, `${VAR:?w}` and
+/// `${VAR?w}`, removes quotes (nothing inside `'…'` is expanded) and escape characters.
+fn expand(word: &str, vars: &HashMap<String, String>, escape: char) -> Result<String, String> {
+    let chars: Vec<char> = word.chars().collect();
+    let mut pos = 0;
+    let out = expand_until(&chars, &mut pos, vars, escape, None)?;
+    Ok(out)
+}
+
+fn expand_until(
+    chars: &[char],
+    pos: &mut usize,
+    vars: &HashMap<String, String>,
+    escape: char,
+    stop: Option<char>,
+) -> Result<String, String> {
+    let mut out = String::new();
+    while *pos < chars.len() {
+        let c = chars[*pos];
+        if Some(c) == stop {
+            return Ok(out);
+        }
+        *pos += 1;
+        if c == escape {
+            match chars.get(*pos) {
+                Some(&n) => {
+                    out.push(n);
+                    *pos += 1;
+                }
+                None => out.push(c),
+            }
+        } else if c == '\'' {
+            loop {
+                match chars.get(*pos) {
+                    None => {
+                        return Err(
+                            "unexpected end of statement while looking for matching single-quote"
+                                .into(),
+                        )
+                    }
+                    Some('\'') => {
+                        *pos += 1;
+                        break;
+                    }
+                    Some(&n) => {
+                        out.push(n);
+                        *pos += 1;
+                    }
+                }
+            }
+        } else if c == '"' {
+            loop {
+                match chars.get(*pos) {
+                    None => {
+                        return Err(
+                            "unexpected end of statement while looking for matching double-quote"
+                                .into(),
+                        )
+                    }
+                    Some('"') => {
+                        *pos += 1;
+                        break;
+                    }
+                    Some(&n) if n == escape => match chars.get(*pos + 1) {
+                        Some(&m) if m == '"' || m == '$' || m == escape => {
+                            out.push(m);
+                            *pos += 2;
+                        }
+                        _ => {
+                            out.push(n);
+                            *pos += 1;
+                        }
+                    },
+                    Some('$') => {
+                        *pos += 1;
+                        out.push_str(&expand_dollar(chars, pos, vars, escape)?);
+                    }
+                    Some(&n) => {
+                        out.push(n);
+                        *pos += 1;
+                    }
+                }
+            }
+        } else if c == '$' {
+            out.push_str(&expand_dollar(chars, pos, vars, escape)?);
+        } else {
+            out.push(c);
+        }
+    }
+    if let Some(s) = stop {
+        return Err(format!("missing `{s}` in substitution"));
+    }
+    Ok(out)
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// After a `$`: a variable, a `${…}` substitution, or a literal `$`.
+fn expand_dollar(
+    chars: &[char],
+    pos: &mut usize,
+    vars: &HashMap<String, String>,
+    escape: char,
+) -> Result<String, String> {
+    match chars.get(*pos) {
+        Some('{') => {
+            *pos += 1;
+            let start = *pos;
+            while chars.get(*pos).is_some_and(|&c| is_name_char(c)) {
+                *pos += 1;
+            }
+            let name: String = chars[start..*pos].iter().collect();
+            if name.is_empty() {
+                return Err("bad substitution: `${` must be followed by a variable name".into());
+            }
+            let value = vars.get(&name);
+            let next = chars.get(*pos).copied();
+            match next {
+                Some('}') => {
+                    *pos += 1;
+                    Ok(value.cloned().unwrap_or_default())
+                }
+                Some(':') | Some('-') | Some('+') | Some('?') => {
+                    let colon = next == Some(':');
+                    if colon {
+                        *pos += 1;
+                    }
+                    let op = chars.get(*pos).copied();
+                    if !matches!(op, Some('-') | Some('+') | Some('?')) {
+                        return Err(format!("unsupported modifier in `${{{name}:…}}`"));
+                    }
+                    *pos += 1;
+                    let word = expand_until(chars, pos, vars, escape, Some('}'))?;
+                    *pos += 1;
+                    let set = match value {
+                        Some(v) => !colon || !v.is_empty(),
+                        None => false,
+                    };
+                    match op {
+                        Some('-') => Ok(if set { value.cloned().unwrap_or_default() } else { word }),
+                        Some('+') => Ok(if set { word } else { String::new() }),
+                        _ => {
+                            if set {
+                                Ok(value.cloned().unwrap_or_default())
+                            } else if word.is_empty() {
+                                Err(format!("`{name}`: is not allowed to be unset"))
+                            } else {
+                                Err(format!("`{name}`: {word}"))
+                            }
+                        }
+                    }
+                }
+                Some(c) => Err(format!(
+                    "unsupported modifier `{c}` in substitution of `{name}` (cbuild cannot predict it)"
+                )),
+                None => Err(format!("missing `}}` in substitution of `{name}`")),
+            }
+        }
+        Some(&c) if is_name_char(c) => {
+            let start = *pos;
+            while chars.get(*pos).is_some_and(|&c| is_name_char(c)) {
+                *pos += 1;
+            }
+            let name: String = chars[start..*pos].iter().collect();
+            Ok(vars.get(&name).cloned().unwrap_or_default())
+        }
+        _ => Ok("$".into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lines → instructions
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Instruction {
+    /// Upper-cased keyword.
+    keyword: String,
+    /// The rest of the logical line, continuations joined.
+    rest: String,
+    /// First line.
+    line: usize,
+}
+
+struct Instructions {
+    escape: char,
+    list: Vec<Instruction>,
+}
+
+/// A heredoc marker word (`<<EOF`, `<<-"EOF"`, `3<<EOF`): its end word and whether leading
+/// tabs are stripped.
+fn heredoc_word(w: &str) -> Option<(String, bool)> {
+    let w = w.trim_start_matches(|c: char| c.is_ascii_digit());
+    let rest = w.strip_prefix("<<")?;
+    let (rest, strip_tabs) = match rest.strip_prefix('-') {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
+    if rest.is_empty() || rest.contains('<') {
+        return None;
+    }
+    let word: String = rest.chars().filter(|&c| c != '"' && c != '\'').collect();
+    if word.is_empty() {
+        return None;
+    }
+    Some((word, strip_tabs))
+}
+
+fn read_instructions(text: &str) -> Result<Instructions, DockerfileError> {
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+    let lines: Vec<&str> = text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect();
+    let mut escape = '\\';
+    let mut i = 0;
+    // Parser directives: `# key=value` lines at the very top.
+    while i < lines.len() {
+        let Some(d) = lines[i].trim().strip_prefix('#') else {
+            break;
+        };
+        let Some((k, v)) = d.split_once('=') else {
+            break;
+        };
+        let k = k.trim();
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric()) {
+            break;
+        }
+        if k.eq_ignore_ascii_case("escape") {
+            escape = match v.trim() {
+                "\\" => '\\',
+                "`" => '`',
+                other => {
+                    return err(
+                        i + 1,
+                        format!("invalid escape token `{other}`: it must be ` or \\"),
+                    )
+                }
+            };
+        }
+        i += 1;
+    }
+    let mut list = Vec::new();
+    while i < lines.len() {
+        let trimmed = lines[i].trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut logical = String::new();
+        loop {
+            let l = lines[i].trim_end();
+            i += 1;
+            match l.strip_suffix(escape) {
+                Some(body) => {
+                    logical.push_str(body);
+                    // Comment and blank lines inside a continued instruction are skipped.
+                    while i < lines.len() {
+                        let t = lines[i].trim();
+                        if t.is_empty() || t.starts_with('#') {
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    if i >= lines.len() {
+                        break;
+                    }
+                }
+                None => {
+                    logical.push_str(l);
+                    break;
+                }
+            }
+        }
+        let logical = logical.trim();
+        let (keyword, rest) = match logical.find(char::is_whitespace) {
+            Some(p) => (&logical[..p], logical[p..].trim_start()),
+            None => (logical, ""),
+        };
+        let keyword = keyword.to_uppercase();
+        if !keyword.chars().all(|c| c.is_ascii_alphabetic()) {
+            return err(start + 1, format!("unknown instruction: `{keyword}`"));
+        }
+        // Heredoc bodies follow the instruction line, one per marker, in order.
+        if matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") && !rest.starts_with('[') {
+            for (word, strip_tabs) in rest.split_whitespace().filter_map(heredoc_word) {
+                loop {
+                    if i >= lines.len() {
+                        return err(start + 1, format!("unterminated heredoc: no line `{word}`"));
+                    }
+                    let l = lines[i];
+                    i += 1;
+                    let l = if strip_tabs {
+                        l.trim_start_matches('\t')
+                    } else {
+                        l
+                    };
+                    if l == word {
+                        break;
+                    }
+                }
+            }
+        }
+        list.push(Instruction {
+            keyword,
+            rest: rest.to_string(),
+            line: start + 1,
+        });
+    }
+    Ok(Instructions { escape, list })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(df: &str, target: Option<&str>, args: &[(&str, &str)]) -> Option<Vec<String>> {
+        let args = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        analyze(df, target, &args)
+            .unwrap_or_else(|e| panic!("{df}: {e}"))
+            .follow_paths
+    }
+
+    #[test]
+    fn follow_paths_table() {
+        #[rustfmt::skip]
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [(&'a str, &'a str)], Option<&'a [&'a str]>);
+        let cases: &[Case] = &[
+            ("copy src", "FROM alpine\nCOPY src/ /app/\n", None, &[], Some(&["src"])),
+            ("copy root", "FROM alpine\nCOPY . /app\n", None, &[], None),
+            ("copy ./", "FROM alpine\nCOPY ./ /app\n", None, &[], None),
+            ("nothing used", "FROM alpine\nRUN true\n", None, &[], Some(&[])),
+            ("only unreachable use", "FROM a AS x\nCOPY . /\nFROM b\nRUN true\n", None, &[], Some(&[])),
+            ("sorted dedup", "FROM a\nCOPY b a ./b /x/\nADD ./c/../a /y\n", None, &[], Some(&["a", "b"])),
+            ("absolute and dot", "FROM a\nCOPY /etc/x ./y/./z /d\n", None, &[], Some(&["etc/x", "y/z"])),
+            ("wildcards kept", "FROM a\nCOPY *.json src/**/*.ts /d/\n", None, &[], Some(&["*.json", "src/**/*.ts"])),
+            ("json form", "FROM a\nCOPY [\"my dir/f\", \"g\", \"/d/\"]\n", None, &[], Some(&["g", "my dir/f"])),
+            ("flags", "FROM a\nCOPY --chown=1:1 --chmod=644 --link --parents a/./b /d/\n", None, &[], Some(&["a/b"])),
+            ("add urls skipped", "FROM a\nADD https://x/y.tgz http://z git@github.com:a/b.git git://h/r ssh://h/r local /d\n", None, &[], Some(&["local"])),
+            ("copy --from stage", "FROM a AS b\nCOPY x /x\nFROM c\nCOPY --from=b /x /y\n", None, &[], Some(&["x"])),
+            ("copy --from image", "FROM c\nCOPY --from=nginx:latest /etc /etc\nCOPY y /\n", None, &[], Some(&["y"])),
+            ("copy --from index", "FROM a\nCOPY x /\nFROM b\nCOPY z /\nFROM c\nCOPY --from=1 / /\n", None, &[], Some(&["z"])),
+            ("unreachable stage", "FROM a AS dev\nCOPY . /\nFROM a AS prod\nCOPY src /src\n", None, &[], Some(&["src"])),
+            ("target picks stage", "FROM a AS dev\nCOPY . /\nFROM a AS prod\nCOPY src /src\n", Some("dev"), &[], None),
+            ("target case", "FROM a AS Dev\nCOPY d /\nFROM a\nCOPY p /\n", Some("DEV"), &[], Some(&["d"])),
+            ("base stage", "FROM a AS base\nCOPY lib /lib\nFROM base\nCOPY app /app\n", None, &[], Some(&["app", "lib"])),
+            ("base via arg", "ARG BASE=base\nFROM a AS base\nCOPY lib /lib\nFROM ${BASE}\nCOPY app /\n", None, &[], Some(&["app", "lib"])),
+            ("base via build arg", "ARG BASE=alpine\nFROM a AS base\nCOPY lib /lib\nFROM $BASE\nCOPY app /\n", None, &[("BASE", "base")], Some(&["app", "lib"])),
+            ("quoted arg", "FROM a\nARG D=\"my dir\" E='x'\nCOPY [\"$D\", \"$E\", \"/d/\"]\n", None, &[], Some(&["my dir", "x"])),
+            ("arg in source", "FROM a\nARG DIR=src\nCOPY ${DIR}/ /x\n", None, &[], Some(&["src"])),
+            ("build arg overrides", "FROM a\nARG DIR=src\nCOPY $DIR /x\n", None, &[("DIR", "lib")], Some(&["lib"])),
+            ("global arg needs redeclare", "ARG DIR=g\nFROM a\nCOPY x$DIR /x\nARG DIR\nCOPY y$DIR /y\n", None, &[], Some(&["x", "yg"])),
+            ("env wins over arg", "FROM a\nARG D=arg\nENV D=env\nCOPY $D /\n", None, &[("D", "cli")], Some(&["env"])),
+            ("env inherited", "FROM a AS b\nENV D=x\nFROM b\nCOPY $D /\n", None, &[], Some(&["x"])),
+            ("legacy env", "FROM a\nENV D some thing\nCOPY \"$D\" /\n", None, &[], Some(&["some thing"])),
+            ("default modifiers", "FROM a\nCOPY ${U:-dflt} ${U:+no}x ${S-set} /\n", None, &[], Some(&["dflt", "set", "x"])),
+            ("single quotes", "FROM a\nARG X=1\nCOPY '$X' /\n", None, &[], Some(&["$X"])),
+            ("escaped dollar", "FROM a\nARG X=1\nCOPY \\$X /\n", None, &[], Some(&["$X"])),
+            ("continuation", "FROM a\nCOPY \\\n  # a comment\n\n  src \\\n  /d\n", None, &[], Some(&["src"])),
+            ("backtick escape", "# escape=`\nFROM a\nCOPY c:\\x `\n  /d\n", None, &[], Some(&["c:\\x"])),
+            ("heredoc run skipped", "FROM a\nRUN <<EOF\nCOPY . /\nEOF\nCOPY s /\n", None, &[], Some(&["s"])),
+            ("heredoc copy source", "FROM a\nCOPY <<-\"EOT\" f /d/\n\tCOPY . /\n\tEOT\n", None, &[], Some(&["f"])),
+            ("two heredocs", "FROM a\nRUN <<A cat <<B\nx\nA\nCOPY . /\nB\nCOPY k /\n", None, &[], Some(&["k"])),
+            ("mount bind", "FROM a\nRUN --mount=type=bind,source=go.sum,target=/x true\n", None, &[], Some(&["go.sum"])),
+            ("mount default type", "FROM a\nRUN --mount=src=pkg,dst=/p true\n", None, &[], Some(&["pkg"])),
+            ("mount no source", "FROM a\nRUN --mount=target=/ctx true\nCOPY s /\n", None, &[], None),
+            ("mount tmpfs uses all", "FROM a\nRUN --mount=type=tmpfs,target=/t true\nCOPY s /\n", None, &[], None),
+            ("mount cache", "FROM a\nRUN --mount=type=cache,target=/c --mount=type=secret,id=x true\nCOPY s /\n", None, &[], Some(&["s"])),
+            ("mount from stage", "FROM a AS b\nCOPY q /\nFROM c AS d\nCOPY r /\nFROM e\nRUN --mount=from=b,target=/b true\n", None, &[], Some(&["q"])),
+            ("lowercase keywords", "from a\ncopy x /\n", None, &[], Some(&["x"])),
+            ("onbuild ignored", "FROM a\nONBUILD COPY . /\nCOPY s /\n", None, &[], Some(&["s"])),
+        ];
+        for (name, df, target, args, want) in cases {
+            let got = paths(df, *target, args);
+            let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(got, want, "case {name}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let cases: &[(&str, usize, &str)] = &[
+            ("FROM a\n\nCOPY onlyone\n", 3, "at least two arguments"),
+            ("COPY a b\nFROM x\n", 1, "before the first `FROM`"),
+            ("FROM a AS 1bad\n", 1, "invalid name"),
+            ("FROM a\nCOPY ${X#y} /\n", 2, "unsupported modifier"),
+            ("FROM a\nRUN <<EOF\nno end\n", 2, "unterminated heredoc"),
+            (
+                "FROM a\nCOPY \\\n x \\\n y\nCOPY --from=7 / /\n",
+                5,
+                "invalid stage index 7",
+            ),
+            ("FROM a AS b\n", 1, "target stage `c` could not be found"),
+            (
+                "FROM a\nRUN --mount=type=nfs true\n",
+                2,
+                "unsupported mount type",
+            ),
+            ("", 1, "no `FROM`"),
+        ];
+        for (df, line, msg) in cases {
+            let target = msg.contains("target").then_some("c");
+            let e = analyze(df, target, &HashMap::new()).unwrap_err();
+            assert_eq!(e.line, *line, "{df:?}: {e}");
+            assert!(e.to_string().contains(msg), "{df:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn stages_and_uses() {
+        let df =
+            "FROM a AS base\nCOPY lib /lib\nFROM a AS unused\nCOPY x /\nFROM base\nCOPY app /\n";
+        let u = analyze(df, None, &HashMap::new()).unwrap();
+        assert_eq!(u.target, 2);
+        let reach: Vec<bool> = u.stages.iter().map(|s| s.reachable).collect();
+        assert_eq!(reach, [true, false, true]);
+        let lines: Vec<(String, usize)> = u.uses.iter().map(|p| (p.path.clone(), p.line)).collect();
+        assert_eq!(lines, [("lib".to_string(), 2), ("app".to_string(), 6)]);
+    }
+}
