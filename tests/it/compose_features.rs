@@ -24,8 +24,13 @@ fn extends_include_profiles_and_several_files() {
     // extends + include; the profiled service is not built.
     p.build_ok(&["build"]);
     assert_eq!(run_in(&p.image("api"), "cat /role"), "api common\n");
-    assert_eq!(run_in(&p.image("lib"), "cat /marker"), "from the included file\n");
-    assert!(!docker(&["image", "inspect", &p.image("debug")]).status.success());
+    assert_eq!(
+        run_in(&p.image("lib"), "cat /marker"),
+        "from the included file\n"
+    );
+    assert!(!docker(&["image", "inspect", &p.image("debug")])
+        .status
+        .success());
 
     // A second -f file overrides a build arg.
     p.build_ok(&["-f", "compose.yaml", "-f", "override.yaml", "build", "api"]);
