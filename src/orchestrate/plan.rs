@@ -656,6 +656,18 @@ fn plan_service(
             // through FileSync (`dockerfilekey`). BuildKit applies no
             // .dockerignore to an archive, so cbuild applies it here.
             let exclude = ignore_patterns(&context, locals.get("dockerfile"), &attrs)?;
+            // Only what the Dockerfile uses, as BuildKit would ask for it.
+            let follow = dockerfile_text(svc).and_then(|text| {
+                let args: HashMap<String, String> = attrs
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        Some((k.strip_prefix("build-arg:")?.to_string(), v.clone()))
+                    })
+                    .collect();
+                crate::context::dockerfile::analyze(&text, build.target.as_deref(), &args)
+                    .ok()
+                    .and_then(|u| u.follow_paths)
+            });
             let id = crate::buildkit::session::new_id();
             attrs.insert("context".into(), crate::buildkit::session::upload::url(&id));
             attrs.insert("dockerfilekey".into(), "dockerfile".into());
@@ -663,9 +675,22 @@ fn plan_service(
             uploads.insert(
                 id,
                 crate::buildkit::session::upload::Upload::new(move |w| {
-                    let opts = crate::context::walk::WalkOptions {
-                        exclude_patterns: exclude,
-                        ..Default::default()
+                    let opts = match follow {
+                        // The build uses no context file at all.
+                        Some(f) if f.is_empty() => crate::context::walk::WalkOptions {
+                            include_patterns: vec![String::new()],
+                            exclude_patterns: exclude,
+                            ..Default::default()
+                        },
+                        Some(f) => crate::context::walk::WalkOptions {
+                            exclude_patterns: exclude,
+                            follow_paths: f,
+                            ..Default::default()
+                        },
+                        None => crate::context::walk::WalkOptions {
+                            exclude_patterns: exclude,
+                            ..Default::default()
+                        },
                     };
                     crate::context::tar::write_context_tar(
                         &t.root, &opts, &t.hashes, &t.clock, gzip, w,

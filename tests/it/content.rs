@@ -200,3 +200,25 @@ fn tar_transport_gives_the_same_image_and_the_same_guarantees() {
     let touched = build_json(&p, &["--transport", "tar"]);
     assert_eq!(touched["image_id"], edited["image_id"]);
 }
+
+#[test]
+fn tar_transport_sends_only_what_the_dockerfile_uses() {
+    let p = Project::new("tarminimal");
+    p.file("compose.yaml", "services:\n  web:\n    build: .\n")
+        .file("Dockerfile", "FROM cbuild-base\nCOPY src/ /app/src/\n")
+        .file("src/index.js", "console.log(1);\n");
+    let big = vec![b'x'; 8 << 20];
+    std::fs::create_dir_all(p.path().join("node_modules/pkg")).unwrap();
+    std::fs::write(p.path().join("node_modules/pkg/bundle.js"), &big).unwrap();
+    let fin = build_json(&p, &["--transport", "tar"]);
+    let sent = fin["context_bytes_sent"].as_u64().unwrap();
+    assert!(
+        sent < 64 * 1024,
+        "the archive carried node_modules: {sent} bytes"
+    );
+    assert_eq!(fin["files_hashed"], 1, "{fin}");
+    assert_eq!(
+        run_in(&p.image("web"), "find /app | sort"),
+        "/app\n/app/src\n/app/src/index.js\n"
+    );
+}
