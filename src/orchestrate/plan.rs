@@ -649,6 +649,9 @@ fn plan_service(
     let mut uploads = HashMap::new();
     match opts.transport {
         Transport::FileSync => {
+            // BuildKit reads the ignore file itself; checking it here gives
+            // errors that name the file and line.
+            ignore_patterns(&context, locals.get("dockerfile"), &attrs)?;
             locals.insert("context".to_string(), LocalDir::Tracked(main));
         }
         Transport::Tar { gzip } => {
@@ -781,6 +784,18 @@ fn ignore_patterns(
                 message: e.to_string(),
             }
         })?;
+        // Compile the patterns here, so a mistake is reported with its
+        // file and line before any build starts (BuildKit would only say
+        // "invalid exclude patterns" once the transfer began).
+        let bad = |e: crate::context::dockerignore::PatternError| PlanError::IgnoreFile {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let matcher =
+            crate::context::dockerignore::PatternMatcher::from_ignore_lines(&lines).map_err(bad)?;
+        for pattern in matcher.patterns() {
+            pattern.matches("x").map_err(bad)?;
+        }
         return Ok(lines.into_iter().map(|l| l.pattern).collect());
     }
     Ok(Vec::new())

@@ -105,3 +105,19 @@ fn bad_input_is_reported_with_file_and_key() {
     assert!(err.contains("no such service: `nosuch`"), "{err}");
     assert_no_panic(&err);
 }
+
+#[test]
+fn an_invalid_dockerignore_names_the_file_and_line() {
+    let p = Project::new("badignore");
+    p.file("compose.yaml", "services:\n  a:\n    build: .\n")
+        .file("Dockerfile", "FROM cbuild-base\nCOPY . /x\n")
+        .file(".dockerignore", "# fine\nnode_modules\n!\n");
+    let out = p.cbuild(&["build"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(".dockerignore`: line 3: illegal exclusion pattern"),
+        "{err}"
+    );
+    assert_no_panic(&err);
+}

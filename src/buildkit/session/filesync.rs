@@ -184,6 +184,17 @@ struct Listing {
     digest: String,
 }
 
+/// A walk error with its causes, for the one-line PACKET_ERR message.
+fn walk_error(e: walk::WalkError) -> String {
+    let mut msg = e.to_string();
+    let mut cur = std::error::Error::source(&e);
+    while let Some(c) = cur {
+        msg.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    msg
+}
+
 fn hash_error(e: crate::context::cache::HashError) -> String {
     let mut msg = e.to_string();
     if let Some(src) = std::error::Error::source(&e) {
@@ -198,7 +209,7 @@ fn list(local: &LocalDir, opts: &WalkOptions) -> Result<Listing, String> {
     let mut digest = ListingDigest::new();
     match local {
         LocalDir::Disk(root) => {
-            let entries = walk::walk(root, opts).map_err(|e| e.to_string())?;
+            let entries = walk::walk(root, opts).map_err(walk_error)?;
             let hashes = HashCache::in_memory()
                 .hash_all(&entries)
                 .map_err(hash_error)?;
@@ -211,7 +222,7 @@ fn list(local: &LocalDir, opts: &WalkOptions) -> Result<Listing, String> {
             }
         }
         LocalDir::Tracked(t) => {
-            let entries = walk::walk(&t.root, opts).map_err(|e| e.to_string())?;
+            let entries = walk::walk(&t.root, opts).map_err(walk_error)?;
             let hashes = t.hashes.hash_all(&entries).map_err(hash_error)?;
             for (i, (e, h)) in entries.iter().zip(&hashes).enumerate() {
                 digest.add_entry(e, h.as_ref());
