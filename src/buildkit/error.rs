@@ -98,6 +98,9 @@ impl BuildkitError {
             BuildkitError::Upgrade { .. } => Some(
                 "cbuild needs a Docker engine with BuildKit (19.03 or newer), or a standalone buildkitd via `--builder`".into(),
             ),
+            BuildkitError::Session(_) => Some(
+                "the builder may have stopped or restarted in the middle of the build; `cbuild doctor` checks it".into(),
+            ),
             BuildkitError::Rpc { status, .. } if status.code() == tonic::Code::Unavailable => {
                 Some("the builder went away; check that the Docker engine is still running".into())
             }
