@@ -53,6 +53,10 @@ pub struct ServiceOutcome {
     pub up_to_date: bool,
     /// What the exporter reported (`containerimage.digest`, `image.name`…).
     pub exporter_response: std::collections::BTreeMap<String, String>,
+    /// Dockerfile steps that ran.
+    pub steps_run: usize,
+    /// Dockerfile steps taken from the cache.
+    pub steps_cached: usize,
 }
 
 /// Receives [`BuildEvent`]s. Implementations must not block for long.

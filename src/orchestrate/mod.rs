@@ -90,6 +90,8 @@ pub async fn run(
                     hashing: Default::default(),
                     up_to_date: false,
                     exporter_response: Default::default(),
+                    steps_run: 0,
+                    steps_cached: 0,
                 };
                 reporter.report(BuildEvent::Finished {
                     service: b.service.clone(),
@@ -121,6 +123,8 @@ pub async fn run(
                         hashing: b.hash_counts(),
                         up_to_date: true,
                         exporter_response: Default::default(),
+                        steps_run: 0,
+                        steps_cached: 0,
                     };
                     reporter.report(BuildEvent::Finished {
                         service: b.service.clone(),
@@ -169,16 +173,21 @@ async fn build_one(
     let (tx, mut rx) = mpsc::unbounded_channel::<StatusUpdate>();
     let build = client.build(&b.solve, &b.session, tx);
     tokio::pin!(build);
+    let mut steps = StepCounter::default();
     let result = loop {
         tokio::select! {
             r = &mut build => break r,
-            Some(update) = rx.recv() => reporter.report(BuildEvent::Status {
-                service: b.service.clone(),
-                update,
-            }),
+            Some(update) = rx.recv() => {
+                steps.count(&update);
+                reporter.report(BuildEvent::Status {
+                    service: b.service.clone(),
+                    update,
+                });
+            }
         }
     };
     while let Ok(update) = rx.try_recv() {
+        steps.count(&update);
         reporter.report(BuildEvent::Status {
             service: b.service.clone(),
             update,
@@ -203,6 +212,8 @@ async fn build_one(
             hint: None,
             elapsed: started.elapsed(),
             exporter_response: r.outcome.exporter_response.clone().into_iter().collect(),
+            steps_run: steps.run,
+            steps_cached: steps.cached,
             transfer: r.transfer,
             hashing,
             up_to_date: false,
@@ -217,6 +228,8 @@ async fn build_one(
             hashing,
             up_to_date: false,
             exporter_response: Default::default(),
+            steps_run: steps.run,
+            steps_cached: steps.cached,
         },
     };
     reporter.report(BuildEvent::Finished {
@@ -224,4 +237,31 @@ async fn build_one(
         outcome: outcome.clone(),
     });
     outcome
+}
+
+/// Counts a build's Dockerfile steps (`[n/m] …` vertices) once each, as
+/// run or taken from the cache.
+#[derive(Default)]
+struct StepCounter {
+    seen: std::collections::HashSet<String>,
+    run: usize,
+    cached: usize,
+}
+
+impl StepCounter {
+    fn count(&mut self, update: &StatusUpdate) {
+        for v in &update.vertexes {
+            let is_step = v.name.starts_with('[') && !v.name.starts_with("[internal]");
+            if !is_step || (v.completed.is_none() && !v.cached) || !v.error.is_empty() {
+                continue;
+            }
+            if self.seen.insert(v.digest.clone()) {
+                if v.cached {
+                    self.cached += 1;
+                } else {
+                    self.run += 1;
+                }
+            }
+        }
+    }
 }

@@ -52,6 +52,8 @@ impl Reporter for JsonReporter {
                 "bytes_hashed": outcome.hashing.bytes_hashed,
                 "hash_cache_hits": outcome.hashing.cache_hits,
                 "up_to_date": outcome.up_to_date,
+                "steps_run": outcome.steps_run,
+                "steps_cached": outcome.steps_cached,
             })],
         };
         let mut out = std::io::stdout().lock();

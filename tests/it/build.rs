@@ -174,3 +174,27 @@ fn metadata_file_and_dry_run() {
         "{v}"
     );
 }
+
+#[test]
+fn build_options_reach_buildkit() {
+    let p = Project::new("opts");
+    let extra_tag = format!("{}-extra:7", p.name);
+    p.file(
+        "compose.yaml",
+        &format!(
+            "services:\n  opts:\n    build:\n      context: .\n      tags: [\"{extra_tag}\"]\n      extra_hosts:\n        - \"myhost:10.1.2.3\"\n      shm_size: 96m\n      ulimits:\n        nofile:\n          soft: 1111\n          hard: 2222\n      labels:\n        - org.example.list=form\n"
+        ),
+    )
+    .file(
+        "Dockerfile",
+        "FROM cbuild-base\nRUN grep myhost /etc/hosts | tr -s ' \\t' ' ' > /hosts && /bin/busybox df -k /dev/shm | tail -1 | tr -s ' ' | cut -d' ' -f2 > /shm && ulimit -n > /nofile\n",
+    );
+    p.build_ok(&["build"]);
+    let img = p.image("opts");
+    assert_eq!(run_in(&img, "cat /hosts"), "10.1.2.3 myhost\n");
+    assert_eq!(run_in(&img, "cat /shm"), format!("{}\n", 96 * 1024));
+    assert_eq!(run_in(&img, "cat /nofile"), "1111\n");
+    assert_eq!(labels(&img)["org.example.list"], "form");
+    assert_eq!(image_id(&extra_tag), image_id(&img));
+    let _ = docker(&["rmi", "-f", &extra_tag]);
+}

@@ -156,10 +156,12 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
                     ui::plain::short_id(id)
                 ),
                 Some(id) => eprintln!(
-                    " {service:<20} built    {}  {:<12}  {:>8}  context {} sent",
+                    " {service:<20} built    {}  {:<12}  {:>8}  {} steps run, {} cached  context {} sent",
                     o.image,
                     ui::plain::short_id(id),
                     ui::duration(o.elapsed),
+                    o.steps_run,
+                    o.steps_cached,
                     ui::bytes(o.transfer.context_bytes_sent)
                 ),
                 None => eprintln!(
