@@ -59,6 +59,26 @@ pub struct ServiceOutcome {
     pub steps_cached: usize,
 }
 
+impl ServiceOutcome {
+    /// An outcome with no build behind it (skipped, or not attempted);
+    /// callers set what applies with struct update syntax.
+    pub fn without_build(image: String, elapsed: Duration) -> Self {
+        ServiceOutcome {
+            image,
+            image_id: None,
+            error: None,
+            hint: None,
+            elapsed,
+            transfer: Default::default(),
+            hashing: Default::default(),
+            up_to_date: false,
+            exporter_response: Default::default(),
+            steps_run: 0,
+            steps_cached: 0,
+        }
+    }
+}
+
 /// Receives [`BuildEvent`]s. Implementations must not block for long.
 pub trait Reporter: Send + Sync {
     /// Called for every event, from any task.

@@ -81,17 +81,8 @@ pub async fn run(
             }
             let outcome = if let Some(dep) = failed_dep {
                 let o = ServiceOutcome {
-                    image: b.image.clone(),
-                    image_id: None,
                     error: Some(format!("not built: `{dep}`, whose image it needs, failed")),
-                    hint: None,
-                    elapsed: started.elapsed(),
-                    transfer: Default::default(),
-                    hashing: Default::default(),
-                    up_to_date: false,
-                    exporter_response: Default::default(),
-                    steps_run: 0,
-                    steps_cached: 0,
+                    ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
                 };
                 reporter.report(BuildEvent::Finished {
                     service: b.service.clone(),
@@ -114,17 +105,10 @@ pub async fn run(
                 if let fresh::Freshness::UpToDate { image_id } = fresh {
                     b.save_hashes();
                     let o = ServiceOutcome {
-                        image: b.image.clone(),
                         image_id: Some(image_id),
-                        error: None,
-                        hint: None,
-                        elapsed: started.elapsed(),
-                        transfer: Default::default(),
                         hashing: b.hash_counts(),
                         up_to_date: true,
-                        exporter_response: Default::default(),
-                        steps_run: 0,
-                        steps_cached: 0,
+                        ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
                     };
                     reporter.report(BuildEvent::Finished {
                         service: b.service.clone(),

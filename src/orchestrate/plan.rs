@@ -303,16 +303,7 @@ fn build_deps(project: &Project, svc: &Service) -> Vec<String> {
         .filter_map(|v| v.strip_prefix("service:"))
         .map(str::to_string)
         .collect();
-    let text = match &build.dockerfile_inline {
-        Some(t) => Some(t.clone()),
-        None if !build.is_remote_context() => std::fs::read_to_string(resolve_dockerfile(
-            Path::new(&build.context),
-            &build.dockerfile_path(),
-        ))
-        .ok(),
-        None => None,
-    };
-    if let Some(text) = text {
+    if let Some(text) = dockerfile_text(svc) {
         for image in from_images(&text) {
             let image = normalize_image(&image);
             for other in project.services.values() {

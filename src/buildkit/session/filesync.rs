@@ -282,6 +282,10 @@ fn is_socket(path: &std::path::Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
+fn read_error(path: &std::path::Path, e: std::io::Error) -> Packet {
+    err_packet(format!("cannot read `{}`: {e}", path.display()))
+}
+
 fn err_packet(msg: impl Into<String>) -> Packet {
     Packet {
         r#type: PacketType::PacketErr as i32,
@@ -437,12 +441,7 @@ async fn send_file(
                     return;
                 }
                 Err(e) => {
-                    let _ = tx
-                        .send(Ok(err_packet(format!(
-                            "cannot read `{}`: {e}",
-                            path.display()
-                        ))))
-                        .await;
+                    let _ = tx.send(Ok(read_error(&path, e))).await;
                     return;
                 }
             };
@@ -451,12 +450,7 @@ async fn send_file(
                 let n = match file.read(&mut buf).await {
                     Ok(n) => n,
                     Err(e) => {
-                        let _ = tx
-                            .send(Ok(err_packet(format!(
-                                "cannot read `{}`: {e}",
-                                path.display()
-                            ))))
-                            .await;
+                        let _ = tx.send(Ok(read_error(&path, e))).await;
                         return;
                     }
                 };

@@ -232,3 +232,27 @@ pub(crate) fn routes(spec: &SessionSpec, stats: Arc<TransferStats>) -> Routes {
 /// Largest gRPC message cbuild accepts or sends on the session (the daemon's
 /// own limit is 16 MiB).
 pub const MAX_MESSAGE: usize = 16 << 20;
+
+/// Reads `rd` until it ends, sending each chunk read, wrapped by `wrap`, to
+/// `tx`: how raw byte streams become gRPC message streams (the session
+/// tunnel, SSH agent connections). Stops when either side is gone.
+pub(crate) async fn pump_chunks<R, T>(
+    mut rd: R,
+    tx: tokio::sync::mpsc::Sender<T>,
+    wrap: impl Fn(Vec<u8>) -> T,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send(wrap(buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -75,7 +75,7 @@ impl Ssh for SshService {
                 path.display()
             ))
         })?;
-        let (mut rd, mut wr) = conn.into_split();
+        let (rd, mut wr) = conn.into_split();
         let mut incoming = request.into_inner();
         tokio::spawn(async move {
             while let Ok(Some(msg)) = incoming.message().await {
@@ -86,22 +86,10 @@ impl Ssh for SshService {
             let _ = wr.shutdown().await;
         });
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        let msg = BytesMessage {
-                            data: buf[..n].to_vec(),
-                        };
-                        if tx.send(Ok(msg)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        // The stream's item type is tonic's; its error variant is large.
+        #[allow(clippy::result_large_err)]
+        let wrap = |data| Ok(BytesMessage { data });
+        tokio::spawn(super::pump_chunks(rd, tx, wrap));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -111,24 +111,9 @@ fn over_control_session(
             .map_err(|e| BuildkitError::Session(e.to_string()))?;
         request.metadata_mut().append(key, val);
     }
-    let (mut rd, mut wr) = tokio::io::split(theirs);
+    let (rd, mut wr) = tokio::io::split(theirs);
     // Outgoing: whatever the HTTP/2 server writes becomes a message.
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    let msg = BytesMessage {
-                        data: buf[..n].to_vec(),
-                    };
-                    if out_tx.send(msg).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
+    tokio::spawn(super::pump_chunks(rd, out_tx, |data| BytesMessage { data }));
     // Incoming: the daemon's messages are fed to the HTTP/2 server.
     tokio::spawn(async move {
         let response = match control.session(request).await {
