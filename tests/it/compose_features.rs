@@ -40,3 +40,53 @@ fn extends_include_profiles_and_several_files() {
     p.build_ok(&["--profile", "debug", "build"]);
     assert_eq!(run_in(&p.image("debug"), "cat /debug"), "debug\n");
 }
+
+/// A context given as a URL is fetched by BuildKit itself (here a tarball
+/// served on loopback, since the machine has no other network).
+#[test]
+fn remote_tarball_context() {
+    use std::io::{Read, Write};
+    let mut tarball = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut tarball);
+        for (name, data) in [
+            (
+                "Dockerfile",
+                "FROM cbuild-base\nCOPY hello.txt /hello.txt\n",
+            ),
+            ("hello.txt", "from a remote context\n"),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, data.as_bytes()).unwrap();
+        }
+        b.finish().unwrap();
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(8) {
+            let Ok(mut conn) = conn else { continue };
+            let mut req = [0u8; 4096];
+            let _ = conn.read(&mut req);
+            let _ = write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+                tarball.len()
+            );
+            let _ = conn.write_all(&tarball);
+        }
+    });
+    let p = Project::new("remote");
+    p.file(
+        "compose.yaml",
+        &format!("services:\n  r:\n    build: http://127.0.0.1:{port}/context.tar\n"),
+    );
+    p.build_ok(&["build"]);
+    assert_eq!(
+        run_in(&p.image("r"), "cat /hello.txt"),
+        "from a remote context\n"
+    );
+}
