@@ -55,8 +55,12 @@ pub fn docker_host(env: &HashMap<String, String>) -> String {
 
 /// `--build-arg KEY[=VALUE]` values.
 pub fn build_args(b: &BuildArgs) -> Vec<(String, Option<String>)> {
-    b.build_args
-        .iter()
+    parse_build_args(&b.build_args)
+}
+
+/// `KEY[=VALUE]` strings as (key, value) pairs.
+pub fn parse_build_args(list: &[String]) -> Vec<(String, Option<String>)> {
+    list.iter()
         .map(|a| match a.split_once('=') {
             Some((k, v)) => (k.to_string(), Some(v.to_string())),
             None => (a.clone(), None),
@@ -83,4 +87,12 @@ pub fn load_project(
 ) -> anyhow::Result<crate::compose::Project> {
     let opts = load_options(g, env)?;
     Ok(crate::compose::load(&opts)?)
+}
+
+/// The `docker` CLI on `PATH`, if there is one.
+pub fn docker_cli(env: &HashMap<String, String>) -> Option<std::path::PathBuf> {
+    let path = env.get("PATH")?;
+    std::env::split_paths(path)
+        .map(|d| d.join("docker"))
+        .find(|p| p.is_file())
 }

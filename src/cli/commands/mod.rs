@@ -1,6 +1,7 @@
 //! One file per command; each is a thin wrapper around `orchestrate`,
 //! `compose` or `buildkit`.
 
+mod bench;
 mod build;
 mod config;
 mod doctor;
@@ -13,6 +14,7 @@ use super::ExitStatus;
 /// Runs the command `cli` names (`build` when none).
 pub async fn dispatch(cli: Cli) -> ExitStatus {
     match cli.command {
+        Command::Bench(b) => bench::run(&cli.global, &b).await,
         Command::Build(b) => build::run(&cli.global, &b).await,
         Command::Config(c) => config::run(&cli.global, &c),
         Command::Doctor => doctor::run(&cli.global).await,
