@@ -20,7 +20,7 @@ pub struct Cli {
 
 /// Names of the commands, as typed.
 const COMMANDS: &[&str] = &[
-    "build", "config", "context", "doctor", "version", "help", "up", "status",
+    "build", "config", "context", "doctor", "version", "help", "up", "status", "bench",
 ];
 
 /// Options (of any command) that take a separate value, so that value is
@@ -42,6 +42,7 @@ const TAKES_VALUE: &[&str] = &[
     "--parallel",
     "--format",
     "--explain",
+    "--runs",
 ];
 
 /// `cbuild [OPTIONS] [SERVICE...]` means `cbuild build [OPTIONS]
@@ -145,6 +146,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Show what each service's build would send to BuildKit (no Docker needed).
     Context(ContextArgs),
+    /// Measure context size, hashing, transfer and solve times per service
+    /// (the user's files are only read; edits happen on a scratch copy).
+    Bench(BenchArgs),
     /// Check the engine and builder cbuild would use.
     #[command(alias = "version")]
     Doctor,
@@ -231,6 +235,26 @@ pub struct StatusArgs {
     /// older image.
     #[arg(long)]
     pub check: bool,
+}
+
+/// `cbuild bench` options.
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Services to measure (default: every service with a `build:` section).
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// Runs per measurement; the median is reported.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub runs: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: StatusFormat,
+    /// Set build-time variables (`KEY=VALUE`, or `KEY` to take it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// Do not compare with `docker buildx build`.
+    #[arg(long)]
+    pub no_docker: bool,
 }
 
 /// `status` output formats.

@@ -89,3 +89,11 @@ pub fn load_project(
     let opts = load_options(g, env)?;
     Ok(crate::compose::load(&opts)?)
 }
+
+/// The `docker` CLI on `PATH`, if there is one.
+pub fn docker_cli(env: &HashMap<String, String>) -> Option<std::path::PathBuf> {
+    let path = env.get("PATH")?;
+    std::env::split_paths(path)
+        .map(|d| d.join("docker"))
+        .find(|p| p.is_file())
+}

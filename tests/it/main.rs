@@ -3,6 +3,7 @@
 //! command starts it and exports `DOCKER_HOST`); a missing engine fails
 //! loudly rather than skipping.
 
+mod bench;
 mod build;
 mod cancel;
 mod common;

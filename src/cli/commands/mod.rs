@@ -1,6 +1,7 @@
 //! One file per command; each is a thin wrapper around `orchestrate`,
 //! `compose` or `buildkit`.
 
+mod bench;
 mod build;
 mod config;
 mod context;
@@ -14,6 +15,7 @@ use super::ExitStatus;
 /// Runs the command `cli` names (`build` when none).
 pub async fn dispatch(cli: Cli) -> ExitStatus {
     match cli.command {
+        Command::Bench(b) => bench::run(&cli.global, &b).await,
         Command::Build(b) => build::run(&cli.global, &b).await,
         Command::Config(c) => config::run(&cli.global, &c),
         Command::Context(c) => context::run(&cli.global, &c).await,
