@@ -188,18 +188,30 @@ impl HashCache {
         Ok(out)
     }
 
-    /// Writes the cache back (atomically: a temporary file renamed over the
-    /// old one). Entries for paths not seen are kept: another Dockerfile
-    /// may use them.
+    /// Writes the cache back: under an exclusive lock, merged with what
+    /// other writers (services sharing this directory, built in parallel,
+    /// or another cbuild) saved meanwhile, then atomically (a temporary file
+    /// renamed over the old one). Entries for paths not seen this time are
+    /// kept: another Dockerfile may use them.
     pub fn save(&self) -> std::io::Result<()> {
         let Some(file) = &self.file else {
             return Ok(());
         };
-        let entries = self
+        let ours = self
             .entries
             .lock()
             .map_err(|_| std::io::Error::other("hash cache lock poisoned"))?
             .clone();
+        let dir = file.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let _lock = FileLock::exclusive(&file.with_extension("lock"))?;
+        let mut entries: HashMap<String, Cached> = std::fs::read(file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
+            .filter(|c| c.version == FORMAT_VERSION)
+            .map(|c| c.entries)
+            .unwrap_or_default();
+        entries.extend(ours);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
@@ -209,11 +221,45 @@ impl HashCache {
             written_at_ns: now,
             entries,
         };
-        let dir = file.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+        let tmp = dir.join(format!(
+            ".{}.{:?}.tmp",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::write(&tmp, serde_json::to_vec(&data)?)?;
         std::fs::rename(&tmp, file)
+    }
+}
+
+/// An exclusive `flock` on a lock file, released on drop.
+struct FileLock(std::fs::File);
+
+impl FileLock {
+    fn exclusive(path: &Path) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(FileLock(f))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: as above.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+        }
     }
 }
 
@@ -229,4 +275,40 @@ pub fn default_cache_dir() -> PathBuf {
     std::env::var_os("HOME")
         .map(|h| PathBuf::from(h).join(".cache").join("cbuild"))
         .unwrap_or_else(|| std::env::temp_dir().join("cbuild-cache"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::walk::{walk, WalkOptions};
+
+    #[test]
+    fn parallel_savers_do_not_lose_each_others_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ctx");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::create_dir_all(root.join("b")).unwrap();
+        std::fs::write(root.join("a/1"), "one").unwrap();
+        std::fs::write(root.join("b/2"), "two").unwrap();
+        let cache_dir = dir.path().join("cache");
+        let only = |p: &str| WalkOptions {
+            follow_paths: vec![p.to_string()],
+            ..Default::default()
+        };
+        // Two caches of one directory, as two services sharing a context.
+        let c1 = HashCache::open(&cache_dir, &root);
+        let c2 = HashCache::open(&cache_dir, &root);
+        c1.hash_all(&walk(&root, &only("a")).unwrap()).unwrap();
+        c2.hash_all(&walk(&root, &only("b")).unwrap()).unwrap();
+        c1.save().unwrap();
+        c2.save().unwrap();
+        // Make every entry old enough to be trusted.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        c1.save().unwrap();
+        let c3 = HashCache::open(&cache_dir, &root);
+        let all = walk(&root, &WalkOptions::default()).unwrap();
+        c3.hash_all(&all).unwrap();
+        assert_eq!(c3.stats.files_hashed.load(Ordering::Relaxed), 0);
+        assert_eq!(c3.stats.hits.load(Ordering::Relaxed), 2);
+    }
 }

@@ -222,3 +222,26 @@ fn tar_transport_sends_only_what_the_dockerfile_uses() {
         "/app\n/app/src\n/app/src/index.js\n"
     );
 }
+
+/// 20,000 small files in one context: the daemon sends one tiny REQ per
+/// file, and the session must read them as fast as they come (h2 closes a
+/// connection that leaves too many small DATA frames unread).
+#[test]
+fn a_context_of_twenty_thousand_small_files_transfers() {
+    let p = Project::new("manyfiles");
+    p.file("compose.yaml", "services:\n  fe:\n    build: .\n")
+        .file("Dockerfile", "FROM cbuild-base\nCOPY . /app\n");
+    for i in 0..400 {
+        let d = p.path().join(format!("node_modules/pkg{i}/lib"));
+        std::fs::create_dir_all(&d).unwrap();
+        for j in 0..50 {
+            std::fs::write(d.join(format!("f{j}.js")), "x".repeat(100 + j)).unwrap();
+        }
+    }
+    let fin = build_json(&p, &[]);
+    assert_eq!(fin["context_files_sent"], 20_002, "{fin}");
+    assert_eq!(
+        run_in(&p.image("fe"), "find /app -type f | wc -l"),
+        "20002\n"
+    );
+}

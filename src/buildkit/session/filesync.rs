@@ -336,6 +336,29 @@ async fn send(
         let sources = Arc::new(sources);
         let limit = Arc::new(Semaphore::new(PARALLEL_FILES));
         let mut served = std::collections::HashSet::new();
+        // REQs are read as fast as they arrive and queued here: leaving them
+        // unread in the HTTP/2 connection exhausts h2's budget for small
+        // DATA frames (a context of 20,000 files sends 20,000 tiny REQs),
+        // and h2 then closes the connection.
+        let (queue_tx, mut queue_rx) = mpsc::unbounded_channel::<(u32, Source)>();
+        let dispatcher = {
+            let limit = limit.clone();
+            let tx = reader_tx.clone();
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                while let Some((id, src)) = queue_rx.recv().await {
+                    let permit = limit.clone().acquire_owned().await;
+                    let tx = tx.clone();
+                    let stats = stats.clone();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        send_file(id, src, &tx, &stats, is_context).await;
+                    });
+                }
+            })
+        };
+        let mut queue_tx = Some(queue_tx);
+        let mut dispatcher = Some(dispatcher);
         loop {
             let packet = match incoming.message().await {
                 Ok(Some(p)) => p,
@@ -360,17 +383,18 @@ async fn send(
                             .await;
                         return;
                     }
-                    let permit = limit.clone().acquire_owned().await;
-                    let tx = reader_tx.clone();
-                    let stats = stats.clone();
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        send_file(id, src, &tx, &stats, is_context).await;
-                    });
+                    if let Some(q) = &queue_tx {
+                        let _ = q.send((id, src));
+                    }
                 }
                 Ok(PacketType::PacketFin) => {
                     // Every requested file has been written on the other
-                    // side; wait for our own file tasks, then answer FIN.
+                    // side; let the queue drain and our file tasks end, then
+                    // answer FIN.
+                    queue_tx.take();
+                    if let Some(d) = dispatcher.take() {
+                        let _ = d.await;
+                    }
                     let _ = limit.acquire_many(PARALLEL_FILES as u32).await;
                     let _ = reader_tx
                         .send(Ok(Packet {
