@@ -197,6 +197,10 @@ impl HashCache {
         let Some(file) = &self.file else {
             return Ok(());
         };
+        if self.stats.files_hashed.load(Ordering::Relaxed) == 0 {
+            // Nothing new was learnt: what is on disk is already right.
+            return Ok(());
+        }
         let ours = self
             .entries
             .lock()

@@ -203,7 +203,7 @@ fn hash_error(e: crate::context::cache::HashError) -> String {
     msg
 }
 
-fn list(local: &LocalDir, opts: &WalkOptions) -> Result<Listing, String> {
+fn list(local: &LocalDir, opts: &WalkOptions, stamp: bool) -> Result<Listing, String> {
     let mut packets = Vec::new();
     let mut sources = HashMap::new();
     let mut digest = ListingDigest::new();
@@ -227,7 +227,7 @@ fn list(local: &LocalDir, opts: &WalkOptions) -> Result<Listing, String> {
             for (i, (e, h)) in entries.iter().zip(&hashes).enumerate() {
                 digest.add_entry(e, h.as_ref());
                 let mut packet = stat_packet(e);
-                if let (Some(h), Some(st)) = (h, packet.stat.as_mut()) {
+                if let (true, Some(h), Some(st)) = (stamp, h, packet.stat.as_mut()) {
                     st.mod_time = t.clock.stamp(&e.path, e.mtime_ns, e.mode, h);
                 }
                 if e.is_regular() && e.linkname.is_empty() {
@@ -271,10 +271,7 @@ fn list(local: &LocalDir, opts: &WalkOptions) -> Result<Listing, String> {
 /// The listing digest of what a DiffCopy call with `opts` would serve from
 /// `local` right now (the same code path as serving it).
 pub fn listing_digest(local: &LocalDir, opts: &WalkOptions) -> Result<String, String> {
-    let mut l = list(local, opts)?;
-    // Stamps were taken for nothing: this was not a transfer.
-    l.packets.clear();
-    Ok(l.digest)
+    Ok(list(local, opts, false)?.digest)
 }
 
 fn is_socket(path: &std::path::Path) -> bool {
@@ -304,7 +301,7 @@ async fn send(
     is_context: bool,
 ) {
     let opts_copy = opts.clone();
-    let listed = tokio::task::spawn_blocking(move || list(&local, &opts)).await;
+    let listed = tokio::task::spawn_blocking(move || list(&local, &opts, true)).await;
     let (stats_packets, sources) = match listed {
         Ok(Ok(l)) => {
             if let Ok(mut served) = stats.served.lock() {
