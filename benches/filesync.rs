@@ -8,7 +8,8 @@ mod common;
 
 use std::hint::black_box;
 
-use cbuild::buildkit::proto::fsutil::types::{packet::PacketType, Packet, Stat};
+use cbuild::buildkit::proto::fsutil::types::Packet;
+use cbuild::buildkit::session::filesync::stat_packet;
 use cbuild::context::walk::{walk, WalkOptions};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message;
@@ -21,27 +22,7 @@ fn stat_packets(c: &mut Criterion) {
         ..Default::default()
     };
     let entries = walk(dir.path(), &opts).unwrap();
-    // As `buildkit::session::filesync` builds them.
-    let packets: Vec<Packet> = entries
-        .iter()
-        .map(|e| Packet {
-            r#type: PacketType::PacketStat as i32,
-            stat: Some(Stat {
-                path: e.path.clone(),
-                mode: e.mode,
-                uid: e.uid,
-                gid: e.gid,
-                size: e.size as i64,
-                mod_time: e.mtime_ns,
-                linkname: e.linkname.clone(),
-                devmajor: e.devmajor as i64,
-                devminor: e.devminor as i64,
-                xattrs: Default::default(),
-            }),
-            id: 0,
-            data: Vec::new(),
-        })
-        .collect();
+    let packets: Vec<Packet> = entries.iter().map(stat_packet).collect();
     let mut g = c.benchmark_group("filesync");
     g.throughput(Throughput::Elements(packets.len() as u64));
     g.bench_function("encode_stat_packets", |b| {

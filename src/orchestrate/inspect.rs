@@ -198,33 +198,14 @@ pub fn inspect(
     project: &Project,
     opts: &InspectOptions,
 ) -> Result<Vec<ContextReport>, InspectError> {
-    let mut selected: Vec<&Service> = Vec::new();
-    if opts.services.is_empty() {
-        selected.extend(project.services.values().filter(|s| s.build.is_some()));
-    } else {
-        for name in &opts.services {
-            let svc = project
-                .services
-                .get(name)
-                .ok_or_else(|| PlanError::NoSuchService(name.clone()))?;
-            selected.push(svc);
-        }
-    }
+    let selected = super::plan::selected_services(project, &opts.services)?;
     selected
         .into_iter()
         .map(|svc| inspect_service(svc, opts))
         .collect()
 }
 
-/// The Dockerfile's path: relative to the context unless absolute (as `plan` resolves it).
-fn resolve_dockerfile(context: &Path, dockerfile: &str) -> PathBuf {
-    let p = Path::new(dockerfile);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        context.join(p)
-    }
-}
+use super::plan::resolve_dockerfile;
 
 fn inspect_service(svc: &Service, opts: &InspectOptions) -> Result<ContextReport, InspectError> {
     let Some(build) = svc.build.as_ref() else {

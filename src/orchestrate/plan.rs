@@ -206,27 +206,10 @@ pub const COMPOSE_VERSION_LABEL: &str = concat!("cbuild-", env!("CARGO_PKG_VERSI
 
 /// Plans the builds `opts` asks for, in service-name order.
 pub fn plan(project: &Project, opts: &BuildOptions) -> Result<Vec<ServiceBuild>, PlanError> {
-    let mut wanted: Vec<String> = Vec::new();
-    if opts.services.is_empty() {
-        wanted.extend(
-            project
-                .services
-                .values()
-                .filter(|s| s.build.is_some())
-                .map(|s| s.name.clone()),
-        );
-    } else {
-        for name in &opts.services {
-            let svc = project
-                .services
-                .get(name)
-                .ok_or_else(|| PlanError::NoSuchService(name.clone()))?;
-            if svc.build.is_none() {
-                return Err(PlanError::NoBuild(name.clone()));
-            }
-            wanted.push(name.clone());
-        }
-    }
+    let wanted: Vec<String> = selected_services(project, &opts.services)?
+        .into_iter()
+        .map(|s| s.name.clone())
+        .collect();
     // Dependencies are built too (and first): a build cannot be right
     // without the images it starts from.
     let mut order: Vec<String> = Vec::new();
@@ -261,6 +244,34 @@ pub fn plan(project: &Project, opts: &BuildOptions) -> Result<Vec<ServiceBuild>,
         builds.push(b);
     }
     Ok(builds)
+}
+
+/// The services `names` selects (every service with a `build:` section when
+/// empty), each of which must exist and have a `build:` section.
+pub(crate) fn selected_services<'p>(
+    project: &'p Project,
+    names: &[String],
+) -> Result<Vec<&'p Service>, PlanError> {
+    if names.is_empty() {
+        return Ok(project
+            .services
+            .values()
+            .filter(|s| s.build.is_some())
+            .collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            let svc = project
+                .services
+                .get(name)
+                .ok_or_else(|| PlanError::NoSuchService(name.clone()))?;
+            if svc.build.is_none() {
+                return Err(PlanError::NoBuild(name.clone()));
+            }
+            Ok(svc)
+        })
+        .collect()
 }
 
 /// Depth-first topological order of `name` and its build dependencies.
@@ -858,7 +869,7 @@ fn ssh_agents(
 
 /// The Dockerfile's path: `dockerfile` relative to the context unless it is
 /// absolute.
-fn resolve_dockerfile(context: &Path, dockerfile: &str) -> PathBuf {
+pub(crate) fn resolve_dockerfile(context: &Path, dockerfile: &str) -> PathBuf {
     let p = Path::new(dockerfile);
     if p.is_absolute() {
         p.to_path_buf()

@@ -156,7 +156,8 @@ enum Source {
     Memory(Bytes),
 }
 
-fn stat_packet(e: &Entry) -> Packet {
+/// The STAT packet announcing a walked entry (its real mtime).
+pub fn stat_packet(e: &Entry) -> Packet {
     Packet {
         r#type: PacketType::PacketStat as i32,
         stat: Some(Stat {

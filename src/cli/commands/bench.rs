@@ -9,15 +9,9 @@ use crate::orchestrate::BuildOptions;
 
 pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> ExitStatus {
     let env = settings::environment();
-    let project = match settings::load_project(global, &env) {
-        Ok(p) => {
-            crate::cli::report_warnings(&p.warnings);
-            p
-        }
-        Err(e) => {
-            report_error(&e, None);
-            return ExitStatus::Error;
-        }
+    let project = match super::load_project(global, &env) {
+        Ok(p) => p,
+        Err(status) => return status,
     };
     let client = match settings::address(global, &env) {
         Ok(a) => match Client::connect(a).await {

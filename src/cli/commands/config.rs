@@ -5,17 +5,10 @@ use crate::cli::{report_error, settings, ExitStatus};
 
 pub fn run(global: &GlobalArgs, args: &ConfigArgs) -> ExitStatus {
     let env = settings::environment();
-    let project =
-        match settings::load_options(global, &env).and_then(|o| Ok(crate::compose::load(&o)?)) {
-            Ok(p) => {
-                crate::cli::report_warnings(&p.warnings);
-                p
-            }
-            Err(e) => {
-                report_error(&e, None);
-                return ExitStatus::Error;
-            }
-        };
+    let project = match super::load_project(global, &env) {
+        Ok(p) => p,
+        Err(status) => return status,
+    };
     if args.services {
         for name in project.services.keys() {
             println!("{name}");

@@ -10,14 +10,10 @@ use crate::ui::bytes;
 
 pub async fn run(global: &GlobalArgs, args: &ContextArgs) -> ExitStatus {
     let env = settings::environment();
-    let project =
-        match settings::load_options(global, &env).and_then(|o| Ok(crate::compose::load(&o)?)) {
-            Ok(p) => p,
-            Err(e) => {
-                report_error(&e, None);
-                return ExitStatus::Error;
-            }
-        };
+    let project = match super::load_project(global, &env) {
+        Ok(p) => p,
+        Err(status) => return status,
+    };
     let opts = InspectOptions {
         services: args.services.clone(),
         build_args: settings::parse_build_args(&args.build_args),

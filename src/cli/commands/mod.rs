@@ -24,3 +24,21 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
         Command::Status(s) => status::run(&cli.global, &s).await,
     }
 }
+
+/// Loads the project the global options describe, printing its warnings;
+/// on failure prints the error and gives the exit status to return.
+fn load_project(
+    global: &super::args::GlobalArgs,
+    env: &std::collections::HashMap<String, String>,
+) -> Result<crate::compose::Project, ExitStatus> {
+    match super::settings::load_project(global, env) {
+        Ok(p) => {
+            super::report_warnings(&p.warnings);
+            Ok(p)
+        }
+        Err(e) => {
+            super::report_error(&e, None);
+            Err(ExitStatus::Error)
+        }
+    }
+}

@@ -8,12 +8,9 @@ use crate::orchestrate::{status::status, BuildOptions};
 
 pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
     let env = settings::environment();
-    let project = match settings::load_project(global, &env) {
+    let project = match super::load_project(global, &env) {
         Ok(p) => p,
-        Err(e) => {
-            report_error(&e, None);
-            return ExitStatus::Error;
-        }
+        Err(status) => return status,
     };
     let engine = match Engine::connect(&settings::docker_host(&env)).await {
         Ok(e) => e,

@@ -6,12 +6,9 @@ use crate::cli::{report_error, settings, ExitStatus};
 
 pub async fn run(global: &GlobalArgs, args: &UpArgs) -> ExitStatus {
     let env = settings::environment();
-    let project = match settings::load_project(global, &env) {
+    let project = match super::load_project(global, &env) {
         Ok(p) => p,
-        Err(e) => {
-            report_error(&e, None);
-            return ExitStatus::Error;
-        }
+        Err(status) => return status,
     };
     if project.files.iter().any(|f| f.as_os_str() == "-") {
         report_error(
