@@ -20,8 +20,10 @@ use super::walk::{mode, Entry};
 
 const SPECIAL: u32 = mode::PERM | mode::SETUID | mode::SETGID | mode::STICKY;
 
-/// Builds a listing digest entry by entry.
-pub struct ListingDigest(blake3::Hasher);
+/// Builds a listing digest entry by entry. It also keeps a short
+/// fingerprint of each entry (the hash of that entry's part of the input),
+/// so two listings can later be compared path by path.
+pub struct ListingDigest(blake3::Hasher, Vec<(String, String)>);
 
 impl Default for ListingDigest {
     fn default() -> Self {
@@ -34,7 +36,7 @@ impl ListingDigest {
     pub fn new() -> Self {
         let mut h = blake3::Hasher::new();
         h.update(b"cbuild-listing-v1\0");
-        Self(h)
+        Self(h, Vec::new())
     }
 
     /// Adds one entry; `content` is the hash of a regular file's bytes.
@@ -46,9 +48,10 @@ impl ListingDigest {
         link: &str,
         content: Option<&blake3::Hash>,
     ) {
-        let h = &mut self.0;
-        h.update(path.as_bytes());
-        h.update(&[0]);
+        let mut part: Vec<u8> = Vec::with_capacity(path.len() + 64);
+        let h = &mut part;
+        h.extend_from_slice(path.as_bytes());
+        h.push(0);
         let kind = if go_mode & mode::DIR != 0 {
             b'd'
         } else if go_mode & mode::SYMLINK != 0 {
@@ -60,19 +63,27 @@ impl ListingDigest {
         } else {
             b'f'
         };
-        h.update(&[kind, 0]);
-        h.update(&(go_mode & SPECIAL).to_le_bytes());
+        h.extend_from_slice(&[kind, 0]);
+        h.extend_from_slice(&(go_mode & SPECIAL).to_le_bytes());
         match kind {
             b'f' => {
-                h.update(&size.to_le_bytes());
-                h.update(content.map(|c| c.as_bytes()).unwrap_or(&[0u8; 32]));
+                h.extend_from_slice(&size.to_le_bytes());
+                h.extend_from_slice(content.map(|c| c.as_bytes()).unwrap_or(&[0u8; 32]));
             }
             b'h' | b'l' => {
-                h.update(link.as_bytes());
-                h.update(&[0]);
+                h.extend_from_slice(link.as_bytes());
+                h.push(0);
             }
             _ => {}
         }
+        self.0.update(&part);
+        let fp = blake3::hash(&part).to_hex();
+        self.1.push((path.to_string(), fp[..16].to_string()));
+    }
+
+    /// Each entry's path and fingerprint, in order.
+    pub fn fingerprints(&self) -> &[(String, String)] {
+        &self.1
     }
 
     /// Adds a walked entry.

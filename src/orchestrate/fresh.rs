@@ -167,9 +167,61 @@ pub fn save(
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
+    let files: Vec<&Vec<(String, String)>> = record.served.iter().map(|s| &s.files).collect();
+    let tmp = dir.join(format!(".{}.files.tmp", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec(&files)?)?;
+    std::fs::rename(&tmp, files_path(path))?;
     let tmp = dir.join(format!(".{}.tmp", std::process::id()));
     std::fs::write(&tmp, serde_json::to_vec(&record)?)?;
     std::fs::rename(&tmp, path)
+}
+
+fn files_path(record: &Path) -> std::path::PathBuf {
+    record.with_extension("files.json")
+}
+
+/// Which files changed since the last build, in words (`changed `a`;
+/// added `b``), for the first request whose listing differs. `None` when
+/// cbuild cannot tell (no record, or the listings agree).
+pub async fn what_changed(b: &ServiceBuild) -> Option<String> {
+    let path = b.record.as_ref()?;
+    let record = load(path)?;
+    let before: Vec<Vec<(String, String)>> =
+        serde_json::from_slice(&std::fs::read(files_path(path)).ok()?).ok()?;
+    for (served, old) in record.served.iter().zip(before) {
+        let local = b.session.locals.get(&served.local)?.clone();
+        let opts = served.opts.clone();
+        let now = tokio::task::spawn_blocking(move || {
+            crate::buildkit::session::filesync::listing_files(&local, &opts)
+        })
+        .await
+        .ok()?
+        .ok()?;
+        let old: BTreeMap<String, String> = old.into_iter().collect();
+        let new: BTreeMap<String, String> = now.into_iter().collect();
+        let changed: Vec<&String> = new
+            .iter()
+            .filter(|(p, f)| old.get(*p).is_some_and(|o| o != *f))
+            .map(|(p, _)| p)
+            .collect();
+        let added: Vec<&String> = new.keys().filter(|p| !old.contains_key(*p)).collect();
+        let removed: Vec<&String> = old.keys().filter(|p| !new.contains_key(*p)).collect();
+        let mut parts = Vec::new();
+        for (what, list) in [("changed", changed), ("added", added), ("removed", removed)] {
+            if list.is_empty() {
+                continue;
+            }
+            let mut names: Vec<String> = list.iter().take(5).map(|p| format!("`{p}`")).collect();
+            if list.len() > 5 {
+                names.push(format!("and {} more", list.len() - 5));
+            }
+            parts.push(format!("{what} {}", names.join(", ")));
+        }
+        if !parts.is_empty() {
+            return Some(parts.join("; "));
+        }
+    }
+    None
 }
 
 /// Forgets the record (after a failed build).

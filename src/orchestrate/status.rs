@@ -59,7 +59,10 @@ pub async fn status(
         let current = engine.image(&b.image).await.ok().flatten();
         let (state, reason) = match fresh::check(b, engine).await {
             Freshness::UpToDate { .. } => ("fresh", None),
-            Freshness::Stale(why) => ("stale", Some(why)),
+            Freshness::Stale(why) => match fresh::what_changed(b).await {
+                Some(files) => ("stale", Some(format!("{why}: {files}"))),
+                None => ("stale", Some(why)),
+            },
             Freshness::NotBuilt if current.is_some() => (
                 "unknown",
                 Some("not built by cbuild here, so its inputs are unknown".to_string()),

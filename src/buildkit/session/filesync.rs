@@ -183,6 +183,7 @@ struct Listing {
     packets: Vec<Packet>,
     sources: HashMap<u32, Source>,
     digest: String,
+    files: Vec<(String, String)>,
 }
 
 /// A walk error with its causes, for the one-line PACKET_ERR message.
@@ -265,6 +266,7 @@ fn list(local: &LocalDir, opts: &WalkOptions, stamp: bool) -> Result<Listing, St
     Ok(Listing {
         packets,
         sources,
+        files: digest.fingerprints().to_vec(),
         digest: digest.finish(),
     })
 }
@@ -273,6 +275,15 @@ fn list(local: &LocalDir, opts: &WalkOptions, stamp: bool) -> Result<Listing, St
 /// `local` right now (the same code path as serving it).
 pub fn listing_digest(local: &LocalDir, opts: &WalkOptions) -> Result<String, String> {
     Ok(list(local, opts, false)?.digest)
+}
+
+/// Each entry's path and fingerprint for what a DiffCopy call with `opts`
+/// would serve from `local` now.
+pub fn listing_files(
+    local: &LocalDir,
+    opts: &WalkOptions,
+) -> Result<Vec<(String, String)>, String> {
+    Ok(list(local, opts, false)?.files)
 }
 
 fn is_socket(path: &std::path::Path) -> bool {
@@ -310,6 +321,7 @@ async fn send(
                     local: dir_name.clone(),
                     opts: opts_copy.clone(),
                     digest: l.digest.clone(),
+                    files: l.files.clone(),
                 });
             }
             (l.packets, l.sources)

@@ -141,6 +141,11 @@ pub struct Served {
     pub opts: crate::context::walk::WalkOptions,
     /// The listing digest.
     pub digest: String,
+    /// Each entry's path and fingerprint (see
+    /// [`crate::context::digest::ListingDigest::fingerprints`]); kept apart
+    /// from the record, to say which files changed.
+    #[serde(skip)]
+    pub files: Vec<(String, String)>,
 }
 
 impl TransferStats {
