@@ -151,7 +151,7 @@ impl Client {
 
         let mut status_client = self.control.clone();
         let status_ref = reference.clone();
-        let status_task = tokio::spawn(async move {
+        let mut status_task = AbortOnDrop(tokio::spawn(async move {
             let stream = status_client
                 .status(pb::StatusRequest { r#ref: status_ref })
                 .await;
@@ -162,19 +162,16 @@ impl Client {
                     return;
                 }
             }
-        });
+        }));
 
         let mut control = self.control.clone();
         let solved = tokio::select! {
             r = control.solve(request) => r,
-            e = session.closed() => {
-                status_task.abort();
-                return Err(e);
-            }
+            e = session.closed() => return Err(e),
         };
         // The status stream ends with the job; give it a moment to deliver
         // the last updates (the failing step's logs come last).
-        let _ = tokio::time::timeout(Duration::from_secs(5), status_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut status_task.0).await;
         let transfer = session.stats.snapshot();
         drop(session);
         match solved {
@@ -186,6 +183,16 @@ impl Client {
             }),
             Err(status) => Err(solve_error(status)),
         }
+    }
+}
+
+/// Aborts a task when dropped (a cancelled build stops following its
+/// status stream).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

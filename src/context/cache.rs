@@ -66,6 +66,11 @@ pub struct CacheStats {
 pub struct HashCache {
     file: Option<PathBuf>,
     written_at_ns: i64,
+    /// When this cache was opened: every file hashed since was stat'ed
+    /// after it, so it is the time the saved cache vouches for.
+    opened_at_ns: i64,
+    /// Paths hashed (not taken from the cache) since it was opened.
+    rehashed: Mutex<std::collections::HashSet<String>>,
     entries: Mutex<HashMap<String, Cached>>,
     /// What this cache did since it was opened.
     pub stats: CacheStats,
@@ -85,6 +90,8 @@ impl HashCache {
         Self {
             file: Some(file),
             written_at_ns: loaded.written_at_ns,
+            opened_at_ns: now_ns(),
+            rehashed: Mutex::default(),
             entries: Mutex::new(loaded.entries),
             stats: CacheStats::default(),
         }
@@ -95,6 +102,8 @@ impl HashCache {
         Self {
             file: None,
             written_at_ns: 0,
+            opened_at_ns: now_ns(),
+            rehashed: Mutex::default(),
             entries: Mutex::new(HashMap::new()),
             stats: CacheStats::default(),
         }
@@ -108,7 +117,7 @@ impl HashCache {
             && c.size == e.size
             && c.mtime == e.mtime_ns
             && c.ctime == e.ctime_ns;
-        let racy = c.mtime >= self.written_at_ns || c.ctime >= self.written_at_ns;
+        let racy = is_racy(c, self.written_at_ns);
         if same && !racy {
             blake3::Hash::from_hex(&c.hash).ok()
         } else {
@@ -172,6 +181,9 @@ impl HashCache {
         for (i, r) in results {
             let h = r?;
             let e = &entries[i];
+            if let Ok(mut r) = self.rehashed.lock() {
+                r.insert(e.path.clone());
+            }
             entries_map.insert(
                 e.path.clone(),
                 Cached {
@@ -201,28 +213,43 @@ impl HashCache {
             // Nothing new was learnt: what is on disk is already right.
             return Ok(());
         }
-        let ours = self
-            .entries
+        // What this cache knows: the files it hashed, and the loaded entries
+        // that were trustworthy (not racy) in the file they came from.
+        let rehashed = self
+            .rehashed
             .lock()
             .map_err(|_| std::io::Error::other("hash cache lock poisoned"))?
             .clone();
+        let ours: HashMap<String, Cached> = self
+            .entries
+            .lock()
+            .map_err(|_| std::io::Error::other("hash cache lock poisoned"))?
+            .iter()
+            .filter(|(p, c)| rehashed.contains(*p) || !is_racy(c, self.written_at_ns))
+            .map(|(p, c)| (p.clone(), c.clone()))
+            .collect();
         let dir = file.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let _lock = FileLock::exclusive(&file.with_extension("lock"))?;
-        let mut entries: HashMap<String, Cached> = std::fs::read(file)
+        let on_disk = std::fs::read(file)
             .ok()
             .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
-            .filter(|c| c.version == FORMAT_VERSION)
-            .map(|c| c.entries)
-            .unwrap_or_default();
+            .filter(|c| c.version == FORMAT_VERSION);
+        let mut entries: HashMap<String, Cached> = match on_disk {
+            Some(c) => c
+                .entries
+                .into_iter()
+                .filter(|(_, e)| !is_racy(e, c.written_at_ns))
+                .collect(),
+            None => HashMap::new(),
+        };
         entries.extend(ours);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
+        // The saved cache vouches only for changes made before this cache
+        // was opened (a file rewritten within the same clock tick as its
+        // hashing keeps its stat data): later ones are re-checked next time.
         let data = CacheFile {
             version: FORMAT_VERSION,
-            written_at_ns: now,
+            written_at_ns: self.opened_at_ns,
             entries,
         };
         let tmp = dir.join(format!(
@@ -233,6 +260,19 @@ impl HashCache {
         std::fs::write(&tmp, serde_json::to_vec(&data)?)?;
         std::fs::rename(&tmp, file)
     }
+}
+
+/// An entry changed at or after the moment its cache vouches for: its stat
+/// data might not reflect a later rewrite in the same clock tick.
+fn is_racy(c: &Cached, written_at_ns: i64) -> bool {
+    c.mtime >= written_at_ns || c.ctime >= written_at_ns
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 /// An exclusive `flock` on a lock file, released on drop.

@@ -141,12 +141,26 @@ pub async fn check(b: &ServiceBuild, engine: &Engine) -> Freshness {
             }
         }
     }
-    match engine.image(&b.image).await {
-        Ok(Some(img)) if img.id == record.image_id => Freshness::UpToDate {
-            image_id: record.image_id,
-        },
-        Ok(Some(_)) => Freshness::Stale(format!("the engine's `{}` is another image", b.image)),
-        _ => Freshness::Stale(format!("the engine has no image `{}`", b.image)),
+    // Every name the build tags (`image` and `tags:`) must still point at
+    // the image it produced.
+    let names: Vec<String> = b
+        .solve
+        .exporters
+        .iter()
+        .filter_map(|e| e.attrs.get("name"))
+        .flat_map(|n| n.split(',').map(str::to_string))
+        .collect();
+    for name in names {
+        match engine.image(&name).await {
+            Ok(Some(img)) if img.id == record.image_id => {}
+            Ok(Some(_)) => {
+                return Freshness::Stale(format!("the engine's `{name}` is another image"))
+            }
+            _ => return Freshness::Stale(format!("the engine has no image `{name}`")),
+        }
+    }
+    Freshness::UpToDate {
+        image_id: record.image_id,
     }
 }
 
@@ -168,10 +182,14 @@ pub fn save(
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let files: Vec<&Vec<(String, String)>> = record.served.iter().map(|s| &s.files).collect();
-    let tmp = dir.join(format!(".{}.files.tmp", std::process::id()));
+    let stem = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{stem}.{}.files.tmp", std::process::id()));
     std::fs::write(&tmp, serde_json::to_vec(&files)?)?;
     std::fs::rename(&tmp, files_path(path))?;
-    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(".{stem}.{}.tmp", std::process::id()));
     std::fs::write(&tmp, serde_json::to_vec(&record)?)?;
     std::fs::rename(&tmp, path)
 }

@@ -155,6 +155,12 @@ async fn build_one(
         service: b.service.clone(),
         image: b.image.clone(),
     });
+    // From here on BuildKit's copy may change: until a success is recorded,
+    // a later build must not trust the clock's saved state (an interrupted
+    // build never reaches `finish`).
+    for t in &b.tracked {
+        t.clock.invalidate();
+    }
     let (tx, mut rx) = mpsc::unbounded_channel::<StatusUpdate>();
     let build = client.build(&b.solve, &b.session, tx);
     tokio::pin!(build);

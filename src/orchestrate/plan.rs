@@ -222,9 +222,43 @@ pub fn plan(project: &Project, opts: &BuildOptions) -> Result<Vec<ServiceBuild>,
         let svc = &project.services[&name];
         let mut b = plan_service(project, svc, opts)?;
         b.deps = build_deps(project, svc);
-        b.bases = dockerfile_text(svc)
-            .map(|t| base_images(&t))
+        let text = dockerfile_text(svc);
+        let named: Vec<String> = svc
+            .build
+            .as_ref()
+            .map(|x| {
+                x.additional_contexts
+                    .keys()
+                    .map(|k| k.to_ascii_lowercase())
+                    .collect()
+            })
             .unwrap_or_default();
+        b.bases = text
+            .as_deref()
+            .map(image_inputs)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| !named.contains(&i.to_ascii_lowercase()))
+            .collect();
+        // Inputs BuildKit fetches itself and cbuild cannot see change: such
+        // builds always run.
+        let remote_add = text.as_deref().is_some_and(has_remote_add);
+        let remote_named = svc.build.as_ref().is_some_and(|x| {
+            x.additional_contexts
+                .values()
+                .any(|v| v.contains("://") && !v.starts_with("docker-image://"))
+        });
+        if remote_add || remote_named {
+            b.record = None;
+        }
+        if let Some(x) = &svc.build {
+            for v in x.additional_contexts.values() {
+                if let Some(img) = v.strip_prefix("docker-image://") {
+                    b.bases.push(img.to_string());
+                }
+            }
+        }
+
         // Images of services used as named contexts are inputs too.
         if let Some(build) = &svc.build {
             for v in build.additional_contexts.values() {
@@ -329,6 +363,60 @@ fn build_deps(project: &Project, svc: &Service) -> Vec<String> {
         }
     }
     deps
+}
+
+/// Every image a Dockerfile reads: `FROM` bases, and the images named by
+/// `COPY --from=` and `RUN --mount=…,from=` that are not stages.
+fn image_inputs(dockerfile: &str) -> Vec<String> {
+    let mut images = base_images(dockerfile);
+    let mut stages: Vec<String> = Vec::new();
+    for l in dockerfile.lines() {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        if words
+            .first()
+            .is_some_and(|w| w.eq_ignore_ascii_case("FROM"))
+        {
+            let rest: Vec<&str> = words[1..]
+                .iter()
+                .copied()
+                .filter(|w| !w.starts_with("--"))
+                .collect();
+            if rest.len() >= 3 && rest[1].eq_ignore_ascii_case("AS") {
+                stages.push(rest[2].to_ascii_lowercase());
+            }
+            continue;
+        }
+        for w in &words {
+            for part in w.split(',') {
+                let value = part
+                    .strip_prefix("--from=")
+                    .or_else(|| part.strip_prefix("from="));
+                let Some(v) = value else { continue };
+                let v = v.trim_matches('"');
+                let is_stage = stages.contains(&v.to_ascii_lowercase())
+                    || v.chars().all(|c| c.is_ascii_digit());
+                if !v.is_empty() && !is_stage && !images.contains(&v.to_string()) {
+                    images.push(v.to_string());
+                }
+            }
+        }
+    }
+    images
+}
+
+/// Whether an `ADD` fetches from the network (BuildKit re-checks those
+/// every build).
+fn has_remote_add(dockerfile: &str) -> bool {
+    dockerfile.lines().any(|l| {
+        let mut words = l.split_whitespace();
+        words.next().is_some_and(|w| w.eq_ignore_ascii_case("ADD"))
+            && words.any(|w| {
+                w.starts_with("http://")
+                    || w.starts_with("https://")
+                    || w.starts_with("git@")
+                    || w.starts_with("git://")
+            })
+    })
 }
 
 /// The service's Dockerfile text (inline or read from disk), if readable.
@@ -511,6 +599,9 @@ fn plan_service(
                 &shared_key(&project.name, &format!("{}/{name}", svc.name), &dir),
                 opts,
             );
+            // BuildKit keys a named context's previous upload on this hint
+            // (plus the session's key): give it the context's own clock.
+            attrs.insert(format!("sharedkey:localdir:{name}"), t.clock.shared_key());
             locals.insert(local, LocalDir::Tracked(t.clone()));
             tracked.push(t);
         }

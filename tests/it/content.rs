@@ -245,3 +245,43 @@ fn a_context_of_twenty_thousand_small_files_transfers() {
         "20002\n"
     );
 }
+
+/// A unix socket in the context (a dev server's, say) is sent as an empty
+/// file, as `docker build` does, instead of failing the build.
+#[test]
+fn a_socket_in_the_context_does_not_fail_the_build() {
+    let p = Project::new("socket");
+    p.file("compose.yaml", "services:\n  app:\n    build: .\n")
+        .file("Dockerfile", "FROM cbuild-base\nCOPY . /ctx/\n")
+        .file("tmp/keep.txt", "keep\n");
+    let _l = std::os::unix::net::UnixListener::bind(p.path().join("tmp/dev.sock")).unwrap();
+    let fin = build_json(&p, &[]);
+    assert!(fin["image_id"].is_string(), "{fin}");
+    assert_eq!(run_in(&p.image("app"), "cat /ctx/tmp/keep.txt; test -e /ctx/tmp/dev.sock && echo sock"), "keep\nsock\n");
+    // And the no-op check copes with it too.
+    assert_eq!(build_json(&p, &[])["up_to_date"], true);
+}
+
+/// After an interrupted build the clock starts a new generation: BuildKit's
+/// copy may hold content cbuild never recorded.
+#[test]
+fn an_interrupted_build_forgets_the_clock_state() {
+    let p = project();
+    build_json(&p, &[]);
+    let clock_dir = p.cache.path().join("clock");
+    assert_eq!(std::fs::read_dir(&clock_dir).unwrap().count(), 1);
+    p.file("Dockerfile", "FROM cbuild-base\nCOPY src/ /src/\nRUN sleep 30\n");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cbuild"))
+        .current_dir(p.path())
+        .env("DOCKER_HOST", docker_host())
+        .env("CBUILD_CACHE_DIR", p.cache.path())
+        .args(["-p", &p.name, "--progress", "quiet"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let left: Vec<_> = std::fs::read_dir(&clock_dir).unwrap().collect();
+    assert!(left.is_empty(), "the clock state survived an interrupted build: {left:?}");
+}

@@ -152,7 +152,8 @@ fn hex_val(c: u8) -> Option<u8> {
 /// What a REQ id refers to.
 #[derive(Clone)]
 enum Source {
-    Disk(PathBuf),
+    /// A file, with the content hash it was listed with.
+    Disk(PathBuf, Option<blake3::Hash>),
     Memory(Bytes),
 }
 
@@ -218,7 +219,7 @@ fn list(local: &LocalDir, opts: &WalkOptions, stamp: bool) -> Result<Listing, St
             for (i, (e, h)) in entries.iter().zip(&hashes).enumerate() {
                 digest.add_entry(e, h.as_ref());
                 if e.is_regular() && e.linkname.is_empty() {
-                    sources.insert(i as u32, Source::Disk(e.abs.clone()));
+                    sources.insert(i as u32, Source::Disk(e.abs.clone(), *h));
                 }
                 packets.push(stat_packet(e));
             }
@@ -233,7 +234,7 @@ fn list(local: &LocalDir, opts: &WalkOptions, stamp: bool) -> Result<Listing, St
                     st.mod_time = t.clock.stamp(&e.path, e.mtime_ns, e.mode, h);
                 }
                 if e.is_regular() && e.linkname.is_empty() {
-                    sources.insert(i as u32, Source::Disk(e.abs.clone()));
+                    sources.insert(i as u32, Source::Disk(e.abs.clone(), *h));
                 }
                 packets.push(packet);
             }
@@ -465,7 +466,7 @@ async fn send_file(
             }
             count(bytes.len() as u64);
         }
-        Source::Disk(path) => {
+        Source::Disk(path, listed) => {
             let mut file = match tokio::fs::File::open(&path).await {
                 Ok(f) => f,
                 Err(_) if is_socket(&path) => {
@@ -479,6 +480,7 @@ async fn send_file(
                     return;
                 }
             };
+            let mut hasher = blake3::Hasher::new();
             loop {
                 let mut buf = vec![0u8; CHUNK];
                 let n = match file.read(&mut buf).await {
@@ -492,10 +494,21 @@ async fn send_file(
                     break;
                 }
                 buf.truncate(n);
+                hasher.update(&buf);
                 count(n as u64);
                 if tx.send(Ok(data_packet(buf))).await.is_err() {
                     return;
                 }
+            }
+            // The listing promised this content (its stamp was chosen for
+            // it): bytes that changed in between must not be filed under it.
+            if listed.is_some_and(|h| h != hasher.finalize()) {
+                let msg = format!(
+                    "`{}` changed while it was being sent; run the build again",
+                    path.display()
+                );
+                let _ = tx.send(Ok(err_packet(msg))).await;
+                return;
             }
         }
     }
