@@ -257,7 +257,13 @@ fn a_socket_in_the_context_does_not_fail_the_build() {
     let _l = std::os::unix::net::UnixListener::bind(p.path().join("tmp/dev.sock")).unwrap();
     let fin = build_json(&p, &[]);
     assert!(fin["image_id"].is_string(), "{fin}");
-    assert_eq!(run_in(&p.image("app"), "cat /ctx/tmp/keep.txt; test -e /ctx/tmp/dev.sock && echo sock"), "keep\nsock\n");
+    assert_eq!(
+        run_in(
+            &p.image("app"),
+            "cat /ctx/tmp/keep.txt; test -e /ctx/tmp/dev.sock && echo sock"
+        ),
+        "keep\nsock\n"
+    );
     // And the no-op check copes with it too.
     assert_eq!(build_json(&p, &[])["up_to_date"], true);
 }
@@ -270,7 +276,10 @@ fn an_interrupted_build_forgets_the_clock_state() {
     build_json(&p, &[]);
     let clock_dir = p.cache.path().join("clock");
     assert_eq!(std::fs::read_dir(&clock_dir).unwrap().count(), 1);
-    p.file("Dockerfile", "FROM cbuild-base\nCOPY src/ /src/\nRUN sleep 30\n");
+    p.file(
+        "Dockerfile",
+        "FROM cbuild-base\nCOPY src/ /src/\nRUN sleep 30\n",
+    );
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cbuild"))
         .current_dir(p.path())
         .env("DOCKER_HOST", docker_host())
@@ -279,9 +288,14 @@ fn an_interrupted_build_forgets_the_clock_state() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     let left: Vec<_> = std::fs::read_dir(&clock_dir).unwrap().collect();
-    assert!(left.is_empty(), "the clock state survived an interrupted build: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the clock state survived an interrupted build: {left:?}"
+    );
 }

@@ -134,11 +134,20 @@ fn an_image_used_by_copy_from_is_an_input() {
     let tool = format!("{}-tool:1", p.name);
     docker_ok(&["tag", "cbuild-base:latest", &tool]);
     p.file("compose.yaml", "services:\n  app:\n    build: .\n")
-        .file("Dockerfile", &format!("FROM cbuild-base\nCOPY --from={tool} /bin/busybox /tool\n"));
+        .file(
+            "Dockerfile",
+            &format!("FROM cbuild-base\nCOPY --from={tool} /bin/busybox /tool\n"),
+        );
     p.build_ok(&["build"]);
-    assert_eq!(finished(&p.cbuild(&["--progress", "json", "build"]))["app"]["up_to_date"], true);
+    assert_eq!(
+        finished(&p.cbuild(&["--progress", "json", "build"]))["app"]["up_to_date"],
+        true
+    );
     // The tool image changes: the build must run again.
     docker_ok(&["tag", &p.image("app"), &tool]);
-    assert_eq!(finished(&p.cbuild(&["--progress", "json", "build"]))["app"]["up_to_date"], false);
+    assert_eq!(
+        finished(&p.cbuild(&["--progress", "json", "build"]))["app"]["up_to_date"],
+        false
+    );
     let _ = docker(&["rmi", "-f", &tool]);
 }
