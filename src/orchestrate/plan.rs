@@ -349,7 +349,7 @@ fn build_deps(project: &Project, svc: &Service) -> Vec<String> {
         .map(str::to_string)
         .collect();
     if let Some(text) = dockerfile_text(svc) {
-        for image in from_images(&text) {
+        for image in base_images(&text) {
             let image = normalize_image(&image);
             for other in project.services.values() {
                 if other.name != svc.name
@@ -369,21 +369,16 @@ fn build_deps(project: &Project, svc: &Service) -> Vec<String> {
 /// `COPY --from=` and `RUN --mount=…,from=` that are not stages.
 fn image_inputs(dockerfile: &str) -> Vec<String> {
     let mut images = base_images(dockerfile);
-    let mut stages: Vec<String> = Vec::new();
+    let stages: Vec<String> = from_lines(dockerfile)
+        .into_iter()
+        .filter_map(|(_, s)| s)
+        .collect();
     for l in dockerfile.lines() {
         let words: Vec<&str> = l.split_whitespace().collect();
         if words
             .first()
             .is_some_and(|w| w.eq_ignore_ascii_case("FROM"))
         {
-            let rest: Vec<&str> = words[1..]
-                .iter()
-                .copied()
-                .filter(|w| !w.starts_with("--"))
-                .collect();
-            if rest.len() >= 3 && rest[1].eq_ignore_ascii_case("AS") {
-                stages.push(rest[2].to_ascii_lowercase());
-            }
             continue;
         }
         for w in &words {
@@ -433,8 +428,9 @@ fn dockerfile_text(svc: &Service) -> Option<String> {
     }
 }
 
-/// The image references of a Dockerfile's `FROM` lines (flags skipped).
-fn from_images(dockerfile: &str) -> Vec<String> {
+/// Each `FROM` line of a Dockerfile: the image or stage it names (flags
+/// skipped), and the stage name it declares with `AS`, lower-cased.
+fn from_lines(dockerfile: &str) -> Vec<(String, Option<String>)> {
     dockerfile
         .lines()
         .filter_map(|l| {
@@ -442,7 +438,11 @@ fn from_images(dockerfile: &str) -> Vec<String> {
             if !words.next()?.eq_ignore_ascii_case("FROM") {
                 return None;
             }
-            words.find(|w| !w.starts_with("--")).map(str::to_string)
+            let rest: Vec<&str> = words.filter(|w| !w.starts_with("--")).collect();
+            let image = rest.first()?.to_string();
+            let stage = (rest.len() >= 3 && rest[1].eq_ignore_ascii_case("AS"))
+                .then(|| rest[2].to_ascii_lowercase());
+            Some((image, stage))
         })
         .collect()
 }
@@ -452,27 +452,12 @@ fn from_images(dockerfile: &str) -> Vec<String> {
 fn base_images(dockerfile: &str) -> Vec<String> {
     let mut stages: Vec<String> = Vec::new();
     let mut bases = Vec::new();
-    for l in dockerfile.lines() {
-        let words: Vec<&str> = l.split_whitespace().collect();
-        if !words
-            .first()
-            .is_some_and(|w| w.eq_ignore_ascii_case("FROM"))
-        {
-            continue;
-        }
-        let rest: Vec<&str> = words[1..]
-            .iter()
-            .copied()
-            .filter(|w| !w.starts_with("--"))
-            .collect();
-        let Some(image) = rest.first() else { continue };
+    for (image, stage) in from_lines(dockerfile) {
         let lower = image.to_ascii_lowercase();
-        if lower != "scratch" && !stages.contains(&lower) && !bases.contains(&image.to_string()) {
-            bases.push(image.to_string());
+        if lower != "scratch" && !stages.contains(&lower) && !bases.contains(&image) {
+            bases.push(image);
         }
-        if rest.len() >= 3 && rest[1].eq_ignore_ascii_case("AS") {
-            stages.push(rest[2].to_ascii_lowercase());
-        }
+        stages.extend(stage);
     }
     bases
 }
@@ -1018,7 +1003,10 @@ mod tests {
         assert_eq!(normalize_image("me/app:1"), "docker.io/me/app:1");
         assert_eq!(normalize_image("reg:5000/app"), "reg:5000/app:latest");
         assert_eq!(
-            from_images("# c\nFROM --platform=$X base AS b\nfrom other\nRUN x\n"),
+            from_lines("# c\nFROM --platform=$X base AS b\nfrom other\nRUN x\n")
+                .into_iter()
+                .map(|(image, _)| image)
+                .collect::<Vec<_>>(),
             ["base", "other"]
         );
     }
