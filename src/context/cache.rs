@@ -1,8 +1,8 @@
 //! A persistent cache of file hashes, like git's index: a file is re-read
 //! only when its stat data changed.
 //!
-//! One cache file per context directory, `<cache dir>/hashes/<id>.json`,
-//! maps each relative path to the stat data it was hashed with (device,
+//! One cache file per context directory, `<cache dir>/hashes/<id>.bin`
+//! (see [`super::binfile`]), maps each relative path to the stat data it was hashed with (device,
 //! inode, size, mtime and ctime in nanoseconds) and its BLAKE3 hash. A
 //! cached hash is used only when all of those still match, so a same-size
 //! rewrite that restores the mtime (`cp -p`, `rsync -t`) is still caught:
@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use super::binfile::{Reader, Writer};
 use super::hash::hash_file;
 use super::walk::Entry;
 
@@ -32,24 +33,66 @@ pub struct HashError {
     pub source: std::io::Error,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Cached {
     dev: u64,
     ino: u64,
     size: u64,
     mtime: i64,
     ctime: i64,
-    hash: String,
+    hash: [u8; 32],
 }
 
-#[derive(Default, serde::Serialize, serde::Deserialize)]
+#[derive(Default)]
 struct CacheFile {
-    version: u32,
     written_at_ns: i64,
     entries: HashMap<String, Cached>,
 }
 
-const FORMAT_VERSION: u32 = 1;
+/// File kind and format version.
+const MAGIC: &[u8; 8] = b"CBHASH02";
+
+impl CacheFile {
+    fn read(path: &Path) -> Option<Self> {
+        let bytes = std::fs::read(path).ok()?;
+        let mut r = Reader::open(&bytes, MAGIC)?;
+        let written_at_ns = r.i64()?;
+        let n = r.u32()? as usize;
+        let mut entries = HashMap::with_capacity(n);
+        for _ in 0..n {
+            let path = r.str()?.to_string();
+            let c = Cached {
+                dev: r.u64()?,
+                ino: r.u64()?,
+                size: r.u64()?,
+                mtime: r.i64()?,
+                ctime: r.i64()?,
+                hash: r.hash()?,
+            };
+            entries.insert(path, c);
+        }
+        r.at_end().then_some(Self {
+            written_at_ns,
+            entries,
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new(MAGIC);
+        w.i64(self.written_at_ns);
+        w.u32(self.entries.len() as u32);
+        for (path, c) in &self.entries {
+            w.str(path);
+            w.u64(c.dev);
+            w.u64(c.ino);
+            w.u64(c.size);
+            w.i64(c.mtime);
+            w.i64(c.ctime);
+            w.hash(&c.hash);
+        }
+        w.finish()
+    }
+}
 
 /// What the cache did, for `cbuild context` and the tests.
 #[derive(Debug, Default)]
@@ -81,12 +124,15 @@ impl HashCache {
     /// or unreadable cache file starts an empty cache (it is only a cache).
     pub fn open(cache_dir: &Path, root: &Path) -> Self {
         let id = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
-        let file = cache_dir.join("hashes").join(format!("{}.json", &id[..32]));
-        let loaded: CacheFile = std::fs::read(&file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .filter(|c: &CacheFile| c.version == FORMAT_VERSION)
-            .unwrap_or_default();
+        let file = cache_dir.join("hashes").join(format!("{}.bin", &id[..32]));
+        let started = std::time::Instant::now();
+        let loaded = CacheFile::read(&file).unwrap_or_default();
+        tracing::debug!(
+            root = %root.display(),
+            entries = loaded.entries.len(),
+            elapsed = ?started.elapsed(),
+            "hash cache loaded"
+        );
         Self {
             file: Some(file),
             written_at_ns: loaded.written_at_ns,
@@ -119,7 +165,7 @@ impl HashCache {
             && c.ctime == e.ctime_ns;
         let racy = is_racy(c, self.written_at_ns);
         if same && !racy {
-            blake3::Hash::from_hex(&c.hash).ok()
+            Some(blake3::Hash::from_bytes(c.hash))
         } else {
             None
         }
@@ -192,7 +238,7 @@ impl HashCache {
                     size: e.size,
                     mtime: e.mtime_ns,
                     ctime: e.ctime_ns,
-                    hash: h.to_hex().to_string(),
+                    hash: *h.as_bytes(),
                 },
             );
             out[i] = Some(h);
@@ -231,10 +277,7 @@ impl HashCache {
         let dir = file.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let _lock = FileLock::exclusive(&file.with_extension("lock"))?;
-        let on_disk = std::fs::read(file)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
-            .filter(|c| c.version == FORMAT_VERSION);
+        let on_disk = CacheFile::read(file);
         let mut entries: HashMap<String, Cached> = match on_disk {
             Some(c) => c
                 .entries
@@ -248,7 +291,6 @@ impl HashCache {
         // was opened (a file rewritten within the same clock tick as its
         // hashing keeps its stat data): later ones are re-checked next time.
         let data = CacheFile {
-            version: FORMAT_VERSION,
             written_at_ns: self.opened_at_ns,
             entries,
         };
@@ -257,7 +299,7 @@ impl HashCache {
             std::process::id(),
             std::thread::current().id()
         ));
-        std::fs::write(&tmp, serde_json::to_vec(&data)?)?;
+        std::fs::write(&tmp, data.encode())?;
         std::fs::rename(&tmp, file)
     }
 }

@@ -24,23 +24,62 @@
 //! hence a full, fresh transfer. The state is saved only after a build
 //! succeeded, i.e. once BuildKit holds what was reported.
 //!
-//! State file: `<cache dir>/clock/<shared key base>.json`.
+//! State file: `<cache dir>/clock/<shared key base>.bin` (see
+//! [`super::binfile`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+use super::binfile::{Reader, Writer};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Stamp {
-    hash: String,
+    hash: [u8; 32],
     mode: u32,
     sent: i64,
 }
 
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default)]
 struct State {
     generation: String,
     files: HashMap<String, Stamp>,
+}
+
+/// File kind and format version.
+const MAGIC: &[u8; 8] = b"CBCLOCK2";
+
+impl State {
+    fn read(path: &Path) -> Option<Self> {
+        let bytes = std::fs::read(path).ok()?;
+        let mut r = Reader::open(&bytes, MAGIC)?;
+        let generation = r.str()?.to_string();
+        let n = r.u32()? as usize;
+        let mut files = HashMap::with_capacity(n);
+        for _ in 0..n {
+            let path = r.str()?.to_string();
+            let stamp = Stamp {
+                hash: r.hash()?,
+                mode: r.u32()?,
+                sent: r.i64()?,
+            };
+            files.insert(path, stamp);
+        }
+        r.at_end().then_some(Self { generation, files })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new(MAGIC);
+        w.str(&self.generation);
+        w.u32(self.files.len() as u32);
+        for (path, s) in &self.files {
+            w.str(path);
+            w.hash(&s.hash);
+            w.u32(s.mode);
+            w.i64(s.sent);
+        }
+        w.finish()
+    }
 }
 
 /// The modification times reported for one (project, service, context).
@@ -60,14 +99,8 @@ impl ContentClock {
     /// Opens the clock for shared-key base `base` (no `:` in it). With
     /// `fresh`, or when no usable state exists, a new generation starts.
     pub fn open(cache_dir: &Path, base: &str, fresh: bool) -> Self {
-        let file = cache_dir.join("clock").join(format!("{base}.json"));
-        let previous: Option<State> = if fresh {
-            None
-        } else {
-            std::fs::read(&file)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-        };
+        let file = cache_dir.join("clock").join(format!("{base}.bin"));
+        let previous: Option<State> = if fresh { None } else { State::read(&file) };
         let previous = previous.unwrap_or_else(|| State {
             generation: new_generation(),
             files: HashMap::new(),
@@ -109,23 +142,17 @@ impl ContentClock {
     /// The modification time to report for the regular file `path`, whose
     /// real mtime is `real_ns`, Go file mode `mode` and content `hash`.
     pub fn stamp(&self, path: &str, real_ns: i64, mode: u32, hash: &blake3::Hash) -> i64 {
-        let hex = hash.to_hex().to_string();
+        let hash = *hash.as_bytes();
         let sent = match self.previous.files.get(path) {
-            Some(p) if p.hash == hex && p.mode == mode => p.sent,
+            Some(p) if p.hash == hash && p.mode == mode => p.sent,
             Some(p) if p.sent == real_ns => real_ns.wrapping_add(1),
             _ => real_ns,
         };
         if let Ok(mut next) = self.next.lock() {
             // Several DiffCopy calls of one build may report the same path;
             // they report the same stamp since `previous` does not change.
-            next.files.insert(
-                path.to_string(),
-                Stamp {
-                    hash: hex,
-                    mode,
-                    sent,
-                },
-            );
+            next.files
+                .insert(path.to_string(), Stamp { hash, mode, sent });
         }
         sent
     }
@@ -143,7 +170,7 @@ impl ContentClock {
         let dir = file.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let tmp = dir.join(format!(".{}.{}.tmp", self.base, std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(&state)?)?;
+        std::fs::write(&tmp, state.encode())?;
         std::fs::rename(&tmp, file)
     }
 

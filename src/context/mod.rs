@@ -3,6 +3,7 @@
 //! the content clock that makes content, not timestamps, decide what
 //! BuildKit re-transfers. Synchronous code: callers use `spawn_blocking`.
 
+pub mod binfile;
 pub mod cache;
 pub mod clock;
 pub mod digest;
