@@ -22,8 +22,13 @@ const SPECIAL: u32 = mode::PERM | mode::SETUID | mode::SETGID | mode::STICKY;
 
 /// Builds a listing digest entry by entry. It also keeps a short
 /// fingerprint of each entry (the hash of that entry's part of the input),
-/// so two listings can later be compared path by path.
-pub struct ListingDigest(blake3::Hasher, Vec<(String, String)>);
+/// so two listings can later be compared path by path, unless made
+/// [`without_fingerprints`](Self::without_fingerprints).
+pub struct ListingDigest {
+    hasher: blake3::Hasher,
+    fingerprints: Option<Vec<(String, String)>>,
+    part: Vec<u8>,
+}
 
 impl Default for ListingDigest {
     fn default() -> Self {
@@ -34,9 +39,22 @@ impl Default for ListingDigest {
 impl ListingDigest {
     /// An empty listing.
     pub fn new() -> Self {
-        let mut h = blake3::Hasher::new();
-        h.update(b"cbuild-listing-v1\0");
-        Self(h, Vec::new())
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"cbuild-listing-v1\0");
+        Self {
+            hasher,
+            fingerprints: Some(Vec::new()),
+            part: Vec::new(),
+        }
+    }
+
+    /// An empty listing that computes only the digest (cheaper: no hash
+    /// and no string per entry).
+    pub fn without_fingerprints() -> Self {
+        Self {
+            fingerprints: None,
+            ..Self::new()
+        }
     }
 
     /// Adds one entry; `content` is the hash of a regular file's bytes.
@@ -48,8 +66,8 @@ impl ListingDigest {
         link: &str,
         content: Option<&blake3::Hash>,
     ) {
-        let mut part: Vec<u8> = Vec::with_capacity(path.len() + 64);
-        let h = &mut part;
+        let h = &mut self.part;
+        h.clear();
         h.extend_from_slice(path.as_bytes());
         h.push(0);
         let kind = if go_mode & mode::DIR != 0 {
@@ -76,14 +94,17 @@ impl ListingDigest {
             }
             _ => {}
         }
-        self.0.update(&part);
-        let fp = blake3::hash(&part).to_hex();
-        self.1.push((path.to_string(), fp[..16].to_string()));
+        self.hasher.update(&self.part);
+        if let Some(fps) = &mut self.fingerprints {
+            let fp = blake3::hash(&self.part).to_hex();
+            fps.push((path.to_string(), fp[..16].to_string()));
+        }
     }
 
-    /// Each entry's path and fingerprint, in order.
+    /// Each entry's path and fingerprint, in order (none when made
+    /// without them).
     pub fn fingerprints(&self) -> &[(String, String)] {
-        &self.1
+        self.fingerprints.as_deref().unwrap_or(&[])
     }
 
     /// Adds a walked entry.
@@ -93,7 +114,7 @@ impl ListingDigest {
 
     /// The digest, as `blake3:<hex>`.
     pub fn finish(&self) -> String {
-        format!("blake3:{}", self.0.finalize().to_hex())
+        format!("blake3:{}", self.hasher.finalize().to_hex())
     }
 }
 
@@ -118,5 +139,21 @@ mod tests {
         assert_ne!(base, one(&h1, 0o755, "f"));
         assert_ne!(base, one(&h1, 0o644, "g"));
         assert!(base.starts_with("blake3:"));
+    }
+
+    #[test]
+    fn the_digest_does_not_depend_on_keeping_fingerprints() {
+        let h = blake3::hash(b"1");
+        let fill = |d: &mut ListingDigest| {
+            d.add("a", mode::DIR | 0o755, 0, "", None);
+            d.add("a/b", 0o644, 1, "", Some(&h));
+            d.add("a/c", 0o644, 1, "a/b", None);
+        };
+        let (mut with, mut without) = (ListingDigest::new(), ListingDigest::without_fingerprints());
+        fill(&mut with);
+        fill(&mut without);
+        assert_eq!(with.finish(), without.finish());
+        assert_eq!(with.fingerprints().len(), 3);
+        assert!(without.fingerprints().is_empty());
     }
 }

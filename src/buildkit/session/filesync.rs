@@ -206,10 +206,27 @@ fn hash_error(e: crate::context::cache::HashError) -> String {
     msg
 }
 
-fn list(local: &LocalDir, opts: &WalkOptions, stamp: bool) -> Result<Listing, String> {
+/// What a listing is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Serving a DiffCopy call: STAT packets with stamps, sources, digest
+    /// and per-entry fingerprints.
+    Serve,
+    /// Only the digest (a replay before a build).
+    Digest,
+    /// The digest and the per-entry fingerprints.
+    Files,
+}
+
+fn list(local: &LocalDir, opts: &WalkOptions, purpose: Purpose) -> Result<Listing, String> {
+    let serve = purpose == Purpose::Serve;
     let mut packets = Vec::new();
     let mut sources = HashMap::new();
-    let mut digest = ListingDigest::new();
+    let mut digest = if purpose == Purpose::Digest {
+        ListingDigest::without_fingerprints()
+    } else {
+        ListingDigest::new()
+    };
     match local {
         LocalDir::Disk(root) => {
             let entries = walk::walk(root, opts).map_err(walk_error)?;
@@ -218,10 +235,12 @@ fn list(local: &LocalDir, opts: &WalkOptions, stamp: bool) -> Result<Listing, St
                 .map_err(hash_error)?;
             for (i, (e, h)) in entries.iter().zip(&hashes).enumerate() {
                 digest.add_entry(e, h.as_ref());
-                if e.is_regular() && e.linkname.is_empty() {
-                    sources.insert(i as u32, Source::Disk(e.abs.clone(), *h));
+                if serve {
+                    if e.is_regular() && e.linkname.is_empty() {
+                        sources.insert(i as u32, Source::Disk(e.abs.clone(), *h));
+                    }
+                    packets.push(stat_packet(e));
                 }
-                packets.push(stat_packet(e));
             }
         }
         LocalDir::Tracked(t) => {
@@ -229,8 +248,11 @@ fn list(local: &LocalDir, opts: &WalkOptions, stamp: bool) -> Result<Listing, St
             let hashes = t.hashes.hash_all(&entries).map_err(hash_error)?;
             for (i, (e, h)) in entries.iter().zip(&hashes).enumerate() {
                 digest.add_entry(e, h.as_ref());
+                if !serve {
+                    continue;
+                }
                 let mut packet = stat_packet(e);
-                if let (true, Some(h), Some(st)) = (stamp, h, packet.stat.as_mut()) {
+                if let (Some(h), Some(st)) = (h, packet.stat.as_mut()) {
                     st.mod_time = t.clock.stamp(&e.path, e.mtime_ns, e.mode, h);
                 }
                 if e.is_regular() && e.linkname.is_empty() {
@@ -275,7 +297,7 @@ fn list(local: &LocalDir, opts: &WalkOptions, stamp: bool) -> Result<Listing, St
 /// The listing digest of what a DiffCopy call with `opts` would serve from
 /// `local` right now (the same code path as serving it).
 pub fn listing_digest(local: &LocalDir, opts: &WalkOptions) -> Result<String, String> {
-    Ok(list(local, opts, false)?.digest)
+    Ok(list(local, opts, Purpose::Digest)?.digest)
 }
 
 /// Each entry's path and fingerprint for what a DiffCopy call with `opts`
@@ -284,7 +306,7 @@ pub fn listing_files(
     local: &LocalDir,
     opts: &WalkOptions,
 ) -> Result<Vec<(String, String)>, String> {
-    Ok(list(local, opts, false)?.files)
+    Ok(list(local, opts, Purpose::Files)?.files)
 }
 
 fn is_socket(path: &std::path::Path) -> bool {
@@ -314,7 +336,7 @@ async fn send(
     is_context: bool,
 ) {
     let opts_copy = opts.clone();
-    let listed = tokio::task::spawn_blocking(move || list(&local, &opts, true)).await;
+    let listed = tokio::task::spawn_blocking(move || list(&local, &opts, Purpose::Serve)).await;
     let (stats_packets, sources) = match listed {
         Ok(Ok(l)) => {
             if let Ok(mut served) = stats.served.lock() {
