@@ -128,7 +128,14 @@ pub async fn check(b: &ServiceBuild, engine: &Engine) -> Freshness {
             return Freshness::Stale(format!("`{}` is no longer part of the build", served.local));
         };
         let opts = served.opts.clone();
+        let started = std::time::Instant::now();
         let digest = tokio::task::spawn_blocking(move || listing_digest(&local, &opts)).await;
+        tracing::debug!(
+            service = %b.service,
+            local = %served.local,
+            elapsed = ?started.elapsed(),
+            "replayed a DiffCopy request"
+        );
         match digest {
             Ok(Ok(d)) if d == served.digest => {}
             _ => {
