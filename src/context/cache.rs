@@ -175,6 +175,18 @@ impl HashCache {
     /// anything else), reading only the files whose stat data changed, on
     /// every core.
     pub fn hash_all(&self, entries: &[Entry]) -> Result<Vec<Option<blake3::Hash>>, HashError> {
+        self.hash_needed(entries, |_| true)
+    }
+
+    /// Like [`hash_all`](Self::hash_all), but a file the cache cannot
+    /// vouch for is read only if `needed` says so; the others stay `None`
+    /// (the caller hashes them while sending them, and hands the hash back
+    /// with [`record`](Self::record)).
+    pub fn hash_needed(
+        &self,
+        entries: &[Entry],
+        needed: impl Fn(&Entry) -> bool,
+    ) -> Result<Vec<Option<blake3::Hash>>, HashError> {
         let mut out: Vec<Option<blake3::Hash>> = vec![None; entries.len()];
         let mut todo = Vec::new();
         for (i, e) in entries.iter().enumerate() {
@@ -186,7 +198,8 @@ impl HashCache {
                     out[i] = Some(h);
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 }
-                None => todo.push(i),
+                None if needed(e) => todo.push(i),
+                None => {}
             }
         }
         if todo.is_empty() {
@@ -227,23 +240,43 @@ impl HashCache {
         for (i, r) in results {
             let h = r?;
             let e = &entries[i];
-            if let Ok(mut r) = self.rehashed.lock() {
-                r.insert(e.path.clone());
-            }
-            entries_map.insert(
-                e.path.clone(),
-                Cached {
-                    dev: e.dev,
-                    ino: e.ino,
-                    size: e.size,
-                    mtime: e.mtime_ns,
-                    ctime: e.ctime_ns,
-                    hash: *h.as_bytes(),
-                },
-            );
+            Self::insert(&mut entries_map, &self.rehashed, e, &h);
             out[i] = Some(h);
         }
         Ok(out)
+    }
+
+    /// Records the hash of `e`'s content, read by the caller after `e` was
+    /// stat'ed (a file changed in between has other stat data now, so the
+    /// entry is never used for it).
+    pub fn record(&self, e: &Entry, h: &blake3::Hash) {
+        self.stats.files_hashed.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_hashed.fetch_add(e.size, Ordering::Relaxed);
+        if let Ok(mut map) = self.entries.lock() {
+            Self::insert(&mut map, &self.rehashed, e, h);
+        }
+    }
+
+    fn insert(
+        map: &mut HashMap<String, Cached>,
+        rehashed: &Mutex<std::collections::HashSet<String>>,
+        e: &Entry,
+        h: &blake3::Hash,
+    ) {
+        if let Ok(mut r) = rehashed.lock() {
+            r.insert(e.path.clone());
+        }
+        map.insert(
+            e.path.clone(),
+            Cached {
+                dev: e.dev,
+                ino: e.ino,
+                size: e.size,
+                mtime: e.mtime_ns,
+                ctime: e.ctime_ns,
+                hash: *h.as_bytes(),
+            },
+        );
     }
 
     /// Writes the cache back: under an exclusive lock, merged with what

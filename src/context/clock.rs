@@ -157,6 +157,28 @@ impl ContentClock {
         sent
     }
 
+    /// Whether the clock has a stamp for `path`: only then does its stamp
+    /// depend on the content (an unknown file gets its real mtime, so its
+    /// hash can wait until it is sent; see [`record`](Self::record)).
+    pub fn knows(&self, path: &str) -> bool {
+        self.previous.files.contains_key(path)
+    }
+
+    /// Records that the unknown file `path` was reported with its real
+    /// mtime `sent` and has content `hash`.
+    pub fn record(&self, path: &str, mode: u32, sent: i64, hash: &blake3::Hash) {
+        if let Ok(mut next) = self.next.lock() {
+            next.files.insert(
+                path.to_string(),
+                Stamp {
+                    hash: *hash.as_bytes(),
+                    mode,
+                    sent,
+                },
+            );
+        }
+    }
+
     /// Records that BuildKit now holds what was reported (call after a
     /// successful build). Stamps of files not reported this time are kept.
     pub fn commit(&self) -> std::io::Result<()> {

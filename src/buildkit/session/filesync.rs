@@ -21,13 +21,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{LocalDir, Served, TransferStats};
+use super::{LocalDir, Served, TrackedDir, TransferStats};
 use crate::buildkit::proto::fsutil::types::{packet::PacketType, Packet, Stat};
 use crate::buildkit::proto::moby::filesync::v1::file_sync_server::FileSync;
 use crate::context::cache::HashCache;
@@ -37,7 +36,7 @@ use crate::context::walk::{self, Entry, WalkOptions};
 /// Size of one DATA packet (fsutil uses 32 KiB; the daemon accepts 16 MiB).
 const CHUNK: usize = 128 * 1024;
 /// Files read and sent at once per DiffCopy call.
-const PARALLEL_FILES: usize = 4;
+const PARALLEL_FILES: usize = 16;
 
 /// Serves the session's local directories.
 #[derive(Debug)]
@@ -179,12 +178,84 @@ pub fn stat_packet(e: &Entry) -> Packet {
 }
 
 /// What one DiffCopy call serves: the STAT packets, the files REQs may
-/// ask for, and the listing digest (see [`crate::context::digest`]).
+/// ask for, and what the listing digest (see [`crate::context::digest`])
+/// is made of.
 struct Listing {
     packets: Vec<Packet>,
     sources: HashMap<u32, Source>,
-    digest: String,
-    files: Vec<(String, String)>,
+    /// The entries in STAT order (a file's REQ id is its index here), with
+    /// their content hashes. A hash is `None` only for a file of a tracked
+    /// directory that its clock has never reported: its stamp is its real
+    /// mtime whatever its content, so it is hashed while it is sent (a cold
+    /// transfer then reads each file once, and the first STAT leaves at
+    /// once), and [`Listing::finish`] fills it in.
+    items: Vec<(Item, Option<blake3::Hash>)>,
+    tracked: Option<TrackedDir>,
+}
+
+/// One entry of a listing.
+enum Item {
+    Entry(Entry),
+    Virtual { name: String, size: u64 },
+}
+
+impl Listing {
+    /// Completes the hashes (`sent`: those computed while sending, by REQ
+    /// id), records them in the tracked directory's cache and clock, and
+    /// returns the listing digest and the per-entry fingerprints.
+    fn finish(
+        mut self,
+        purpose: Purpose,
+        sent: &HashMap<u32, blake3::Hash>,
+    ) -> Result<(String, Vec<(String, String)>), String> {
+        if let Some(t) = &self.tracked {
+            let mut unsent = Vec::new();
+            for (i, (item, h)) in self.items.iter_mut().enumerate() {
+                let Item::Entry(e) = item else { continue };
+                if h.is_some() || !e.is_regular() {
+                    continue;
+                }
+                match sent.get(&(i as u32)) {
+                    Some(got) => {
+                        t.hashes.record(e, got);
+                        t.clock.record(&e.path, e.mode, e.mtime_ns, got);
+                        *h = Some(*got);
+                    }
+                    None => unsent.push(i),
+                }
+            }
+            // Files the daemon did not ask for (rare: a fresh generation
+            // means it holds none of them).
+            if !unsent.is_empty() {
+                let entries: Vec<Entry> = unsent
+                    .iter()
+                    .filter_map(|&i| match &self.items[i].0 {
+                        Item::Entry(e) => Some(e.clone()),
+                        Item::Virtual { .. } => None,
+                    })
+                    .collect();
+                let hashes = t.hashes.hash_all(&entries).map_err(hash_error)?;
+                for ((&i, e), h) in unsent.iter().zip(&entries).zip(hashes) {
+                    if let Some(h) = h {
+                        t.clock.record(&e.path, e.mode, e.mtime_ns, &h);
+                        self.items[i].1 = Some(h);
+                    }
+                }
+            }
+        }
+        let mut digest = if purpose == Purpose::Digest {
+            ListingDigest::without_fingerprints()
+        } else {
+            ListingDigest::new()
+        };
+        for (item, h) in &self.items {
+            match item {
+                Item::Entry(e) => digest.add_entry(e, h.as_ref()),
+                Item::Virtual { name, size } => digest.add(name, 0o644, *size, "", h.as_ref()),
+            }
+        }
+        Ok((digest.finish(), digest.fingerprints().to_vec()))
+    }
 }
 
 /// A walk error with its causes, for the one-line PACKET_ERR message.
@@ -222,56 +293,59 @@ fn list(local: &LocalDir, opts: &WalkOptions, purpose: Purpose) -> Result<Listin
     let serve = purpose == Purpose::Serve;
     let mut packets = Vec::new();
     let mut sources = HashMap::new();
-    let mut digest = if purpose == Purpose::Digest {
-        ListingDigest::without_fingerprints()
-    } else {
-        ListingDigest::new()
-    };
+    let mut items = Vec::new();
+    let mut tracked = None;
     match local {
         LocalDir::Disk(root) => {
             let entries = walk::walk(root, opts).map_err(walk_error)?;
             let hashes = HashCache::in_memory()
                 .hash_all(&entries)
                 .map_err(hash_error)?;
-            for (i, (e, h)) in entries.iter().zip(&hashes).enumerate() {
-                digest.add_entry(e, h.as_ref());
+            for (i, (e, h)) in entries.into_iter().zip(hashes).enumerate() {
                 if serve {
                     if e.is_regular() && e.linkname.is_empty() {
-                        sources.insert(i as u32, Source::Disk(e.abs.clone(), *h));
+                        sources.insert(i as u32, Source::Disk(e.abs.clone(), h));
                     }
-                    packets.push(stat_packet(e));
+                    packets.push(stat_packet(&e));
                 }
+                items.push((Item::Entry(e), h));
             }
         }
         LocalDir::Tracked(t) => {
             let entries = walk::walk(&t.root, opts).map_err(walk_error)?;
-            let hashes = t.hashes.hash_all(&entries).map_err(hash_error)?;
-            for (i, (e, h)) in entries.iter().zip(&hashes).enumerate() {
-                digest.add_entry(e, h.as_ref());
-                if !serve {
-                    continue;
+            let hashes = if serve {
+                t.hashes
+                    .hash_needed(&entries, |e| t.clock.knows(&e.path))
+                    .map_err(hash_error)?
+            } else {
+                t.hashes.hash_all(&entries).map_err(hash_error)?
+            };
+            for (i, (e, h)) in entries.into_iter().zip(hashes).enumerate() {
+                if serve {
+                    let mut packet = stat_packet(&e);
+                    if let (Some(h), Some(st)) = (&h, packet.stat.as_mut()) {
+                        st.mod_time = t.clock.stamp(&e.path, e.mtime_ns, e.mode, h);
+                    }
+                    if e.is_regular() && e.linkname.is_empty() {
+                        sources.insert(i as u32, Source::Disk(e.abs.clone(), h));
+                    }
+                    packets.push(packet);
                 }
-                let mut packet = stat_packet(e);
-                if let (Some(h), Some(st)) = (h, packet.stat.as_mut()) {
-                    st.mod_time = t.clock.stamp(&e.path, e.mtime_ns, e.mode, h);
-                }
-                if e.is_regular() && e.linkname.is_empty() {
-                    sources.insert(i as u32, Source::Disk(e.abs.clone(), *h));
-                }
-                packets.push(packet);
+                items.push((Item::Entry(e), h));
             }
+            tracked = Some(t.clone());
         }
         LocalDir::Virtual(files) => {
             let mut files = files.clone();
             files.sort_by(|a, b| a.name.cmp(&b.name));
             for (i, f) in files.iter().enumerate() {
-                digest.add(
-                    &f.name,
-                    0o644,
-                    f.data.len() as u64,
-                    "",
-                    Some(&blake3::hash(&f.data)),
-                );
+                items.push((
+                    Item::Virtual {
+                        name: f.name.clone(),
+                        size: f.data.len() as u64,
+                    },
+                    Some(blake3::hash(&f.data)),
+                ));
                 packets.push(Packet {
                     r#type: PacketType::PacketStat as i32,
                     stat: Some(Stat {
@@ -289,15 +363,17 @@ fn list(local: &LocalDir, opts: &WalkOptions, purpose: Purpose) -> Result<Listin
     Ok(Listing {
         packets,
         sources,
-        files: digest.fingerprints().to_vec(),
-        digest: digest.finish(),
+        items,
+        tracked,
     })
 }
 
 /// The listing digest of what a DiffCopy call with `opts` would serve from
 /// `local` right now (the same code path as serving it).
 pub fn listing_digest(local: &LocalDir, opts: &WalkOptions) -> Result<String, String> {
-    Ok(list(local, opts, Purpose::Digest)?.digest)
+    Ok(list(local, opts, Purpose::Digest)?
+        .finish(Purpose::Digest, &HashMap::new())?
+        .0)
 }
 
 /// Each entry's path and fingerprint for what a DiffCopy call with `opts`
@@ -306,7 +382,9 @@ pub fn listing_files(
     local: &LocalDir,
     opts: &WalkOptions,
 ) -> Result<Vec<(String, String)>, String> {
-    Ok(list(local, opts, Purpose::Files)?.files)
+    Ok(list(local, opts, Purpose::Files)?
+        .finish(Purpose::Files, &HashMap::new())?
+        .1)
 }
 
 fn is_socket(path: &std::path::Path) -> bool {
@@ -336,18 +414,14 @@ async fn send(
     is_context: bool,
 ) {
     let opts_copy = opts.clone();
+    let started = std::time::Instant::now();
     let listed = tokio::task::spawn_blocking(move || list(&local, &opts, Purpose::Serve)).await;
-    let (stats_packets, sources) = match listed {
-        Ok(Ok(l)) => {
-            if let Ok(mut served) = stats.served.lock() {
-                served.push(Served {
-                    local: dir_name.clone(),
-                    opts: opts_copy.clone(),
-                    digest: l.digest.clone(),
-                    files: l.files.clone(),
-                });
-            }
-            (l.packets, l.sources)
+    tracing::debug!(dir = %dir_name, elapsed = ?started.elapsed(), "listed");
+    let (stats_packets, sources, listing) = match listed {
+        Ok(Ok(mut l)) => {
+            let packets = std::mem::take(&mut l.packets);
+            let sources = std::mem::take(&mut l.sources);
+            (packets, sources, l)
         }
         Ok(Err(msg)) => {
             let _ = tx.send(Ok(err_packet(msg))).await;
@@ -365,8 +439,10 @@ async fn send(
     // Answer REQs while the listing is still being sent: the daemon diffs as
     // the STATs arrive, and HTTP/2 flow control could otherwise deadlock.
     let reader_tx = tx.clone();
+    let name = dir_name.clone();
     let reader = tokio::spawn(async move {
         let sources = Arc::new(sources);
+        let hashed: Arc<std::sync::Mutex<HashMap<u32, blake3::Hash>>> = Arc::default();
         let limit = Arc::new(Semaphore::new(PARALLEL_FILES));
         let mut served = std::collections::HashSet::new();
         // REQs are read as fast as they arrive and queued here: leaving them
@@ -378,14 +454,20 @@ async fn send(
             let limit = limit.clone();
             let tx = reader_tx.clone();
             let stats = stats.clone();
+            let hashed = hashed.clone();
             tokio::spawn(async move {
                 while let Some((id, src)) = queue_rx.recv().await {
                     let permit = limit.clone().acquire_owned().await;
                     let tx = tx.clone();
                     let stats = stats.clone();
+                    let hashed = hashed.clone();
                     tokio::spawn(async move {
                         let _permit = permit;
-                        send_file(id, src, &tx, &stats, is_context).await;
+                        if let Some(h) = send_file(id, src, &tx, &stats, is_context).await {
+                            if let Ok(mut m) = hashed.lock() {
+                                m.insert(id, h);
+                            }
+                        }
                     });
                 }
             })
@@ -429,6 +511,35 @@ async fn send(
                         let _ = d.await;
                     }
                     let _ = limit.acquire_many(PARALLEL_FILES as u32).await;
+                    // Complete the listing's hashes and record what the
+                    // daemon was shown before it hears the transfer is
+                    // over: the build's record must hold this request.
+                    let sent = hashed.lock().map(|m| m.clone()).unwrap_or_default();
+                    let finished =
+                        tokio::task::spawn_blocking(move || listing.finish(Purpose::Serve, &sent))
+                            .await;
+                    match finished {
+                        Ok(Ok((digest, files))) => {
+                            if let Ok(mut served) = stats.served.lock() {
+                                served.push(Served {
+                                    local: dir_name.clone(),
+                                    opts: opts_copy.clone(),
+                                    digest,
+                                    files,
+                                });
+                            }
+                        }
+                        Ok(Err(msg)) => {
+                            let _ = reader_tx.send(Ok(err_packet(msg))).await;
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = reader_tx
+                                .send(Ok(err_packet(format!("hashing failed: {e}"))))
+                                .await;
+                            return;
+                        }
+                    }
                     let _ = reader_tx
                         .send(Ok(Packet {
                             r#type: PacketType::PacketFin as i32,
@@ -456,8 +567,10 @@ async fn send(
     }
     // End of the listing: a STAT packet with no stat.
     let _ = tx.send(Ok(Packet::default())).await;
+    tracing::debug!(dir = %name, elapsed = ?started.elapsed(), "listing sent");
     drop(tx);
     let _ = reader.await;
+    tracing::debug!(dir = %name, elapsed = ?started.elapsed(), "DiffCopy done");
 }
 
 async fn send_file(
@@ -466,7 +579,7 @@ async fn send_file(
     tx: &mpsc::Sender<Result<Packet, Status>>,
     stats: &TransferStats,
     is_context: bool,
-) {
+) -> Option<blake3::Hash> {
     let count = |n: u64| {
         stats.bytes_sent.fetch_add(n, Ordering::Relaxed);
         if is_context {
@@ -479,66 +592,124 @@ async fn send_file(
         data,
         ..Default::default()
     };
-    match src {
+    let hash = match src {
         Source::Memory(bytes) => {
             for chunk in bytes.chunks(CHUNK) {
                 if tx.send(Ok(data_packet(chunk.to_vec()))).await.is_err() {
-                    return;
+                    return None;
                 }
             }
             count(bytes.len() as u64);
+            None
         }
         Source::Disk(path, listed) => {
-            let mut file = match tokio::fs::File::open(&path).await {
-                Ok(f) => f,
-                Err(_) if is_socket(&path) => {
-                    // fsutil reports sockets as (empty) regular files: the
-                    // daemon asks for them and gets just the end of file.
-                    let _ = tx.send(Ok(data_packet(Vec::new()))).await;
-                    return;
+            // One blocking task reads, hashes and sends the whole file: a
+            // hop to the blocking pool per read, and a zeroed 128 KiB buffer
+            // per read of a 5 KB file, made many small files slow.
+            let tx = tx.clone();
+            let sent = tokio::task::spawn_blocking(move || read_and_send(id, &path, listed, &tx))
+                .await
+                .unwrap_or(Sent::Closed);
+            match sent {
+                Sent::All(n, h) => {
+                    count(n);
+                    Some(h)
                 }
-                Err(e) => {
-                    let _ = tx.send(Ok(read_error(&path, e))).await;
-                    return;
-                }
-            };
-            let mut hasher = blake3::Hasher::new();
-            loop {
-                let mut buf = vec![0u8; CHUNK];
-                let n = match file.read(&mut buf).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = tx.send(Ok(read_error(&path, e))).await;
-                        return;
-                    }
-                };
-                if n == 0 {
-                    break;
-                }
-                buf.truncate(n);
-                hasher.update(&buf);
-                count(n as u64);
-                if tx.send(Ok(data_packet(buf))).await.is_err() {
-                    return;
-                }
-            }
-            // The listing promised this content (its stamp was chosen for
-            // it): bytes that changed in between must not be filed under it.
-            if listed.is_some_and(|h| h != hasher.finalize()) {
-                let msg = format!(
-                    "`{}` changed while it was being sent; run the build again",
-                    path.display()
-                );
-                let _ = tx.send(Ok(err_packet(msg))).await;
-                return;
+                Sent::Closed => return None,
             }
         }
-    }
+    };
     stats.files_sent.fetch_add(1, Ordering::Relaxed);
     if is_context {
         stats.context_files_sent.fetch_add(1, Ordering::Relaxed);
     }
     let _ = tx.send(Ok(data_packet(Vec::new()))).await;
+    hash
+}
+
+/// How sending one file ended.
+enum Sent {
+    /// Every byte (this many, with this hash), end of file not yet sent.
+    All(u64, blake3::Hash),
+    /// The stream is gone or an error packet was sent instead.
+    Closed,
+}
+
+/// Reads `path`, sends it as DATA packets of file `id` and checks it still
+/// has the content it was listed with. Runs on a blocking thread.
+fn read_and_send(
+    id: u32,
+    path: &std::path::Path,
+    listed: Option<blake3::Hash>,
+    tx: &mpsc::Sender<Result<Packet, Status>>,
+) -> Sent {
+    use std::io::Read;
+    let send = |p: Packet| tx.blocking_send(Ok(p)).is_ok();
+    let data_packet = |data: Vec<u8>| Packet {
+        r#type: PacketType::PacketData as i32,
+        id,
+        data,
+        ..Default::default()
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(_) if is_socket(path) => {
+            // fsutil reports sockets as (empty) regular files: the daemon
+            // asks for them and gets just the end of file.
+            return Sent::All(0, blake3::hash(b""));
+        }
+        Err(e) => {
+            send(read_error(path, e));
+            return Sent::Closed;
+        }
+    };
+    let mut left = file.metadata().map_or(CHUNK as u64, |m| m.len());
+    let mut hasher = blake3::Hasher::new();
+    let mut total = 0u64;
+    loop {
+        // The size the file has now, plus one byte to see it ended there.
+        let want = (left as usize).clamp(1, CHUNK) + usize::from(left < CHUNK as u64);
+        let mut buf = vec![0u8; want.min(CHUNK)];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    send(read_error(path, e));
+                    return Sent::Closed;
+                }
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        hasher.update(&buf);
+        total += filled as u64;
+        left = left.saturating_sub(filled as u64);
+        let short = filled < buf.len();
+        if !send(data_packet(buf)) {
+            return Sent::Closed;
+        }
+        if short {
+            // The reads stopped before filling the buffer: end of file.
+            break;
+        }
+    }
+    // The listing promised this content (its stamp was chosen for it):
+    // bytes that changed in between must not be filed under it.
+    let hash = hasher.finalize();
+    if listed.is_some_and(|h| h != hash) {
+        let msg = format!(
+            "`{}` changed while it was being sent; run the build again",
+            path.display()
+        );
+        send(err_packet(msg));
+        return Sent::Closed;
+    }
+    Sent::All(total, hash)
 }
 
 #[cfg(test)]
@@ -658,6 +829,69 @@ mod protocol_tests {
         let s = stats.snapshot();
         assert_eq!(s.files_sent, 3);
         assert_eq!(s.bytes_sent, 300_003);
+    }
+
+    /// A cold transfer of a tracked directory hashes each file once (while
+    /// sending it, or at the end if it was not asked for), and records the
+    /// digest a replay of the same files computes.
+    #[tokio::test]
+    async fn a_cold_tracked_transfer_reads_each_file_once() {
+        use crate::context::{cache::HashCache, clock::ContentClock};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a/b"), "bee").unwrap();
+        std::fs::write(root.join("a.txt"), vec![7u8; 300_000]).unwrap();
+        let tracked = TrackedDir {
+            root: root.to_path_buf(),
+            hashes: Arc::new(HashCache::in_memory()),
+            clock: Arc::new(ContentClock::in_memory("k")),
+        };
+        let local = LocalDir::Tracked(tracked.clone());
+        let spec = SessionSpec {
+            locals: [("context".to_string(), local.clone())].into(),
+            ..Default::default()
+        };
+        let (mut client, stats) = client_for(spec).await;
+        let (tx, rx) = mpsc::channel::<Packet>(16);
+        let mut req = Request::new(ReceiverStream::new(rx));
+        req.metadata_mut()
+            .insert("dir-name", "context".parse().unwrap());
+        let mut resp = client.diff_copy(req).await.unwrap().into_inner();
+        let mut ids = HashMap::new();
+        let mut n = 0u32;
+        while let Some(st) = resp.message().await.unwrap().unwrap().stat {
+            ids.insert(st.path, n);
+            n += 1;
+        }
+        // Only `a/b` is asked for.
+        tx.send(Packet {
+            r#type: PacketType::PacketReq as i32,
+            id: ids["a/b"],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        loop {
+            let p = resp.message().await.unwrap().unwrap();
+            if p.data.is_empty() {
+                break;
+            }
+        }
+        tx.send(Packet {
+            r#type: PacketType::PacketFin as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let fin = resp.message().await.unwrap().unwrap();
+        assert_eq!(fin.r#type, PacketType::PacketFin as i32);
+        let hashed = |t: &TrackedDir| t.hashes.stats.files_hashed.load(Ordering::Relaxed);
+        assert_eq!(hashed(&tracked), 2, "each file hashed once");
+        let served = stats.served.lock().unwrap().clone();
+        assert_eq!(served.len(), 1);
+        let replay = listing_digest(&local, &WalkOptions::default()).unwrap();
+        assert_eq!(served[0].digest, replay);
     }
 
     #[tokio::test]
