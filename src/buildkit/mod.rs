@@ -6,6 +6,7 @@ pub mod proto;
 pub mod session;
 pub mod solve;
 pub mod status;
+pub mod tls;
 pub mod transport;
 
 use std::time::Duration;
@@ -17,7 +18,7 @@ pub use error::BuildkitError;
 pub use session::{LocalDir, SessionSpec, TransferSnapshot, VirtualFile};
 pub use solve::{ExporterSpec, SolveOptions, SolveOutcome, DOCKERFILE_FRONTEND};
 pub use status::StatusUpdate;
-pub use transport::Address;
+pub use transport::{Address, TlsChoice};
 
 use proto::moby::buildkit::v1 as pb;
 use proto::moby::buildkit::v1::control_client::ControlClient;
@@ -181,7 +182,7 @@ impl Client {
                 },
                 transfer,
             }),
-            Err(status) => Err(solve_error(status)),
+            Err(status) => Err(solve_error(status, &self.address)),
         }
     }
 }
@@ -197,7 +198,29 @@ impl Drop for AbortOnDrop {
 }
 
 /// Turns a failed Solve into an error a person can read.
-fn solve_error(status: tonic::Status) -> BuildkitError {
+fn solve_error(status: tonic::Status, address: &Address) -> BuildkitError {
+    // A status with a source was made on this side: the connection failed
+    // (a TLS alert, a reset), not the build. Say where, and why.
+    if let Some(cause) = std::error::Error::source(&status) {
+        let mut why = error::status_text(&status);
+        let mut cur = Some(cause);
+        while let Some(c) = cur {
+            let text = c.to_string();
+            if !why.contains(&text) {
+                why.push_str(": ");
+                why.push_str(&text);
+            }
+            cur = c.source();
+        }
+        if address.tls_without_client_cert() {
+            why.push_str(
+                " (if the builder requires a client certificate, give `--tlscert` and `--tlskey`)",
+            );
+        }
+        return BuildkitError::Solve {
+            message: format!("lost the connection to the builder at `{address}`: {why}"),
+        };
+    }
     match status.code() {
         tonic::Code::Unavailable => BuildkitError::Rpc {
             call: "the build",
