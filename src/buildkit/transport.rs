@@ -7,7 +7,8 @@
 //!   HTTP/2 as the *client*; see moby `daemon/server/router/grpc` and
 //!   `router/session`);
 //! - a standalone buildkitd on a unix socket;
-//! - a standalone buildkitd over TCP (plain; TLS is not implemented yet).
+//! - a standalone buildkitd over TCP, plain or with TLS (see [`super::tls`]);
+//!   a Docker engine's API may be on TCP with TLS too.
 //!
 //! The HTTP/1.1 upgrade is written by hand because it is one request whose
 //! answer must keep every byte read past the header: the peer's HTTP/2
@@ -25,18 +26,34 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::error::BuildkitError;
+use super::tls::{TlsClient, TlsFiles};
+
+/// TLS files for TCP addresses: `buildkit` for a buildkitd (`--tlscacert`
+/// and friends), `docker` for a Docker engine (`DOCKER_TLS_VERIFY`).
+#[derive(Clone, Debug, Default)]
+pub struct TlsChoice {
+    /// For a buildkitd over TCP.
+    pub buildkit: Option<TlsFiles>,
+    /// For a Docker engine over TCP.
+    pub docker: Option<TlsFiles>,
+}
+
+/// ALPN for a buildkitd: gRPC over HTTP/2.
+const ALPN_GRPC: &[&[u8]] = &[b"h2"];
+/// ALPN for a Docker engine: its API is HTTP/1.1 until the upgrade.
+const ALPN_DOCKER: &[&[u8]] = &[b"http/1.1"];
 
 /// Where the BuildKit daemon is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {
     /// A Docker engine's API on a unix socket.
     DockerUnix(PathBuf),
-    /// A Docker engine's API over plain TCP (`host:port`).
-    DockerTcp(String),
+    /// A Docker engine's API over TCP (`host:port`), with TLS if set.
+    DockerTcp(String, Option<TlsClient>),
     /// A standalone buildkitd on a unix socket.
     BuildkitUnix(PathBuf),
-    /// A standalone buildkitd over plain TCP (`host:port`).
-    BuildkitTcp(String),
+    /// A standalone buildkitd over TCP (`host:port`), with TLS if set.
+    BuildkitTcp(String, Option<TlsClient>),
 }
 
 /// The Docker engine socket used when nothing else is configured.
@@ -50,32 +67,35 @@ impl Address {
         builder: Option<&str>,
         buildkit_host: Option<&str>,
         docker_host: Option<&str>,
+        tls: &TlsChoice,
     ) -> Result<Self, BuildkitError> {
         if let Some(b) = builder.filter(|b| !b.is_empty() && *b != "default" && *b != "docker") {
-            return Self::parse_buildkit(b);
+            return Self::parse_buildkit(b, tls);
         }
         if builder.is_none() {
             if let Some(h) = buildkit_host.filter(|h| !h.is_empty()) {
-                return Self::parse_buildkit(h);
+                return Self::parse_buildkit(h, tls);
             }
         }
         match docker_host.filter(|h| !h.is_empty()) {
-            Some(h) => Self::parse_docker(h),
+            Some(h) => Self::parse_docker(h, tls.docker.as_ref()),
             None => Ok(Address::DockerUnix(PathBuf::from(DEFAULT_DOCKER_SOCKET))),
         }
     }
 
     /// Parses a buildkitd address: `unix:///path`, `tcp://host:port`, or
-    /// `docker+unix:///path` for a Docker engine named explicitly.
-    pub fn parse_buildkit(s: &str) -> Result<Self, BuildkitError> {
+    /// `docker+unix:///path` (`docker+tcp://…`) for a Docker engine named
+    /// explicitly.
+    pub fn parse_buildkit(s: &str, tls: &TlsChoice) -> Result<Self, BuildkitError> {
         if let Some(rest) = s.strip_prefix("docker+") {
-            return Self::parse_docker(rest);
+            return Self::parse_docker(rest, tls.buildkit.as_ref().or(tls.docker.as_ref()));
         }
         if let Some(p) = s.strip_prefix("unix://") {
             return Ok(Address::BuildkitUnix(PathBuf::from(p)));
         }
         if let Some(h) = s.strip_prefix("tcp://") {
-            return Ok(Address::BuildkitTcp(host_port(h, s)?));
+            let tls = load_tls(s, tls.buildkit.as_ref(), ALPN_GRPC)?;
+            return Ok(Address::BuildkitTcp(host_port(h, s)?, tls));
         }
         Err(BuildkitError::BadAddress {
             address: s.to_string(),
@@ -84,12 +104,13 @@ impl Address {
     }
 
     /// Parses a `DOCKER_HOST` value.
-    pub fn parse_docker(s: &str) -> Result<Self, BuildkitError> {
+    pub fn parse_docker(s: &str, tls: Option<&TlsFiles>) -> Result<Self, BuildkitError> {
         if let Some(p) = s.strip_prefix("unix://") {
             return Ok(Address::DockerUnix(PathBuf::from(p)));
         }
         if let Some(h) = s.strip_prefix("tcp://") {
-            return Ok(Address::DockerTcp(host_port(h, s)?));
+            let tls = load_tls(s, tls, ALPN_DOCKER)?;
+            return Ok(Address::DockerTcp(host_port(h, s)?, tls));
         }
         Err(BuildkitError::BadAddress {
             address: s.to_string(),
@@ -99,7 +120,18 @@ impl Address {
 
     /// Whether this is the BuildKit inside a Docker engine.
     pub fn is_docker(&self) -> bool {
-        matches!(self, Address::DockerUnix(_) | Address::DockerTcp(_))
+        matches!(self, Address::DockerUnix(_) | Address::DockerTcp(..))
+    }
+
+    /// Whether this is a TLS address that presents no client certificate
+    /// (which most TLS builders require).
+    pub fn tls_without_client_cert(&self) -> bool {
+        match self {
+            Address::DockerTcp(_, Some(t)) | Address::BuildkitTcp(_, Some(t)) => {
+                t.files.cert.is_none()
+            }
+            _ => false,
+        }
     }
 
     async fn dial(&self) -> io::Result<BoxIo> {
@@ -107,10 +139,22 @@ impl Address {
             Address::DockerUnix(p) | Address::BuildkitUnix(p) => {
                 Ok(Box::new(tokio::net::UnixStream::connect(p).await?))
             }
-            Address::DockerTcp(h) | Address::BuildkitTcp(h) => {
+            Address::DockerTcp(h, tls) | Address::BuildkitTcp(h, tls) => {
                 let s = tokio::net::TcpStream::connect(h).await?;
                 s.set_nodelay(true)?;
-                Ok(Box::new(s))
+                let Some(tls) = tls else {
+                    return Ok(Box::new(s));
+                };
+                let name = tls
+                    .files
+                    .server_name(h)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                let stream = connector
+                    .connect(name, s)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
+                Ok(Box::new(stream))
             }
         }
     }
@@ -235,11 +279,28 @@ impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Address::DockerUnix(p) => write!(f, "unix://{}", p.display()),
-            Address::DockerTcp(h) => write!(f, "tcp://{h}"),
+            Address::DockerTcp(h, None) => write!(f, "tcp://{h}"),
+            Address::DockerTcp(h, Some(_)) => write!(f, "tcp://{h} (TLS)"),
             Address::BuildkitUnix(p) => write!(f, "unix://{} (buildkitd)", p.display()),
-            Address::BuildkitTcp(h) => write!(f, "tcp://{h} (buildkitd)"),
+            Address::BuildkitTcp(h, None) => write!(f, "tcp://{h} (buildkitd)"),
+            Address::BuildkitTcp(h, Some(_)) => write!(f, "tcp://{h} (buildkitd, TLS)"),
         }
     }
+}
+
+/// The TLS client for address `whole`, if `files` asks for TLS.
+fn load_tls(
+    whole: &str,
+    files: Option<&TlsFiles>,
+    alpn: &[&[u8]],
+) -> Result<Option<TlsClient>, BuildkitError> {
+    let Some(files) = files else { return Ok(None) };
+    TlsClient::load(files.clone(), alpn)
+        .map(Some)
+        .map_err(|e| BuildkitError::BadAddress {
+            address: whole.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 fn host_port(h: &str, whole: &str) -> Result<String, BuildkitError> {
@@ -326,18 +387,33 @@ mod tests {
 
     #[test]
     fn resolve_precedence() {
-        let a = Address::resolve(None, None, None).unwrap();
+        let no = &TlsChoice::default();
+        let a = Address::resolve(None, None, None, no).unwrap();
         assert_eq!(a, Address::DockerUnix(DEFAULT_DOCKER_SOCKET.into()));
-        let a = Address::resolve(None, Some("unix:///run/b.sock"), Some("unix:///d.sock")).unwrap();
+        let a =
+            Address::resolve(None, Some("unix:///run/b.sock"), Some("unix:///d.sock"), no).unwrap();
         assert_eq!(a, Address::BuildkitUnix("/run/b.sock".into()));
-        let a = Address::resolve(None, None, Some("unix:///d.sock")).unwrap();
+        let a = Address::resolve(None, None, Some("unix:///d.sock"), no).unwrap();
         assert_eq!(a, Address::DockerUnix("/d.sock".into()));
-        let a = Address::resolve(Some("tcp://127.0.0.1:1234"), None, None).unwrap();
-        assert_eq!(a, Address::BuildkitTcp("127.0.0.1:1234".into()));
-        let a = Address::resolve(Some("default"), Some("unix:///b"), Some("unix:///d")).unwrap();
+        let a = Address::resolve(Some("tcp://127.0.0.1:1234"), None, None, no).unwrap();
+        assert_eq!(a, Address::BuildkitTcp("127.0.0.1:1234".into(), None));
+        let a =
+            Address::resolve(Some("default"), Some("unix:///b"), Some("unix:///d"), no).unwrap();
         assert_eq!(a, Address::DockerUnix("/d".into()));
-        assert!(Address::resolve(Some("ssh://x"), None, None).is_err());
-        assert!(Address::resolve(Some("tcp://nohost"), None, None).is_err());
+        assert!(Address::resolve(Some("ssh://x"), None, None, no).is_err());
+        assert!(Address::resolve(Some("tcp://nohost"), None, None, no).is_err());
+        // TLS files that cannot be read are an address error naming the file.
+        let tls = TlsChoice {
+            buildkit: Some(TlsFiles {
+                ca: Some("/nonexistent/ca.pem".into()),
+                ..Default::default()
+            }),
+            docker: None,
+        };
+        let e = Address::resolve(Some("tcp://127.0.0.1:1234"), None, None, &tls)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
     }
 
     #[tokio::test]

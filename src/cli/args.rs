@@ -38,6 +38,11 @@ const TAKES_VALUE: &[&str] = &[
     "--profile",
     "--progress",
     "--builder",
+    "--tlscacert",
+    "--tlscert",
+    "--tlskey",
+    "--tlsservername",
+    "--tlsdir",
     "--build-arg",
     "--parallel",
     "--format",
@@ -113,6 +118,23 @@ pub struct GlobalArgs {
     /// the Docker engine (default: `$BUILDKIT_HOST`, else `$DOCKER_HOST`).
     #[arg(long, global = true, value_name = "ADDRESS")]
     pub builder: Option<String>,
+    /// TLS for a `tcp://` builder (as buildctl): CA certificate.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tlscacert: Option<PathBuf>,
+    /// TLS for a `tcp://` builder: client certificate.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tlscert: Option<PathBuf>,
+    /// TLS for a `tcp://` builder: client key.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tlskey: Option<PathBuf>,
+    /// TLS for a `tcp://` builder: the name its certificate must carry
+    /// (default: the address's host).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub tlsservername: Option<String>,
+    /// TLS for a `tcp://` builder: a directory with `ca.pem`, `cert.pem`
+    /// and `key.pem` (the flags above override its files).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub tlsdir: Option<PathBuf>,
 }
 
 /// How progress is shown.

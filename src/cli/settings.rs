@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 
-use crate::buildkit::Address;
+use crate::buildkit::tls::TlsFiles;
+use crate::buildkit::{Address, TlsChoice};
 use crate::compose::LoadOptions;
 
 use super::args::{BuildArgs, GlobalArgs, Progress};
@@ -31,13 +32,61 @@ pub fn load_options(g: &GlobalArgs, env: &HashMap<String, String>) -> anyhow::Re
     })
 }
 
-/// The builder address from `--builder`, `BUILDKIT_HOST` and `DOCKER_HOST`.
+/// The builder address from `--builder`, `BUILDKIT_HOST` and `DOCKER_HOST`,
+/// with TLS from `--tls*` (buildkitd) and `DOCKER_TLS_VERIFY` (Docker).
 pub fn address(g: &GlobalArgs, env: &HashMap<String, String>) -> anyhow::Result<Address> {
+    let tls = TlsChoice {
+        buildkit: buildkit_tls(g),
+        docker: docker_tls(env),
+    };
     Ok(Address::resolve(
         g.builder.as_deref(),
         env.get("BUILDKIT_HOST").map(String::as_str),
         env.get("DOCKER_HOST").map(String::as_str),
+        &tls,
     )?)
+}
+
+/// TLS files for a buildkitd from `--tlsdir` and the `--tls*` flags.
+fn buildkit_tls(g: &GlobalArgs) -> Option<TlsFiles> {
+    let mut t = g
+        .tlsdir
+        .as_deref()
+        .map(TlsFiles::from_dir)
+        .unwrap_or_default();
+    if let Some(ca) = &g.tlscacert {
+        t.ca = Some(ca.clone());
+    }
+    if let Some(cert) = &g.tlscert {
+        t.cert = Some(cert.clone());
+    }
+    if let Some(key) = &g.tlskey {
+        t.key = Some(key.clone());
+    }
+    if let Some(name) = &g.tlsservername {
+        t.server_name = Some(name.clone());
+    }
+    (t.is_set() || g.tlsdir.is_some()).then_some(t)
+}
+
+/// TLS files for the Docker engine, as the Docker CLI finds them: with
+/// `DOCKER_TLS_VERIFY` set, `ca.pem`, `cert.pem` and `key.pem` in
+/// `DOCKER_CERT_PATH` (default `~/.docker`).
+pub fn docker_tls(env: &HashMap<String, String>) -> Option<TlsFiles> {
+    env.get("DOCKER_TLS_VERIFY").filter(|v| !v.is_empty())?;
+    let dir = env
+        .get("DOCKER_CERT_PATH")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            env.get("HOME")
+                .map(|h| std::path::Path::new(h).join(".docker"))
+        })
+        .unwrap_or_default();
+    let mut t = TlsFiles::from_dir(&dir);
+    // The CA is required, as the Docker CLI requires it.
+    t.ca = Some(dir.join("ca.pem"));
+    Some(t)
 }
 
 /// The Docker Engine API address (for image look-ups and `doctor`).

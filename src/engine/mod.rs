@@ -54,13 +54,29 @@ pub struct ImageInfo {
 impl Engine {
     /// Connects to `docker_host` (`unix://…` or `tcp://…`), negotiating
     /// the API version so old engines (20.10) work too.
-    pub async fn connect(docker_host: &str) -> Result<Self, EngineError> {
+    /// With `tls` (a `tcp://` host and `DOCKER_TLS_VERIFY`), over TLS.
+    pub async fn connect(
+        docker_host: &str,
+        tls: Option<&crate::buildkit::tls::TlsFiles>,
+    ) -> Result<Self, EngineError> {
         let api = |source| EngineError::Api {
             address: docker_host.to_string(),
             source,
         };
         let docker = if let Some(path) = docker_host.strip_prefix("unix://") {
             Docker::connect_with_unix(path, 600, bollard::API_DEFAULT_VERSION).map_err(api)?
+        } else if let (true, Some(tls)) = (docker_host.starts_with("tcp://"), tls) {
+            let missing = || {
+                EngineError::BadAddress(format!(
+                    "{docker_host} (TLS needs ca.pem, cert.pem and key.pem)"
+                ))
+            };
+            let (Some(ca), Some(cert), Some(key)) = (&tls.ca, &tls.cert, &tls.key) else {
+                return Err(missing());
+            };
+            let https = docker_host.replacen("tcp://", "https://", 1);
+            Docker::connect_with_ssl(&https, key, cert, ca, 600, bollard::API_DEFAULT_VERSION)
+                .map_err(api)?
         } else if docker_host.starts_with("tcp://") {
             let http = docker_host.replacen("tcp://", "http://", 1);
             Docker::connect_with_http(&http, 600, bollard::API_DEFAULT_VERSION).map_err(api)?

@@ -16,5 +16,6 @@ mod graph;
 mod ignore_table;
 mod secrets;
 mod skip;
+mod tls;
 mod tty;
 mod up;

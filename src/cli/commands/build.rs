@@ -89,9 +89,12 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
     };
     // The engine's image store tells whether a build can be skipped.
     let engine = if client.address().is_docker() {
-        crate::engine::Engine::connect(&settings::docker_host(&env))
-            .await
-            .ok()
+        crate::engine::Engine::connect(
+            &settings::docker_host(&env),
+            settings::docker_tls(&env).as_ref(),
+        )
+        .await
+        .ok()
     } else {
         None
     };

@@ -21,7 +21,7 @@ pub async fn run(global: &GlobalArgs) -> ExitStatus {
     let mut engine_version = None;
     if address.is_docker() {
         let host = settings::docker_host(&env);
-        match Engine::connect(&host).await {
+        match Engine::connect(&host, settings::docker_tls(&env).as_ref()).await {
             Ok(engine) => match engine.version().await {
                 Ok(v) => {
                     engine_version = Some(v.version.clone());

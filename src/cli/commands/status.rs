@@ -12,7 +12,12 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
         Ok(p) => p,
         Err(status) => return status,
     };
-    let engine = match Engine::connect(&settings::docker_host(&env)).await {
+    let engine = match Engine::connect(
+        &settings::docker_host(&env),
+        settings::docker_tls(&env).as_ref(),
+    )
+    .await
+    {
         Ok(e) => e,
         Err(e) => {
             report_error(
