@@ -222,7 +222,14 @@ pub fn plan(project: &Project, opts: &BuildOptions) -> Result<Vec<ServiceBuild>,
         let svc = &project.services[&name];
         let mut b = plan_service(project, svc, opts)?;
         b.deps = build_deps(project, svc);
-        let text = dockerfile_text(svc);
+        // `FROM ${ARG}` names the image the arguments make of it.
+        let args: BTreeMap<String, String> = b
+            .solve
+            .frontend_attrs
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("build-arg:")?.to_string(), v.clone())))
+            .collect();
+        let text = dockerfile_text(svc).map(|t| expand_from_args(&t, &args));
         let named: Vec<String> = svc
             .build
             .as_ref()
@@ -349,7 +356,12 @@ fn build_deps(project: &Project, svc: &Service) -> Vec<String> {
         .map(str::to_string)
         .collect();
     if let Some(text) = dockerfile_text(svc) {
-        for image in base_images(&text) {
+        let args: BTreeMap<String, String> = build
+            .args
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect();
+        for image in base_images(&expand_from_args(&text, &args)) {
             let image = normalize_image(&image);
             for other in project.services.values() {
                 if other.name != svc.name
@@ -426,6 +438,113 @@ fn dockerfile_text(svc: &Service) -> Option<String> {
         .ok(),
         None => None,
     }
+}
+
+/// The Dockerfile with variables in its `FROM` lines expanded as BuildKit
+/// does: from the `ARG`s declared before the first `FROM` (their defaults,
+/// overridden by `build_args`). Other lines are left as they are.
+fn expand_from_args(dockerfile: &str, build_args: &BTreeMap<String, String>) -> String {
+    let mut meta: BTreeMap<String, String> = BTreeMap::new();
+    let mut seen_from = false;
+    let mut out = String::with_capacity(dockerfile.len());
+    for line in dockerfile.lines() {
+        let trimmed = line.trim_start();
+        let mut words = trimmed.splitn(2, char::is_whitespace);
+        let keyword = words.next().unwrap_or_default();
+        let rest = words.next().unwrap_or_default().trim();
+        if keyword.eq_ignore_ascii_case("ARG") && !seen_from {
+            for decl in rest.split_whitespace() {
+                let (name, default) = match decl.split_once('=') {
+                    Some((n, d)) => (n, Some(expand_vars(d.trim_matches('"'), &meta))),
+                    None => (decl, None),
+                };
+                let value = build_args.get(name).cloned().or(default);
+                if let Some(v) = value {
+                    meta.insert(name.to_string(), v);
+                }
+            }
+        } else if keyword.eq_ignore_ascii_case("FROM") {
+            seen_from = true;
+            out.push_str("FROM ");
+            out.push_str(&expand_vars(rest, &meta));
+            out.push('\n');
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Shell-style `$NAME`, `${NAME}`, `${NAME:-word}`, `${NAME-word}`,
+/// `${NAME:+word}` and `${NAME+word}` from `vars` (unset: empty).
+fn expand_vars(text: &str, vars: &BTreeMap<String, String>) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' && chars.get(i + 1) == Some(&'$') {
+            out.push('$');
+            i += 2;
+            continue;
+        }
+        if c != '$' {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        if chars.get(i + 1) == Some(&'{') {
+            let Some(close) = chars[i + 2..].iter().position(|&c| c == '}') else {
+                out.extend(&chars[i..]);
+                break;
+            };
+            let inner: String = chars[i + 2..i + 2 + close].iter().collect();
+            i += close + 3;
+            let name_len = inner.chars().take_while(|&c| is_name(c)).count();
+            let (name, op) = inner.split_at(name_len);
+            let value = vars.get(name);
+            let set_nonempty = value.is_some_and(|v| !v.is_empty());
+            let expanded = if let Some(word) = op.strip_prefix(":-") {
+                if set_nonempty {
+                    value.cloned().unwrap_or_default()
+                } else {
+                    expand_vars(word, vars)
+                }
+            } else if let Some(word) = op.strip_prefix('-') {
+                match value {
+                    Some(v) => v.clone(),
+                    None => expand_vars(word, vars),
+                }
+            } else if let Some(word) = op.strip_prefix(":+") {
+                if set_nonempty {
+                    expand_vars(word, vars)
+                } else {
+                    String::new()
+                }
+            } else if let Some(word) = op.strip_prefix('+') {
+                if value.is_some() {
+                    expand_vars(word, vars)
+                } else {
+                    String::new()
+                }
+            } else {
+                value.cloned().unwrap_or_default()
+            };
+            out.push_str(&expanded);
+            continue;
+        }
+        let name: String = chars[i + 1..].iter().take_while(|&&c| is_name(c)).collect();
+        if name.is_empty() {
+            out.push('$');
+            i += 1;
+            continue;
+        }
+        i += 1 + name.chars().count();
+        out.push_str(vars.get(&name).map(String::as_str).unwrap_or_default());
+    }
+    out
 }
 
 /// Each `FROM` line of a Dockerfile: the image or stage it names (flags
@@ -992,6 +1111,32 @@ fn cache_entry(spec: &str) -> Option<ExporterSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_lines_expand_meta_args() {
+        let df = "ARG BASE=cbuild-base\nARG TAG\nARG FULL=${BASE}:${TAG:-latest}\n\
+                  FROM $BASE AS one\nARG LATE=x\nFROM ${FULL}\nFROM ${NOPE:-scratch}\n\
+                  FROM ${TAG:+tagged}base\nRUN echo $BASE\n";
+        let none = BTreeMap::new();
+        assert_eq!(
+            base_images(&expand_from_args(df, &none)),
+            ["cbuild-base", "cbuild-base:latest", "base"]
+        );
+        let args: BTreeMap<String, String> = [
+            ("BASE".to_string(), "other".to_string()),
+            ("TAG".to_string(), "1".to_string()),
+        ]
+        .into();
+        let expanded = expand_from_args(df, &args);
+        assert_eq!(base_images(&expanded), ["other", "other:1", "taggedbase"]);
+        // Lines other than FROM are kept as written.
+        assert!(expanded.contains("RUN echo $BASE"));
+        // An ARG after the first FROM is not a meta argument.
+        assert_eq!(
+            base_images(&expand_from_args("FROM a\nARG X=b\nFROM $X\n", &none)),
+            ["a"]
+        );
+    }
 
     #[test]
     fn image_references_normalise() {

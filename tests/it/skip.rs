@@ -128,6 +128,39 @@ fn a_changed_base_image_rebuilds() {
     let _ = docker(&["rmi", "-f", &base]);
 }
 
+/// `FROM ${BASE}`: the base is the image the build arguments name, so the
+/// build is skipped when nothing changed and rebuilt when the argument
+/// points elsewhere.
+#[test]
+fn a_base_named_by_a_build_arg_is_an_input() {
+    let p = Project::new("skiparg");
+    let other = format!("{}-other:1", p.name);
+    docker_ok(&["tag", "cbuild-base:latest", &other]);
+    p.file(
+        "compose.yaml",
+        "services:\n  app:\n    build:\n      context: .\n      args:\n        BASE: cbuild-base\n",
+    )
+    .file(
+        "Dockerfile",
+        "ARG BASE=nothing-by-this-name\nFROM ${BASE}\nRUN echo hi > /hi\n",
+    );
+    let first = p.cbuild(&["--progress", "json", "build"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(
+        finished(&p.cbuild(&["--progress", "json", "build"]))["app"]["up_to_date"],
+        true
+    );
+    let f = finished(&p.cbuild(&[
+        "--progress",
+        "json",
+        "build",
+        "--build-arg",
+        &format!("BASE={other}"),
+    ]));
+    assert_eq!(f["app"]["up_to_date"], false);
+    let _ = docker(&["rmi", "-f", &other]);
+}
+
 #[test]
 fn an_image_used_by_copy_from_is_an_input() {
     let p = Project::new("skipfrom");
