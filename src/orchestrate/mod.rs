@@ -41,6 +41,10 @@ pub async fn run(
         parallel
     }));
     let order: Vec<String> = builds.iter().map(|b| b.service.clone()).collect();
+    let images: HashMap<String, String> = builds
+        .iter()
+        .map(|b| (b.service.clone(), b.image.clone()))
+        .collect();
     let mut senders = HashMap::new();
     let mut receivers = HashMap::new();
     for b in &builds {
@@ -127,10 +131,35 @@ pub async fn run(
         });
     }
     let mut done = Vec::new();
+    let mut lost = Vec::new();
     while let Some(r) = set.join_next().await {
-        if let Ok(pair) = r {
-            done.push(pair);
+        match r {
+            Ok(pair) => done.push(pair),
+            Err(e) => lost.push(e),
         }
+    }
+    // A service task that panicked is a failed build, said as such (its
+    // dependents already saw its channel close and did not build).
+    for service in &order {
+        if done.iter().any(|(s, _)| s == service) {
+            continue;
+        }
+        let why = lost
+            .iter()
+            .find_map(|e| e.is_panic().then_some("an internal error (a panic)"))
+            .unwrap_or("its task was stopped");
+        let image = images.get(service).cloned().unwrap_or_default();
+        let o = ServiceOutcome {
+            error: Some(format!(
+                "cbuild could not finish this build: {why}; please report it with `CBUILD_LOG=debug` output"
+            )),
+            ..ServiceOutcome::without_build(image, std::time::Duration::ZERO)
+        };
+        reporter.report(BuildEvent::Finished {
+            service: service.clone(),
+            outcome: o.clone(),
+        });
+        done.push((service.clone(), o));
     }
     done.sort_by_key(|(s, _)| order.iter().position(|o| o == s));
     done
