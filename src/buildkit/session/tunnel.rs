@@ -68,8 +68,18 @@ pub async fn start(
         let io = address.upgrade("/session", &hdrs).await?;
         tokio::spawn(serve(io, routes))
     } else {
-        let io = over_control_session(control.clone(), &hdrs)?;
-        tokio::spawn(serve(io, routes))
+        let (io, refused) = over_control_session(control.clone(), &hdrs)?;
+        tokio::spawn(async move {
+            let served = serve(io, routes).await;
+            // The daemon's own reason, when it refused the session, says
+            // more than the connection that closed because of it.
+            match refused.lock().ok().and_then(|mut r| r.take()) {
+                Some(why) => Err(BuildkitError::Session(format!(
+                    "the builder refused the session: {why}"
+                ))),
+                None => served,
+            }
+        })
     };
     Ok(RunningSession { id, stats, task })
 }
@@ -95,12 +105,19 @@ pub(crate) async fn serve<I: Io>(io: I, routes: Routes) -> Result<(), BuildkitEr
         .map_err(|e| BuildkitError::Session(e.to_string()))
 }
 
+/// Why the daemon refused a `Control.Session` call, once it has.
+type Refusal = Arc<std::sync::Mutex<Option<String>>>;
+
 /// Bridges `Control.Session` to a byte stream: bytes written to the returned
 /// end go out as `BytesMessage`s, messages from the daemon come back as bytes.
+/// The second value is filled in (before the stream ends) if the daemon
+/// refuses the call.
 fn over_control_session(
     mut control: ControlClient<Channel>,
     hdrs: &[(String, String)],
-) -> Result<tokio::io::DuplexStream, BuildkitError> {
+) -> Result<(tokio::io::DuplexStream, Refusal), BuildkitError> {
+    let refusal: Refusal = Arc::default();
+    let refused = refusal.clone();
     let (ours, theirs) = tokio::io::duplex(256 * 1024);
     let (out_tx, out_rx) = mpsc::channel::<BytesMessage>(32);
     let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
@@ -120,6 +137,9 @@ fn over_control_session(
             Ok(r) => r,
             Err(status) => {
                 tracing::debug!(%status, "Control.Session failed");
+                if let Ok(mut r) = refused.lock() {
+                    *r = Some(crate::buildkit::error::status_text(&status));
+                }
                 return;
             }
         };
@@ -131,5 +151,5 @@ fn over_control_session(
         }
         let _ = wr.shutdown().await;
     });
-    Ok(ours)
+    Ok((ours, refusal))
 }
