@@ -150,10 +150,18 @@ impl Address {
                     .server_name(h)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
                 let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-                let stream = connector
-                    .connect(name, s)
-                    .await
-                    .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
+                let stream = connector.connect(name, s).await.map_err(|e| {
+                    let mut msg = format!("TLS handshake failed: {e}");
+                    if msg.contains("CaUsedAsEndEntity") {
+                        // Go's TLS accepts a self-signed CA certificate as the
+                        // server's own; rustls does not.
+                        msg.push_str(
+                            " (the server presents a CA certificate as its own: give it a \
+                             certificate issued by that CA, with the server's name or IP)",
+                        );
+                    }
+                    io::Error::new(e.kind(), msg)
+                })?;
                 Ok(Box::new(stream))
             }
         }

@@ -806,7 +806,9 @@ impl StatData {
             ino: st.st_ino,
             dev: st.st_dev,
             rdev: st.st_rdev,
-            nlink: st.st_nlink,
+            // `nlink_t` is u32 on some 64-bit targets (aarch64), u64 on x86_64.
+            #[allow(clippy::unnecessary_cast)]
+            nlink: st.st_nlink as u64,
         })
     }
 }

@@ -215,13 +215,13 @@ pub fn plan(project: &Project, opts: &BuildOptions) -> Result<Vec<ServiceBuild>,
     let mut order: Vec<String> = Vec::new();
     let mut visiting: Vec<String> = Vec::new();
     for name in &wanted {
-        visit(project, name, &mut order, &mut visiting)?;
+        visit(project, name, opts, &mut order, &mut visiting)?;
     }
     let mut builds: Vec<ServiceBuild> = Vec::new();
     for name in order {
         let svc = &project.services[&name];
         let mut b = plan_service(project, svc, opts)?;
-        b.deps = build_deps(project, svc);
+        b.deps = build_deps(project, svc, opts);
         // `FROM ${ARG}` names the image the arguments make of it.
         let args: BTreeMap<String, String> = b
             .solve
@@ -319,6 +319,7 @@ pub(crate) fn selected_services<'p>(
 fn visit(
     project: &Project,
     name: &str,
+    opts: &BuildOptions,
     order: &mut Vec<String>,
     visiting: &mut Vec<String>,
 ) -> Result<(), PlanError> {
@@ -335,8 +336,8 @@ fn visit(
         .get(name)
         .ok_or_else(|| PlanError::NoSuchService(name.to_string()))?;
     visiting.push(name.to_string());
-    for dep in build_deps(project, svc) {
-        visit(project, &dep, order, visiting)?;
+    for dep in build_deps(project, svc, opts) {
+        visit(project, &dep, opts, order, visiting)?;
     }
     visiting.pop();
     order.push(name.to_string());
@@ -345,7 +346,7 @@ fn visit(
 
 /// The services whose images `svc`'s build uses: `additional_contexts`
 /// entries `service:NAME`, and `FROM` lines naming another service's image.
-fn build_deps(project: &Project, svc: &Service) -> Vec<String> {
+fn build_deps(project: &Project, svc: &Service, opts: &BuildOptions) -> Vec<String> {
     let Some(build) = &svc.build else {
         return Vec::new();
     };
@@ -356,12 +357,7 @@ fn build_deps(project: &Project, svc: &Service) -> Vec<String> {
         .map(str::to_string)
         .collect();
     if let Some(text) = dockerfile_text(svc) {
-        let args: BTreeMap<String, String> = build
-            .args
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-            .collect();
-        for image in base_images(&expand_from_args(&text, &args)) {
+        for image in base_images(&expand_from_args(&text, &build_args(build, opts))) {
             let image = normalize_image(&image);
             for other in project.services.values() {
                 if other.name != svc.name
@@ -496,7 +492,21 @@ fn expand_vars(text: &str, vars: &BTreeMap<String, String>) -> String {
             continue;
         }
         if chars.get(i + 1) == Some(&'{') {
-            let Some(close) = chars[i + 2..].iter().position(|&c| c == '}') else {
+            // The matching `}` (defaults may hold `${…}` themselves).
+            let mut depth = 0usize;
+            let close = chars[i + 2..].iter().position(|&c| match c {
+                '{' => {
+                    depth += 1;
+                    false
+                }
+                '}' if depth == 0 => true,
+                '}' => {
+                    depth -= 1;
+                    false
+                }
+                _ => false,
+            });
+            let Some(close) = close else {
                 out.extend(&chars[i..]);
                 break;
             };
@@ -889,6 +899,20 @@ fn track(dir: &Path, key: &str, opts: &BuildOptions) -> TrackedDir {
     }
 }
 
+/// The build arguments a build gets: the service's `args`, overridden by
+/// `--build-arg` (a bare `KEY` takes the environment's value); unset ones
+/// are left out.
+fn build_args(build: &crate::compose::BuildSpec, opts: &BuildOptions) -> BTreeMap<String, String> {
+    let mut args = build.args.clone();
+    for (k, v) in &opts.build_args {
+        let v = v.clone().or_else(|| opts.environment.get(k).cloned());
+        args.insert(k.clone(), v);
+    }
+    args.into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect()
+}
+
 /// The frontend attributes from the service's build options (target, build
 /// args, labels, cache and pull policy, hosts, shm size, ulimits, network,
 /// platforms), and the entitlements they need.
@@ -902,15 +926,8 @@ fn option_attrs(
     if let Some(t) = &build.target {
         attrs.insert("target".into(), t.clone());
     }
-    let mut args = build.args.clone();
-    for (k, v) in &opts.build_args {
-        let v = v.clone().or_else(|| opts.environment.get(k).cloned());
-        args.insert(k.clone(), v);
-    }
-    for (k, v) in args {
-        if let Some(v) = v {
-            attrs.insert(format!("build-arg:{k}"), v);
-        }
+    for (k, v) in build_args(build, opts) {
+        attrs.insert(format!("build-arg:{k}"), v);
     }
     for (k, v) in &build.labels {
         attrs.insert(format!("label:{k}"), v.clone());
@@ -1131,6 +1148,9 @@ mod tests {
         assert_eq!(base_images(&expanded), ["other", "other:1", "taggedbase"]);
         // Lines other than FROM are kept as written.
         assert!(expanded.contains("RUN echo $BASE"));
+        // Defaults may nest.
+        let vars: BTreeMap<String, String> = [("B".to_string(), "bee".to_string())].into();
+        assert_eq!(expand_vars("${A:-${B}}/${A:-x${C:-c}y}", &vars), "bee/xcy");
         // An ARG after the first FROM is not a meta argument.
         assert_eq!(
             base_images(&expand_from_args("FROM a\nARG X=b\nFROM $X\n", &none)),

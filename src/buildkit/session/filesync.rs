@@ -212,7 +212,9 @@ impl Listing {
             let mut unsent = Vec::new();
             for (i, (item, h)) in self.items.iter_mut().enumerate() {
                 let Item::Entry(e) = item else { continue };
-                if h.is_some() || !e.is_regular() {
+                // A hard-link repeat is never asked for, and its content is
+                // not part of the digest (kind `h`): nothing to read.
+                if h.is_some() || !e.is_regular() || !e.linkname.is_empty() {
                     continue;
                 }
                 match sent.get(&(i as u32)) {
@@ -606,10 +608,22 @@ async fn send_file(
             // One blocking task reads, hashes and sends the whole file: a
             // hop to the blocking pool per read, and a zeroed 128 KiB buffer
             // per read of a 5 KB file, made many small files slow.
-            let tx = tx.clone();
-            let sent = tokio::task::spawn_blocking(move || read_and_send(id, &path, listed, &tx))
-                .await
-                .unwrap_or(Sent::Closed);
+            let reader_tx = tx.clone();
+            let sent = match tokio::task::spawn_blocking(move || {
+                read_and_send(id, &path, listed, &reader_tx)
+            })
+            .await
+            {
+                Ok(sent) => sent,
+                Err(e) => {
+                    // The daemon waits for this file: tell it the transfer
+                    // failed rather than leave it waiting.
+                    let _ = tx
+                        .send(Ok(err_packet(format!("reading a file failed: {e}"))))
+                        .await;
+                    Sent::Closed
+                }
+            };
             match sent {
                 Sent::All(n, h) => {
                     count(n);

@@ -140,6 +140,10 @@ fn over_control_session(
                 if let Ok(mut r) = refused.lock() {
                     *r = Some(crate::buildkit::error::status_text(&status));
                 }
+                // End the stream the HTTP/2 server reads, so the session
+                // ends now (with this reason) instead of waiting for a
+                // client that will never speak.
+                let _ = wr.shutdown().await;
                 return;
             }
         };
@@ -152,4 +156,84 @@ fn over_control_session(
         let _ = wr.shutdown().await;
     });
     Ok((ours, refusal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buildkit::proto::moby::buildkit::v1::control_server::{Control, ControlServer};
+    use crate::buildkit::proto::moby::buildkit::v1::{
+        InfoRequest, InfoResponse, ListWorkersRequest, ListWorkersResponse, SolveRequest,
+        SolveResponse, StatusRequest, StatusResponse,
+    };
+    use hyper_util::rt::TokioIo;
+    use tonic::{Request, Response, Status, Streaming};
+
+    /// A Control API that refuses sessions (and implements nothing else).
+    struct RefusesSessions;
+
+    #[tonic::async_trait]
+    impl Control for RefusesSessions {
+        async fn solve(&self, _: Request<SolveRequest>) -> Result<Response<SolveResponse>, Status> {
+            Err(Status::unimplemented("solve"))
+        }
+        type StatusStream = ReceiverStream<Result<StatusResponse, Status>>;
+        async fn status(
+            &self,
+            _: Request<StatusRequest>,
+        ) -> Result<Response<Self::StatusStream>, Status> {
+            Err(Status::unimplemented("status"))
+        }
+        type SessionStream = ReceiverStream<Result<BytesMessage, Status>>;
+        async fn session(
+            &self,
+            _: Request<Streaming<BytesMessage>>,
+        ) -> Result<Response<Self::SessionStream>, Status> {
+            Err(Status::permission_denied("sessions are not allowed here"))
+        }
+        async fn list_workers(
+            &self,
+            _: Request<ListWorkersRequest>,
+        ) -> Result<Response<ListWorkersResponse>, Status> {
+            Err(Status::unimplemented("list_workers"))
+        }
+        async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+            Err(Status::unimplemented("info"))
+        }
+    }
+
+    /// The daemon's reason for refusing `Control.Session` ends the session
+    /// at once, and is what the build reports.
+    #[tokio::test]
+    async fn a_refused_session_ends_with_the_daemons_reason() {
+        let (server_io, client_io) = tokio::io::duplex(1 << 16);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ControlServer::new(RefusesSessions))
+                .serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(server_io))),
+        );
+        let mut client_io = Some(client_io);
+        let channel = tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let io = client_io.take();
+                async move {
+                    io.map(TokioIo::new)
+                        .ok_or_else(|| std::io::Error::other("used"))
+                }
+            }))
+            .await
+            .unwrap();
+        let control = ControlClient::new(channel);
+        let address = Address::BuildkitUnix("/nonexistent/buildkitd.sock".into());
+        let mut session = start(&address, &control, &SessionSpec::default())
+            .await
+            .unwrap();
+        let err = tokio::time::timeout(std::time::Duration::from_secs(10), session.closed())
+            .await
+            .expect("the session ends once the daemon refuses it");
+        assert!(
+            err.to_string().contains("sessions are not allowed here"),
+            "{err}"
+        );
+    }
 }
