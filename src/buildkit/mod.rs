@@ -197,29 +197,35 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A status with a source was made on this side: the connection failed (a
+/// TLS alert, a reset), not the call. Says where, and why; `None` for a
+/// status the daemon sent.
+pub(crate) fn connection_lost(status: &tonic::Status, address: &Address) -> Option<BuildkitError> {
+    let cause = std::error::Error::source(status)?;
+    let mut why = error::status_text(status);
+    let mut cur = Some(cause);
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !why.contains(&text) {
+            why.push_str(": ");
+            why.push_str(&text);
+        }
+        cur = c.source();
+    }
+    if address.tls_without_client_cert() {
+        why.push_str(
+            " (if the builder requires a client certificate, give `--tlscert` and `--tlskey`)",
+        );
+    }
+    Some(BuildkitError::Solve {
+        message: format!("lost the connection to the builder at `{address}`: {why}"),
+    })
+}
+
 /// Turns a failed Solve into an error a person can read.
 fn solve_error(status: tonic::Status, address: &Address) -> BuildkitError {
-    // A status with a source was made on this side: the connection failed
-    // (a TLS alert, a reset), not the build. Say where, and why.
-    if let Some(cause) = std::error::Error::source(&status) {
-        let mut why = error::status_text(&status);
-        let mut cur = Some(cause);
-        while let Some(c) = cur {
-            let text = c.to_string();
-            if !why.contains(&text) {
-                why.push_str(": ");
-                why.push_str(&text);
-            }
-            cur = c.source();
-        }
-        if address.tls_without_client_cert() {
-            why.push_str(
-                " (if the builder requires a client certificate, give `--tlscert` and `--tlskey`)",
-            );
-        }
-        return BuildkitError::Solve {
-            message: format!("lost the connection to the builder at `{address}`: {why}"),
-        };
+    if let Some(lost) = connection_lost(&status, address) {
+        return lost;
     }
     match status.code() {
         tonic::Code::Unavailable => BuildkitError::Rpc {

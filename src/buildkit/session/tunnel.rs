@@ -69,14 +69,19 @@ pub async fn start(
         tokio::spawn(serve(io, routes))
     } else {
         let (io, refused) = over_control_session(control.clone(), &hdrs)?;
+        let address = address.clone();
         tokio::spawn(async move {
             let served = serve(io, routes).await;
-            // The daemon's own reason, when it refused the session, says
-            // more than the connection that closed because of it.
+            // Why the call failed says more than the connection that
+            // closed because of it: the daemon's reason, or the transport's.
             match refused.lock().ok().and_then(|mut r| r.take()) {
-                Some(why) => Err(BuildkitError::Session(format!(
-                    "the builder refused the session: {why}"
-                ))),
+                Some(status) => Err(crate::buildkit::connection_lost(&status, &address)
+                    .unwrap_or_else(|| {
+                        BuildkitError::Session(format!(
+                            "the builder refused the session: {}",
+                            crate::buildkit::error::status_text(&status)
+                        ))
+                    })),
                 None => served,
             }
         })
@@ -105,8 +110,8 @@ pub(crate) async fn serve<I: Io>(io: I, routes: Routes) -> Result<(), BuildkitEr
         .map_err(|e| BuildkitError::Session(e.to_string()))
 }
 
-/// Why the daemon refused a `Control.Session` call, once it has.
-type Refusal = Arc<std::sync::Mutex<Option<String>>>;
+/// How a `Control.Session` call failed, once it has.
+type Refusal = Arc<std::sync::Mutex<Option<tonic::Status>>>;
 
 /// Bridges `Control.Session` to a byte stream: bytes written to the returned
 /// end go out as `BytesMessage`s, messages from the daemon come back as bytes.
@@ -138,7 +143,7 @@ fn over_control_session(
             Err(status) => {
                 tracing::debug!(%status, "Control.Session failed");
                 if let Ok(mut r) = refused.lock() {
-                    *r = Some(crate::buildkit::error::status_text(&status));
+                    *r = Some(status);
                 }
                 // End the stream the HTTP/2 server reads, so the session
                 // ends now (with this reason) instead of waiting for a
