@@ -163,6 +163,27 @@ fn project() -> Project {
     p
 }
 
+/// `cbuild --builder BUILDER` with a CA, a client certificate and its key.
+fn build_with_client_cert(
+    p: &Project,
+    builder: &str,
+    ca: &str,
+    cert: &str,
+    key: &str,
+) -> std::process::Output {
+    p.cbuild(&[
+        "--builder",
+        builder,
+        "--tlscacert",
+        ca,
+        "--tlscert",
+        cert,
+        "--tlskey",
+        key,
+        "build",
+    ])
+}
+
 fn cert_path(p: &Path) -> String {
     p.display().to_string()
 }
@@ -208,17 +229,7 @@ fn a_buildkitd_over_tls() {
         pki.path("cert.pem"),
         pki.path("key.pem"),
     );
-    let out = p.cbuild(&[
-        "--builder",
-        &builder,
-        "--tlscacert",
-        &ca,
-        "--tlscert",
-        &cert,
-        "--tlskey",
-        &key,
-        "build",
-    ]);
+    let out = build_with_client_cert(&p, &builder, &ca, &cert, &key);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(run_in(&p.image("app"), "cat /hello.txt"), "over TLS\n");
     // `--tlsdir` names the same three files.
@@ -241,17 +252,7 @@ fn tls_failures_are_clear() {
 
     let wrong_ca = other.path("ca.pem");
     let (cert, key) = (pki.path("cert.pem"), pki.path("key.pem"));
-    let out = p.cbuild(&[
-        "--builder",
-        &builder,
-        "--tlscacert",
-        &wrong_ca,
-        "--tlscert",
-        &cert,
-        "--tlskey",
-        &key,
-        "build",
-    ]);
+    let out = build_with_client_cert(&p, &builder, &wrong_ca, &cert, &key);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -270,23 +271,10 @@ fn tls_failures_are_clear() {
     let out = p.cbuild(&["--builder", &builder, "--tlscacert", &ca, "build"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(
-        err.contains(&builder) && err.to_lowercase().contains("certificate"),
-        "{err}"
-    );
+    assert!(err.contains(&builder) && err.contains("--tlscert"), "{err}");
 
     let missing = pki.dir.path().join("nope.pem").display().to_string();
-    let out = p.cbuild(&[
-        "--builder",
-        &builder,
-        "--tlscacert",
-        &ca,
-        "--tlscert",
-        &cert,
-        "--tlskey",
-        &missing,
-        "build",
-    ]);
+    let out = build_with_client_cert(&p, &builder, &ca, &cert, &missing);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(

@@ -747,7 +747,6 @@ mod protocol_tests {
     use super::*;
     use crate::buildkit::proto::moby::filesync::v1::file_sync_client::FileSyncClient;
     use crate::buildkit::session::{routes, SessionSpec};
-    use hyper_util::rt::TokioIo;
 
     async fn client_for(
         spec: SessionSpec,
@@ -759,18 +758,20 @@ mod protocol_tests {
         let routes = routes(&spec, stats.clone());
         let (server_io, client_io) = tokio::io::duplex(1 << 20);
         tokio::spawn(crate::buildkit::session::tunnel::serve(server_io, routes));
-        let mut client_io = Some(client_io);
-        let channel = tonic::transport::Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let io = client_io.take();
-                async move {
-                    io.map(TokioIo::new)
-                        .ok_or_else(|| std::io::Error::other("used"))
-                }
-            }))
-            .await
-            .unwrap();
+        let channel = crate::buildkit::session::test_channel(client_io).await;
         (FileSyncClient::new(channel), stats)
+    }
+
+    /// Opens a DiffCopy call for `dir`: the sender of our packets and the
+    /// stream of the session's.
+    async fn diff_copy(
+        client: &mut FileSyncClient<tonic::transport::Channel>,
+        dir: &str,
+    ) -> (mpsc::Sender<Packet>, Streaming<Packet>) {
+        let (tx, rx) = mpsc::channel::<Packet>(16);
+        let mut req = Request::new(ReceiverStream::new(rx));
+        req.metadata_mut().insert("dir-name", dir.parse().unwrap());
+        (tx, client.diff_copy(req).await.unwrap().into_inner())
     }
 
     #[tokio::test]
@@ -786,12 +787,7 @@ mod protocol_tests {
             ..Default::default()
         };
         let (mut client, stats) = client_for(spec).await;
-
-        let (tx, rx) = mpsc::channel::<Packet>(16);
-        let mut req = Request::new(ReceiverStream::new(rx));
-        req.metadata_mut()
-            .insert("dir-name", "context".parse().unwrap());
-        let mut resp = client.diff_copy(req).await.unwrap().into_inner();
+        let (tx, mut resp) = diff_copy(&mut client, "context").await;
 
         let mut paths = Vec::new();
         let mut files = Vec::new();
@@ -867,11 +863,7 @@ mod protocol_tests {
             ..Default::default()
         };
         let (mut client, stats) = client_for(spec).await;
-        let (tx, rx) = mpsc::channel::<Packet>(16);
-        let mut req = Request::new(ReceiverStream::new(rx));
-        req.metadata_mut()
-            .insert("dir-name", "context".parse().unwrap());
-        let mut resp = client.diff_copy(req).await.unwrap().into_inner();
+        let (tx, mut resp) = diff_copy(&mut client, "context").await;
         let mut ids = HashMap::new();
         let mut n = 0u32;
         while let Some(st) = resp.message().await.unwrap().unwrap().stat {

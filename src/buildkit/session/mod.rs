@@ -261,3 +261,20 @@ pub(crate) async fn pump_chunks<R, T>(
         }
     }
 }
+
+/// A gRPC channel over one end of an in-memory stream (for unit tests that
+/// play the other side of a connection).
+#[cfg(test)]
+pub(crate) async fn test_channel(io: tokio::io::DuplexStream) -> tonic::transport::Channel {
+    let mut io = Some(io);
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let io = io.take();
+            async move {
+                io.map(hyper_util::rt::TokioIo::new)
+                    .ok_or_else(|| std::io::Error::other("used"))
+            }
+        }))
+        .await
+        .unwrap()
+}

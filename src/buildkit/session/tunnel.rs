@@ -171,7 +171,6 @@ mod tests {
         InfoRequest, InfoResponse, ListWorkersRequest, ListWorkersResponse, SolveRequest,
         SolveResponse, StatusRequest, StatusResponse,
     };
-    use hyper_util::rt::TokioIo;
     use tonic::{Request, Response, Status, Streaming};
 
     /// A Control API that refuses sessions (and implements nothing else).
@@ -217,18 +216,7 @@ mod tests {
                 .add_service(ControlServer::new(RefusesSessions))
                 .serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(server_io))),
         );
-        let mut client_io = Some(client_io);
-        let channel = tonic::transport::Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let io = client_io.take();
-                async move {
-                    io.map(TokioIo::new)
-                        .ok_or_else(|| std::io::Error::other("used"))
-                }
-            }))
-            .await
-            .unwrap();
-        let control = ControlClient::new(channel);
+        let control = ControlClient::new(super::super::test_channel(client_io).await);
         let address = Address::BuildkitUnix("/nonexistent/buildkitd.sock".into());
         let mut session = start(&address, &control, &SessionSpec::default())
             .await
