@@ -762,6 +762,18 @@ mod protocol_tests {
         (FileSyncClient::new(channel), stats)
     }
 
+    /// Sends FIN and expects FIN back.
+    async fn fin(tx: &mpsc::Sender<Packet>, resp: &mut Streaming<Packet>) {
+        tx.send(Packet {
+            r#type: PacketType::PacketFin as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let answer = resp.message().await.unwrap().unwrap();
+        assert_eq!(answer.r#type, PacketType::PacketFin as i32);
+    }
+
     /// Opens a DiffCopy call for `dir`: the sender of our packets and the
     /// stream of the session's.
     async fn diff_copy(
@@ -824,14 +836,7 @@ mod protocol_tests {
         for (id, _, size) in &files {
             assert_eq!(got.get(id).map(Vec::len).unwrap_or(0) as i64, *size);
         }
-        tx.send(Packet {
-            r#type: PacketType::PacketFin as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let fin = resp.message().await.unwrap().unwrap();
-        assert_eq!(fin.r#type, PacketType::PacketFin as i32);
+        fin(&tx, &mut resp).await;
         assert!(
             resp.message().await.unwrap().is_none(),
             "stream ends after FIN"
@@ -884,14 +889,7 @@ mod protocol_tests {
                 break;
             }
         }
-        tx.send(Packet {
-            r#type: PacketType::PacketFin as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let fin = resp.message().await.unwrap().unwrap();
-        assert_eq!(fin.r#type, PacketType::PacketFin as i32);
+        fin(&tx, &mut resp).await;
         let hashed = |t: &TrackedDir| t.hashes.stats.files_hashed.load(Ordering::Relaxed);
         assert_eq!(hashed(&tracked), 2, "each file hashed once");
         let served = stats.served.lock().unwrap().clone();
