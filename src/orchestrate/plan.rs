@@ -223,12 +223,11 @@ pub fn plan(project: &Project, opts: &BuildOptions) -> Result<Vec<ServiceBuild>,
         let mut b = plan_service(project, svc, opts)?;
         b.deps = build_deps(project, svc, opts);
         // `FROM ${ARG}` names the image the arguments make of it.
-        let args: BTreeMap<String, String> = b
-            .solve
-            .frontend_attrs
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("build-arg:")?.to_string(), v.clone())))
-            .collect();
+        let args = svc
+            .build
+            .as_ref()
+            .map(|x| build_args(x, opts))
+            .unwrap_or_default();
         let text = dockerfile_text(svc).map(|t| expand_from_args(&t, &args));
         let named: Vec<String> = svc
             .build
