@@ -98,6 +98,15 @@ impl<'a> Reader<'a> {
         Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 
+    /// Reads a count of records, each at least `min_record` bytes long: a
+    /// count the rest of the file cannot hold reads as damage (so nothing
+    /// allocates for it).
+    pub fn count(&mut self, min_record: usize) -> Option<usize> {
+        let n = self.u32()? as usize;
+        let left = self.body.len() - self.pos;
+        (n.checked_mul(min_record.max(1))? <= left).then_some(n)
+    }
+
     /// Reads a string.
     pub fn str(&mut self) -> Option<&'a str> {
         let n = self.u32()? as usize;
@@ -134,6 +143,15 @@ mod tests {
         assert_eq!(r.hash(), Some([9; 32]));
         assert!(r.at_end());
         assert_eq!(r.u32(), None);
+        // A record count larger than the file can hold is damage.
+        let mut w = Writer::new(b"TEST0001");
+        w.u32(1000);
+        w.u64(1);
+        let bytes = w.finish();
+        let mut r = Reader::open(&bytes, b"TEST0001").unwrap();
+        assert_eq!(r.count(8), None);
+        let mut r = Reader::open(&bytes, b"TEST0001").unwrap();
+        assert_eq!(r.u32(), Some(1000));
         // Another kind, a flipped byte, a truncated file: all absent.
         assert!(Reader::open(&bytes, b"TEST0002").is_none());
         let mut bad = bytes.clone();

@@ -57,7 +57,8 @@ impl CacheFile {
         let bytes = std::fs::read(path).ok()?;
         let mut r = Reader::open(&bytes, MAGIC)?;
         let written_at_ns = r.i64()?;
-        let n = r.u32()? as usize;
+        // Path length, then the fixed fields.
+        let n = r.count(4 + 5 * 8 + 32)?;
         let mut entries = HashMap::with_capacity(n);
         for _ in 0..n {
             let path = r.str()?.to_string();

@@ -54,7 +54,8 @@ impl State {
         let bytes = std::fs::read(path).ok()?;
         let mut r = Reader::open(&bytes, MAGIC)?;
         let generation = r.str()?.to_string();
-        let n = r.u32()? as usize;
+        // Path length, then the fixed fields.
+        let n = r.count(4 + 32 + 4 + 8)?;
         let mut files = HashMap::with_capacity(n);
         for _ in 0..n {
             let path = r.str()?.to_string();
