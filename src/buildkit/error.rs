@@ -22,6 +22,17 @@ pub enum BuildkitError {
         /// Why it failed.
         cause: io::Error,
     },
+    /// The builder accepted the connection (or not even that) but did not
+    /// answer in time.
+    #[error("the builder at `{address}` did not answer {waiting_for} within {}", crate::timeouts::words(*.after))]
+    Timeout {
+        /// Where cbuild waited.
+        address: String,
+        /// What it waited for (`the connection`, `POST /grpc`…).
+        waiting_for: String,
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
     /// The Docker engine refused the HTTP upgrade to its BuildKit endpoints.
     #[error("the Docker engine at `{address}` refused `POST {path}` (upgrade to h2c): {answer}")]
     Upgrade {
@@ -85,6 +96,15 @@ impl BuildkitError {
                 path: path.clone(),
                 answer: answer.clone(),
             },
+            BuildkitError::Timeout {
+                address,
+                waiting_for,
+                after,
+            } => BuildkitError::Timeout {
+                address: address.clone(),
+                waiting_for: waiting_for.clone(),
+                after: *after,
+            },
             other => BuildkitError::Session(other.to_string()),
         }
     }
@@ -94,6 +114,10 @@ impl BuildkitError {
         match self {
             BuildkitError::Connect { address, .. } => Some(format!(
                 "is the Docker engine (or buildkitd) running? cbuild tried `{address}`; set `DOCKER_HOST`, `BUILDKIT_HOST` or `--builder` to point elsewhere"
+            )),
+            BuildkitError::Timeout { .. } => Some(format!(
+                "something accepts connections there but does not answer like a Docker engine or buildkitd; check the address, or give a slow builder more time with `{}=SECONDS`",
+                crate::timeouts::ENV
             )),
             BuildkitError::Upgrade { .. } => Some(
                 "cbuild needs a Docker engine with BuildKit (19.03 or newer), or a standalone buildkitd via `--builder`".into(),
@@ -112,7 +136,9 @@ impl BuildkitError {
     pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
-            BuildkitError::Connect { .. } | BuildkitError::Transport { .. }
+            BuildkitError::Connect { .. }
+                | BuildkitError::Transport { .. }
+                | BuildkitError::Timeout { .. }
         ) || matches!(self, BuildkitError::Rpc { status, .. } if status.code() == tonic::Code::Unavailable)
     }
 }

@@ -65,13 +65,36 @@ pub struct BuildResult {
 }
 
 impl Client {
-    /// Connects to the daemon at `address`.
+    /// Connects to the daemon at `address` and waits for its first answer.
+    ///
+    /// HTTP/2 lets a client send before the server has said anything, so a
+    /// peer that accepts and then stays silent would only show up as a call
+    /// that never returns (a Solve may rightly run for hours). One cheap
+    /// call under the connect deadline tells a silent peer from a builder.
     pub async fn connect(address: Address) -> Result<Self, BuildkitError> {
         let channel = address.connect().await?;
         let control = ControlClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        Ok(Self { address, control })
+        let after = crate::timeouts::answer_deadline();
+        let mut probe = control.clone();
+        let answered =
+            tokio::time::timeout(after, probe.list_workers(pb::ListWorkersRequest::default()))
+                .await;
+        match answered {
+            Err(_) => Err(BuildkitError::Timeout {
+                address: address.to_string(),
+                waiting_for: "its first gRPC call (ListWorkers)".into(),
+                after,
+            }),
+            Ok(Err(status)) => Err(connection_lost(&status, &address).unwrap_or(
+                BuildkitError::Rpc {
+                    call: "ListWorkers",
+                    status: Box::new(status),
+                },
+            )),
+            Ok(Ok(_)) => Ok(Self { address, control }),
+        }
     }
 
     /// The daemon's address.
