@@ -69,6 +69,14 @@ pub enum BuildkitError {
     /// The session (file transfer channel) ended before the build did.
     #[error("the builder closed the build session: {0}")]
     Session(String),
+    /// The session with a known builder ended before the build did.
+    #[error("the builder at `{address}` closed the build session: {cause}")]
+    SessionClosed {
+        /// The builder's address.
+        address: String,
+        /// What ended it.
+        cause: String,
+    },
     /// The build was cancelled (Ctrl-C).
     #[error("build cancelled")]
     Cancelled,
@@ -122,13 +130,24 @@ impl BuildkitError {
             BuildkitError::Upgrade { .. } => Some(
                 "cbuild needs a Docker engine with BuildKit (19.03 or newer), or a standalone buildkitd via `--builder`".into(),
             ),
-            BuildkitError::Session(_) => Some(
+            BuildkitError::Session(_) | BuildkitError::SessionClosed { .. } => Some(
                 "the builder may have stopped or restarted in the middle of the build; `cbuild doctor` checks it".into(),
             ),
             BuildkitError::Rpc { status, .. } if status.code() == tonic::Code::Unavailable => {
                 Some("the builder went away; check that the Docker engine is still running".into())
             }
             _ => None,
+        }
+    }
+
+    /// This error, naming the builder at `address` where it does not yet.
+    pub(crate) fn at(self, address: &super::Address) -> Self {
+        match self {
+            BuildkitError::Session(cause) => BuildkitError::SessionClosed {
+                address: address.to_string(),
+                cause,
+            },
+            other => other,
         }
     }
 

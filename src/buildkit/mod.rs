@@ -27,6 +27,10 @@ use proto::moby::buildkit::v1::control_client::ControlClient;
 /// large; tonic's default is 4 MiB, the daemon's own limit 16 MiB).
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// How long a build whose session ended waits for the Solve call's own
+/// answer before reporting the session's end instead.
+const SESSION_GRACE: Duration = Duration::from_secs(3);
+
 /// A connection to one BuildKit daemon.
 #[derive(Clone)]
 pub struct Client {
@@ -189,9 +193,19 @@ impl Client {
         }));
 
         let mut control = self.control.clone();
+        let solve = control.solve(request);
+        tokio::pin!(solve);
         let solved = tokio::select! {
-            r = control.solve(request) => r,
-            e = session.closed() => return Err(e),
+            r = &mut solve => r,
+            e = session.closed() => {
+                // A session rarely ends alone: when the builder dies or the
+                // connection breaks, the Solve call fails a moment later
+                // and says more. Either way, name the builder.
+                match tokio::time::timeout(SESSION_GRACE, &mut solve).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(e.at(&self.address)),
+                }
+            }
         };
         // The status stream ends with the job; give it a moment to deliver
         // the last updates (the failing step's logs come last).
