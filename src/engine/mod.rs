@@ -56,8 +56,11 @@ pub struct EngineVersion {
 /// An image in the engine's store.
 #[derive(Clone, Debug, Default)]
 pub struct ImageInfo {
-    /// Image ID (`sha256:…`).
+    /// Image ID (`sha256:…`): the config digest on Docker's classic image
+    /// store, the manifest or index digest on the containerd image store.
     pub id: String,
+    /// The digests of its `RepoDigests` (`name@sha256:…`), without names.
+    pub repo_digests: Vec<String>,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
 }
@@ -127,6 +130,12 @@ impl Engine {
         match self.docker.inspect_image(name).await {
             Ok(img) => Ok(Some(ImageInfo {
                 id: img.id.unwrap_or_default(),
+                repo_digests: img
+                    .repo_digests
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|r| r.rsplit_once('@').map(|(_, d)| d.to_string()))
+                    .collect(),
                 labels: img
                     .config
                     .and_then(|c| c.labels)

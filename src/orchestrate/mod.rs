@@ -260,7 +260,9 @@ async fn build_one(
     match (&result, inputs) {
         (Ok(r), Some(inputs)) => {
             if let Some(id) = r.outcome.image_id() {
-                if let Err(e) = fresh::save(b, inputs, id, r.transfer.served.clone()) {
+                let digests = r.outcome.image_digests();
+                let served = r.transfer.served.clone();
+                if let Err(e) = fresh::save(b, inputs, id, digests, served) {
                     tracing::warn!("cannot record the build of `{}`: {e}", b.service);
                 }
             }
