@@ -152,6 +152,10 @@ pub async fn run(
                         outcome: o.clone(),
                     });
                     o
+                } else if shutdown.is_requested() {
+                    // Asked to stop while checking: BuildKit's copy was
+                    // not touched, so the clock stays valid.
+                    cancelled(&b)
                 } else {
                     build_one(
                         &client,
