@@ -4,4 +4,6 @@ pub mod compose;
 pub mod context;
 pub mod engine;
 pub mod orchestrate;
+pub mod timeouts;
+pub mod tls;
 pub mod ui;

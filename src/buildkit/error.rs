@@ -22,6 +22,17 @@ pub enum BuildkitError {
         /// Why it failed.
         cause: io::Error,
     },
+    /// The builder accepted the connection (or not even that) but did not
+    /// answer in time.
+    #[error("the builder at `{address}` did not answer {waiting_for} within {}", crate::timeouts::words(*.after))]
+    Timeout {
+        /// Where cbuild waited.
+        address: String,
+        /// What it waited for (`the connection`, `POST /grpc`…).
+        waiting_for: String,
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
     /// The Docker engine refused the HTTP upgrade to its BuildKit endpoints.
     #[error("the Docker engine at `{address}` refused `POST {path}` (upgrade to h2c): {answer}")]
     Upgrade {
@@ -58,6 +69,14 @@ pub enum BuildkitError {
     /// The session (file transfer channel) ended before the build did.
     #[error("the builder closed the build session: {0}")]
     Session(String),
+    /// The session with a known builder ended before the build did.
+    #[error("the builder at `{address}` closed the build session: {cause}")]
+    SessionClosed {
+        /// The builder's address.
+        address: String,
+        /// What ended it.
+        cause: String,
+    },
     /// The build was cancelled (Ctrl-C).
     #[error("build cancelled")]
     Cancelled,
@@ -85,6 +104,15 @@ impl BuildkitError {
                 path: path.clone(),
                 answer: answer.clone(),
             },
+            BuildkitError::Timeout {
+                address,
+                waiting_for,
+                after,
+            } => BuildkitError::Timeout {
+                address: address.clone(),
+                waiting_for: waiting_for.clone(),
+                after: *after,
+            },
             other => BuildkitError::Session(other.to_string()),
         }
     }
@@ -95,10 +123,14 @@ impl BuildkitError {
             BuildkitError::Connect { address, .. } => Some(format!(
                 "is the Docker engine (or buildkitd) running? cbuild tried `{address}`; set `DOCKER_HOST`, `BUILDKIT_HOST` or `--builder` to point elsewhere"
             )),
+            BuildkitError::Timeout { .. } => Some(format!(
+                "something accepts connections there but does not answer like a Docker engine or buildkitd; check the address, or give a slow builder more time with `{}=SECONDS`",
+                crate::timeouts::ENV
+            )),
             BuildkitError::Upgrade { .. } => Some(
                 "cbuild needs a Docker engine with BuildKit (19.03 or newer), or a standalone buildkitd via `--builder`".into(),
             ),
-            BuildkitError::Session(_) => Some(
+            BuildkitError::Session(_) | BuildkitError::SessionClosed { .. } => Some(
                 "the builder may have stopped or restarted in the middle of the build; `cbuild doctor` checks it".into(),
             ),
             BuildkitError::Rpc { status, .. } if status.code() == tonic::Code::Unavailable => {
@@ -108,11 +140,24 @@ impl BuildkitError {
         }
     }
 
+    /// This error, naming the builder at `address` where it does not yet.
+    pub(crate) fn at(self, address: &super::Address) -> Self {
+        match self {
+            BuildkitError::Session(cause) => BuildkitError::SessionClosed {
+                address: address.to_string(),
+                cause,
+            },
+            other => other,
+        }
+    }
+
     /// Whether this error means the daemon could not be reached at all.
     pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
-            BuildkitError::Connect { .. } | BuildkitError::Transport { .. }
+            BuildkitError::Connect { .. }
+                | BuildkitError::Transport { .. }
+                | BuildkitError::Timeout { .. }
         ) || matches!(self, BuildkitError::Rpc { status, .. } if status.code() == tonic::Code::Unavailable)
     }
 }

@@ -27,6 +27,10 @@ use proto::moby::buildkit::v1::control_client::ControlClient;
 /// large; tonic's default is 4 MiB, the daemon's own limit 16 MiB).
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// How long a build whose session ended waits for the Solve call's own
+/// answer before reporting the session's end instead.
+const SESSION_GRACE: Duration = Duration::from_secs(3);
+
 /// A connection to one BuildKit daemon.
 #[derive(Clone)]
 pub struct Client {
@@ -65,13 +69,36 @@ pub struct BuildResult {
 }
 
 impl Client {
-    /// Connects to the daemon at `address`.
+    /// Connects to the daemon at `address` and waits for its first answer.
+    ///
+    /// HTTP/2 lets a client send before the server has said anything, so a
+    /// peer that accepts and then stays silent would only show up as a call
+    /// that never returns (a Solve may rightly run for hours). One cheap
+    /// call under the connect deadline tells a silent peer from a builder.
     pub async fn connect(address: Address) -> Result<Self, BuildkitError> {
         let channel = address.connect().await?;
         let control = ControlClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        Ok(Self { address, control })
+        let after = crate::timeouts::answer_deadline();
+        let mut probe = control.clone();
+        let answered =
+            tokio::time::timeout(after, probe.list_workers(pb::ListWorkersRequest::default()))
+                .await;
+        match answered {
+            Err(_) => Err(BuildkitError::Timeout {
+                address: address.to_string(),
+                waiting_for: "its first gRPC call (ListWorkers)".into(),
+                after,
+            }),
+            Ok(Err(status)) => Err(connection_lost(&status, &address).unwrap_or(
+                BuildkitError::Rpc {
+                    call: "ListWorkers",
+                    status: Box::new(status),
+                },
+            )),
+            Ok(Ok(_)) => Ok(Self { address, control }),
+        }
     }
 
     /// The daemon's address.
@@ -166,9 +193,19 @@ impl Client {
         }));
 
         let mut control = self.control.clone();
+        let solve = control.solve(request);
+        tokio::pin!(solve);
         let solved = tokio::select! {
-            r = control.solve(request) => r,
-            e = session.closed() => return Err(e),
+            r = &mut solve => r,
+            e = session.closed() => {
+                // A session rarely ends alone: when the builder dies or the
+                // connection breaks, the Solve call fails a moment later
+                // and says more. Either way, name the builder.
+                match tokio::time::timeout(SESSION_GRACE, &mut solve).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(e.at(&self.address)),
+                }
+            }
         };
         // The status stream ends with the job; give it a moment to deliver
         // the last updates (the failing step's logs come last).

@@ -48,6 +48,21 @@ impl SolveOutcome {
             .or_else(|| self.exporter_response.get("containerimage.digest"))
             .map(String::as_str)
     }
+
+    /// Every digest the engine may use as the ID of the exported image: the
+    /// config digest (Docker's classic image store) and the manifest or
+    /// index digest (the containerd image store), without repeats.
+    pub fn image_digests(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for key in ["containerimage.config.digest", "containerimage.digest"] {
+            if let Some(d) = self.exporter_response.get(key) {
+                if !d.is_empty() && !out.contains(d) {
+                    out.push(d.clone());
+                }
+            }
+        }
+        out
+    }
 }
 
 impl SolveOptions {
@@ -108,6 +123,28 @@ impl SolveOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_digests_are_the_config_and_the_manifest_digest() {
+        let outcome = |pairs: &[(&str, &str)]| SolveOutcome {
+            exporter_response: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let both = outcome(&[
+            ("containerimage.config.digest", "sha256:c"),
+            ("containerimage.digest", "sha256:m"),
+        ]);
+        assert_eq!(both.image_digests(), ["sha256:c", "sha256:m"]);
+        assert_eq!(both.image_id(), Some("sha256:c"));
+        let same = outcome(&[
+            ("containerimage.config.digest", "sha256:c"),
+            ("containerimage.digest", "sha256:c"),
+        ]);
+        assert_eq!(same.image_digests(), ["sha256:c"]);
+        assert!(outcome(&[]).image_digests().is_empty());
+    }
 
     #[test]
     fn request_fills_old_and_new_exporter_fields() {

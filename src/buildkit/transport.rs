@@ -134,7 +134,41 @@ impl Address {
         }
     }
 
-    async fn dial(&self) -> io::Result<BoxIo> {
+    /// Runs `step` under the connect deadline, saying what was awaited
+    /// when it passes.
+    async fn within<T>(
+        &self,
+        waiting_for: &str,
+        step: impl std::future::Future<Output = Result<T, BuildkitError>>,
+    ) -> Result<T, BuildkitError> {
+        let after = crate::timeouts::answer_deadline();
+        tokio::time::timeout(after, step).await.unwrap_or_else(|_| {
+            Err(BuildkitError::Timeout {
+                address: self.to_string(),
+                waiting_for: waiting_for.to_string(),
+                after,
+            })
+        })
+    }
+
+    /// Connects (with TLS where set), within the connect deadline.
+    async fn dial(&self) -> Result<BoxIo, BuildkitError> {
+        let tls = matches!(
+            self,
+            Address::DockerTcp(_, Some(_)) | Address::BuildkitTcp(_, Some(_))
+        );
+        let what = if tls {
+            "the connection and TLS handshake"
+        } else {
+            "the connection"
+        };
+        self.within(what, async {
+            self.dial_now().await.map_err(|e| self.connect_error(e))
+        })
+        .await
+    }
+
+    async fn dial_now(&self) -> io::Result<BoxIo> {
         match self {
             Address::DockerUnix(p) | Address::BuildkitUnix(p) => {
                 Ok(Box::new(tokio::net::UnixStream::connect(p).await?))
@@ -177,7 +211,7 @@ impl Address {
                 let io: BoxIo = if addr.is_docker() {
                     Box::new(addr.upgrade("/grpc", &[]).await?)
                 } else {
-                    addr.dial().await.map_err(|e| addr.connect_error(e))?
+                    addr.dial().await?
                 };
                 Ok::<_, BuildkitError>(TokioIo::new(io))
             }
@@ -196,7 +230,43 @@ impl Address {
         path: &str,
         headers: &[(String, String)],
     ) -> Result<Prefixed<BoxIo>, BuildkitError> {
-        let mut io = self.dial().await.map_err(|e| self.connect_error(e))?;
+        let mut io = self.dial().await?;
+        // A peer that accepts and never answers must not hang cbuild; once
+        // upgraded, the stream carries builds of any length.
+        let waiting_for = format!("`POST {path}` (upgrade to h2c)");
+        let (buf, header_end) = self
+            .within(&waiting_for, self.read_upgrade(&mut io, path, headers))
+            .await?;
+        let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
+        let status_line = head.lines().next().unwrap_or_default().to_string();
+        if status_line.split_whitespace().nth(1) != Some("101") {
+            // Keep the start of the body: the engine explains itself there.
+            let body = String::from_utf8_lossy(&buf[header_end..]);
+            let body = body.trim();
+            return Err(BuildkitError::Upgrade {
+                address: self.to_string(),
+                path: path.to_string(),
+                answer: if body.is_empty() {
+                    status_line
+                } else {
+                    format!("{status_line}: {}", truncate(body, 300))
+                },
+            });
+        }
+        Ok(Prefixed {
+            prefix: Bytes::copy_from_slice(&buf[header_end..]),
+            inner: io,
+        })
+    }
+
+    /// Sends the upgrade request and reads the answer's header: the bytes
+    /// read and where the header ends.
+    async fn read_upgrade(
+        &self,
+        io: &mut BoxIo,
+        path: &str,
+        headers: &[(String, String)],
+    ) -> Result<(Vec<u8>, usize), BuildkitError> {
         let mut req = format!(
             "POST {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: cbuild/{}\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n",
             env!("CARGO_PKG_VERSION")
@@ -237,26 +307,7 @@ impl Address {
                 });
             }
         };
-        let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
-        let status_line = head.lines().next().unwrap_or_default().to_string();
-        if status_line.split_whitespace().nth(1) != Some("101") {
-            // Keep the start of the body: the engine explains itself there.
-            let body = String::from_utf8_lossy(&buf[header_end..]);
-            let body = body.trim();
-            return Err(BuildkitError::Upgrade {
-                address: self.to_string(),
-                path: path.to_string(),
-                answer: if body.is_empty() {
-                    status_line
-                } else {
-                    format!("{status_line}: {}", truncate(body, 300))
-                },
-            });
-        }
-        Ok(Prefixed {
-            prefix: Bytes::copy_from_slice(&buf[header_end..]),
-            inner: io,
-        })
+        Ok((buf, header_end))
     }
 
     fn connect_error(&self, cause: io::Error) -> BuildkitError {

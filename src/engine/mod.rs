@@ -1,7 +1,9 @@
 //! The Docker Engine's REST API, through bollard: version, storage driver,
-//! and image look-ups. A leaf module: it knows nothing of Compose or BuildKit.
+//! and image look-ups. A leaf module: it knows nothing of Compose or BuildKit
+//! (it uses only the shared TLS file names and deadline below it).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bollard::Docker;
 
@@ -11,6 +13,14 @@ pub enum EngineError {
     /// The address is not one cbuild can use.
     #[error("unsupported DOCKER_HOST `{0}` (use unix:///path or tcp://host:port)")]
     BadAddress(String),
+    /// The engine accepted the connection but did not answer in time.
+    #[error("the Docker engine at `{address}` did not answer within {}", crate::timeouts::words(*.after))]
+    Timeout {
+        /// Where.
+        address: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
     /// The engine did not answer or refused.
     #[error("the Docker engine at `{address}` did not answer")]
     Api {
@@ -27,6 +37,7 @@ pub enum EngineError {
 pub struct Engine {
     docker: Docker,
     address: String,
+    deadline: Duration,
 }
 
 /// What the engine says about itself.
@@ -45,8 +56,11 @@ pub struct EngineVersion {
 /// An image in the engine's store.
 #[derive(Clone, Debug, Default)]
 pub struct ImageInfo {
-    /// Image ID (`sha256:…`).
+    /// Image ID (`sha256:…`): the config digest on Docker's classic image
+    /// store, the manifest or index digest on the containerd image store.
     pub id: String,
+    /// The digests of its `RepoDigests` (`name@sha256:…`), without names.
+    pub repo_digests: Vec<String>,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
 }
@@ -55,14 +69,15 @@ impl Engine {
     /// Connects to `docker_host` (`unix://…` or `tcp://…`), negotiating
     /// the API version so old engines (20.10) work too.
     /// With `tls` (a `tcp://` host and `DOCKER_TLS_VERIFY`), over TLS.
+    /// Every request, connecting included, must be answered within
+    /// [`crate::timeouts::answer_deadline`]: the engine's API calls cbuild
+    /// makes are all short.
     pub async fn connect(
         docker_host: &str,
-        tls: Option<&crate::buildkit::tls::TlsFiles>,
+        tls: Option<&crate::tls::TlsFiles>,
     ) -> Result<Self, EngineError> {
-        let api = |source| EngineError::Api {
-            address: docker_host.to_string(),
-            source,
-        };
+        let deadline = crate::timeouts::answer_deadline();
+        let api = |source| api_error(docker_host, deadline, source);
         let docker = if let Some(path) = docker_host.strip_prefix("unix://") {
             Docker::connect_with_unix(path, 600, bollard::API_DEFAULT_VERSION).map_err(api)?
         } else if let (true, Some(tls)) = (docker_host.starts_with("tcp://"), tls) {
@@ -83,18 +98,18 @@ impl Engine {
         } else {
             return Err(EngineError::BadAddress(docker_host.to_string()));
         };
+        // bollard counts its timeout in whole seconds.
+        let docker = docker.with_timeout(Duration::from_secs(deadline.as_secs_f64().ceil() as u64));
         let docker = docker.negotiate_version().await.map_err(api)?;
         Ok(Self {
             docker,
             address: docker_host.to_string(),
+            deadline,
         })
     }
 
     fn api(&self, source: bollard::errors::Error) -> EngineError {
-        EngineError::Api {
-            address: self.address.clone(),
-            source,
-        }
+        api_error(&self.address, self.deadline, source)
     }
 
     /// Engine version and storage.
@@ -115,6 +130,12 @@ impl Engine {
         match self.docker.inspect_image(name).await {
             Ok(img) => Ok(Some(ImageInfo {
                 id: img.id.unwrap_or_default(),
+                repo_digests: img
+                    .repo_digests
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|r| r.rsplit_once('@').map(|(_, d)| d.to_string()))
+                    .collect(),
                 labels: img
                     .config
                     .and_then(|c| c.labels)
@@ -127,6 +148,19 @@ impl Engine {
             }) => Ok(None),
             Err(e) => Err(self.api(e)),
         }
+    }
+}
+
+fn api_error(address: &str, deadline: Duration, source: bollard::errors::Error) -> EngineError {
+    match source {
+        bollard::errors::Error::RequestTimeoutError => EngineError::Timeout {
+            address: address.to_string(),
+            after: deadline,
+        },
+        source => EngineError::Api {
+            address: address.to_string(),
+            source,
+        },
     }
 }
 

@@ -291,7 +291,15 @@ async fn build_measured(
     settle().await;
     let clock = Arc::new(StepClock::default());
     let started = Instant::now();
-    let mut results = super::run(client, None, vec![b], 1, clock.clone()).await;
+    let mut results = super::run(
+        client,
+        None,
+        vec![b],
+        1,
+        clock.clone(),
+        super::Shutdown::never(),
+    )
+    .await;
     let elapsed = started.elapsed();
     let (_, outcome) = results.pop().ok_or_else(|| BenchError::Build {
         service: service.to_string(),

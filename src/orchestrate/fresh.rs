@@ -21,7 +21,7 @@ use std::path::Path;
 
 use crate::buildkit::session::filesync::listing_digest;
 use crate::buildkit::session::Served;
-use crate::engine::Engine;
+use crate::engine::{Engine, ImageInfo};
 
 use super::plan::ServiceBuild;
 
@@ -33,12 +33,28 @@ pub struct Record {
     version: u32,
     /// The image name.
     pub image: String,
-    /// The image ID the build produced.
+    /// The image ID the build produced (its config digest).
     pub image_id: String,
+    /// Every digest the engine may name that image by (config digest,
+    /// manifest or index digest): which one it uses depends on its image
+    /// store. Empty in records of older cbuild versions.
+    #[serde(default)]
+    pub image_digests: Vec<String>,
     /// The inputs digest.
     pub inputs: String,
     /// The requests the daemon made, with what it was shown.
     pub served: Vec<Served>,
+}
+
+impl Record {
+    /// Whether the engine's `image` is the one this build produced. The
+    /// classic image store names an image by its config digest, the
+    /// containerd store by its manifest (or index) digest, which may also
+    /// show among its repo digests.
+    fn is_image(&self, image: &ImageInfo) -> bool {
+        let ours = |d: &String| *d == self.image_id || self.image_digests.contains(d);
+        ours(&image.id) || image.repo_digests.iter().any(ours)
+    }
 }
 
 /// Whether a service needs building.
@@ -159,7 +175,7 @@ pub async fn check(b: &ServiceBuild, engine: &Engine) -> Freshness {
         .collect();
     for name in names {
         match engine.image(&name).await {
-            Ok(Some(img)) if img.id == record.image_id => {}
+            Ok(Some(img)) if record.is_image(&img) => {}
             Ok(Some(_)) => {
                 return Freshness::Stale(format!("the engine's `{name}` is another image"))
             }
@@ -176,6 +192,7 @@ pub fn save(
     b: &ServiceBuild,
     inputs: String,
     image_id: &str,
+    image_digests: Vec<String>,
     served: Vec<Served>,
 ) -> std::io::Result<()> {
     let Some(path) = &b.record else { return Ok(()) };
@@ -183,6 +200,7 @@ pub fn save(
         version: VERSION,
         image: b.image.clone(),
         image_id: image_id.to_string(),
+        image_digests,
         inputs,
         served,
     };
@@ -253,5 +271,57 @@ pub async fn what_changed(b: &ServiceBuild) -> Option<String> {
 pub fn forget(b: &ServiceBuild) {
     if let Some(p) = &b.record {
         let _ = std::fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(image_id: &str, digests: &[&str]) -> Record {
+        Record {
+            version: VERSION,
+            image: "app".into(),
+            image_id: image_id.into(),
+            image_digests: digests.iter().map(|d| d.to_string()).collect(),
+            inputs: String::new(),
+            served: Vec::new(),
+        }
+    }
+
+    fn engine_image(id: &str, repo_digests: &[&str]) -> ImageInfo {
+        ImageInfo {
+            id: id.into(),
+            repo_digests: repo_digests.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A build recorded config `sha256:c` and manifest `sha256:m`.
+    #[test]
+    fn the_image_is_recognised_on_either_image_store() {
+        let r = record("sha256:c", &["sha256:c", "sha256:m"]);
+        // Classic store: the ID is the config digest.
+        assert!(r.is_image(&engine_image("sha256:c", &[])));
+        // containerd store: the ID is the manifest digest.
+        assert!(r.is_image(&engine_image("sha256:m", &[])));
+        // containerd store naming an index, with the manifest among the
+        // repo digests.
+        assert!(r.is_image(&engine_image("sha256:i", &["sha256:m"])));
+        // Another image, on either store.
+        assert!(!r.is_image(&engine_image("sha256:x", &[])));
+        assert!(!r.is_image(&engine_image("sha256:x", &["sha256:y"])));
+    }
+
+    /// A record written before the digests were kept still matches the
+    /// classic store, and nothing else.
+    #[test]
+    fn an_old_record_matches_by_config_digest_only() {
+        let old: Record = serde_json::from_str(
+            r#"{"version":1,"image":"app","image_id":"sha256:c","inputs":"","served":[]}"#,
+        )
+        .unwrap();
+        assert!(old.is_image(&engine_image("sha256:c", &[])));
+        assert!(!old.is_image(&engine_image("sha256:m", &[])));
     }
 }

@@ -6,6 +6,7 @@ pub mod event;
 pub mod fresh;
 pub mod inspect;
 pub mod plan;
+pub mod shutdown;
 pub mod status;
 
 use std::sync::Arc;
@@ -16,24 +17,31 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::buildkit::{Client, StatusUpdate};
+use crate::buildkit::{BuildkitError, Client, StatusUpdate};
 use crate::engine::Engine;
 pub use event::{BuildEvent, Reporter, ServiceOutcome};
 pub use inspect::{inspect, ContextReport, InspectError, InspectOptions};
 pub use plan::{plan, BuildOptions, PlanError, ServiceBuild, Transport};
+pub use shutdown::{Shutdown, ShutdownTrigger};
 
 /// Builds every planned service, at most `parallel` at once (0 = all), each
 /// as soon as the services it depends on are built, and returns each
 /// service's outcome in plan order. One failure does not stop the others
 /// (only the services that need its image).
 ///
-/// Dropping the returned future cancels every running build.
+/// When `shutdown` is requested, running solves are cancelled (BuildKit
+/// stops them and tags nothing), and services not started yet are not
+/// started; each such service ends with a "cancelled" outcome, after its
+/// hash caches are saved and, if its build had begun, its content clock
+/// invalidated. Dropping the returned future also cancels the builds, but
+/// skips that bookkeeping.
 pub async fn run(
     client: &Client,
     engine: Option<Engine>,
     builds: Vec<ServiceBuild>,
     parallel: usize,
     reporter: Arc<dyn Reporter>,
+    shutdown: Shutdown,
 ) -> Vec<(String, ServiceOutcome)> {
     let limit = Arc::new(Semaphore::new(if parallel == 0 {
         builds.len().max(1)
@@ -58,6 +66,7 @@ pub async fn run(
         let engine = engine.clone();
         let reporter = reporter.clone();
         let limit = limit.clone();
+        let mut shutdown = shutdown.clone();
         let done = senders.remove(&b.service);
         let waits: Vec<(String, watch::Receiver<Option<ServiceOutcome>>)> = b
             .deps
@@ -84,7 +93,21 @@ pub async fn run(
                     _ => failed_dep = Some(name),
                 }
             }
-            let outcome = if let Some(dep) = failed_dep {
+            let cancelled = |b: &ServiceBuild| {
+                b.save_hashes();
+                let o = ServiceOutcome {
+                    error: Some(BuildkitError::Cancelled.to_string()),
+                    ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
+                };
+                reporter.report(BuildEvent::Finished {
+                    service: b.service.clone(),
+                    outcome: o.clone(),
+                });
+                o
+            };
+            let outcome = if shutdown.is_requested() {
+                cancelled(&b)
+            } else if let Some(dep) = failed_dep {
                 let o = ServiceOutcome {
                     error: Some(format!("not built: `{dep}`, whose image it needs, failed")),
                     ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
@@ -102,7 +125,16 @@ pub async fn run(
                 });
                 o
             } else {
-                let _permit = limit.acquire_owned().await;
+                let _permit = tokio::select! {
+                    p = limit.acquire_owned() => p,
+                    _ = shutdown.requested() => {
+                        let o = cancelled(&b);
+                        if let Some(tx) = done {
+                            let _ = tx.send(Some(o.clone()));
+                        }
+                        return (b.service, o);
+                    }
+                };
                 let fresh = match &engine {
                     Some(e) if !b.force => fresh::check(&b, e).await,
                     _ => fresh::Freshness::NotBuilt,
@@ -120,8 +152,19 @@ pub async fn run(
                         outcome: o.clone(),
                     });
                     o
+                } else if shutdown.is_requested() {
+                    // Asked to stop while checking: BuildKit's copy was
+                    // not touched, so the clock stays valid.
+                    cancelled(&b)
                 } else {
-                    build_one(&client, engine.as_ref(), &b, reporter.as_ref()).await
+                    build_one(
+                        &client,
+                        engine.as_ref(),
+                        &b,
+                        reporter.as_ref(),
+                        &mut shutdown,
+                    )
+                    .await
                 }
             };
             if let Some(tx) = done {
@@ -170,6 +213,7 @@ async fn build_one(
     engine: Option<&Engine>,
     b: &ServiceBuild,
     reporter: &dyn Reporter,
+    shutdown: &mut Shutdown,
 ) -> ServiceOutcome {
     let started = Instant::now();
     // The inputs as they are when the build starts.
@@ -191,12 +235,12 @@ async fn build_one(
         t.clock.invalidate();
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<StatusUpdate>();
-    let build = client.build(&b.solve, &b.session, tx);
-    tokio::pin!(build);
+    let mut build = Box::pin(client.build(&b.solve, &b.session, tx));
     let mut steps = StepCounter::default();
     let result = loop {
         tokio::select! {
             r = &mut build => break r,
+            _ = shutdown.requested() => break Err(BuildkitError::Cancelled),
             Some(update) = rx.recv() => {
                 steps.count(&update);
                 reporter.report(BuildEvent::Status {
@@ -206,6 +250,9 @@ async fn build_one(
             }
         }
     };
+    // Cancels the Solve call if it is still running: BuildKit then stops
+    // the build, and the session closes.
+    drop(build);
     while let Ok(update) = rx.try_recv() {
         steps.count(&update);
         reporter.report(BuildEvent::Status {
@@ -217,7 +264,9 @@ async fn build_one(
     match (&result, inputs) {
         (Ok(r), Some(inputs)) => {
             if let Some(id) = r.outcome.image_id() {
-                if let Err(e) = fresh::save(b, inputs, id, r.transfer.served.clone()) {
+                let digests = r.outcome.image_digests();
+                let served = r.transfer.served.clone();
+                if let Err(e) = fresh::save(b, inputs, id, digests, served) {
                     tracing::warn!("cannot record the build of `{}`: {e}", b.service);
                 }
             }

@@ -19,8 +19,16 @@ fn ctrl_c_stops_the_builds_and_exits_130() {
         "compose.yaml",
         "services:\n  one:\n    build: one\n  two:\n    build: two\n",
     )
-    .file("one/Dockerfile", "FROM cbuild-base\nRUN sleep 41.25\n")
+    .file(
+        "one/Dockerfile",
+        "FROM cbuild-base\nCOPY data.txt /\nRUN sleep 41.25\n",
+    )
+    .file("one/data.txt", "first\n")
     .file("two/Dockerfile", "FROM cbuild-base\nRUN sleep 42.25\n");
+    // Old enough that the hash cache can vouch for it (a file written in
+    // the same clock tick as its hashing is re-checked instead of kept).
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    set_mtime(&p.path().join("one/data.txt"), old);
     let mut child = Command::new(env!("CARGO_BIN_EXE_cbuild"))
         .current_dir(p.path())
         .env("DOCKER_HOST", docker_host())
@@ -63,6 +71,7 @@ fn ctrl_c_stops_the_builds_and_exits_130() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert_eq!(status.code(), Some(130), "{seen}{}", rest.join("\n"));
     assert!(rest.join("\n").contains("cancelled"), "{}", rest.join("\n"));
+    assert!(!rest.join("\n").contains("panicked"), "{}", rest.join("\n"));
 
     // The daemon stopped the steps: no RUN process survives.
     let start = Instant::now();
@@ -81,6 +90,30 @@ fn ctrl_c_stops_the_builds_and_exits_130() {
     assert!(!docker(&["image", "inspect", &p.image("two")])
         .status
         .success());
+
+    // The hashing done before the cancel was kept: `one`'s hash cache
+    // holds the file the daemon pulled.
+    let caches: Vec<Vec<u8>> = std::fs::read_dir(p.cache.path().join("hashes"))
+        .expect("the hash caches were saved on Ctrl-C")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert!(
+        caches
+            .iter()
+            .any(|c| c.windows(8).any(|w| w == b"data.txt")),
+        "no saved hash cache holds `data.txt`"
+    );
+
+    // The next run builds from what is on disk now.
+    p.file("one/Dockerfile", "FROM cbuild-base\nCOPY data.txt /\n")
+        .file("one/data.txt", "second\n")
+        .file("two/Dockerfile", "FROM cbuild-base\nRUN echo two > /two\n");
+    set_mtime(&p.path().join("one/data.txt"), old);
+    p.build_ok(&["build"]);
+    assert_eq!(run_in(&p.image("one"), "cat /data.txt"), "second\n");
+    assert_eq!(run_in(&p.image("two"), "cat /two"), "two\n");
 }
 
 fn unsafe_sigint(pid: u32) {

@@ -13,6 +13,7 @@ mod content;
 mod context_cmd;
 mod errors;
 mod graph;
+mod hang;
 mod ignore_table;
 mod secrets;
 mod skip;

@@ -105,13 +105,30 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
         Progress::Tty => Arc::new(crate::ui::tty::TtyReporter::new()),
         _ => Arc::new(PlainReporter::new(false)),
     };
-    let results = tokio::select! {
-        r = orchestrate::run(&client, engine, builds, opts.parallel, reporter) => r,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("cancelled: every running build was stopped");
-            return ExitStatus::Cancelled;
+    let (trigger, shutdown) = orchestrate::Shutdown::new();
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            trigger.request();
+            // A second Ctrl-C does not wait for the builds to wind down.
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
         }
-    };
+    });
+    let results = orchestrate::run(
+        &client,
+        engine,
+        builds,
+        opts.parallel,
+        reporter,
+        shutdown.clone(),
+    )
+    .await;
+    ctrl_c.abort();
+    if shutdown.is_requested() {
+        eprintln!("cancelled: the running builds were stopped and tagged nothing");
+        return ExitStatus::Cancelled;
+    }
     if let Some(path) = &args.metadata_file {
         let meta: serde_json::Map<String, serde_json::Value> = results
             .iter()
