@@ -184,12 +184,9 @@ async fn build_one(
         service: b.service.clone(),
         image: b.image.clone(),
     });
-    // From here on BuildKit's copy may change: until a success is recorded,
-    // a later build must not trust the clock's saved state (an interrupted
-    // build never reaches `finish`).
-    for t in &b.tracked {
-        t.clock.invalidate();
-    }
+    // Another cbuild building this service goes first; this build then
+    // starts from what that one left.
+    lock_clocks(b).await;
     let (tx, mut rx) = mpsc::unbounded_channel::<StatusUpdate>();
     let build = client.build(&b.solve, &b.session, tx);
     tokio::pin!(build);
@@ -257,6 +254,32 @@ async fn build_one(
         outcome: outcome.clone(),
     });
     outcome
+}
+
+/// Takes the content clocks of `b` (in one order, so two processes cannot
+/// each hold one the other waits for), saying on stderr when another cbuild
+/// holds one. A lock that cannot be taken only costs the serialisation.
+async fn lock_clocks(b: &ServiceBuild) {
+    let mut clocks: Vec<_> = b.tracked.iter().map(|t| t.clock.clone()).collect();
+    clocks.sort_by_key(|c| c.lock_path());
+    let service = b.service.clone();
+    let locked = tokio::task::spawn_blocking(move || {
+        for clock in clocks {
+            let waiting = |path: &std::path::Path| {
+                tracing::warn!(
+                    "waiting for another cbuild that is building `{service}` (lock `{}`)",
+                    path.display()
+                );
+            };
+            if let Err(e) = clock.lock(waiting) {
+                tracing::warn!("cannot lock the content clock of `{service}`: {e}");
+            }
+        }
+    })
+    .await;
+    if let Err(e) = locked {
+        tracing::warn!("cannot lock the content clocks of `{}`: {e}", b.service);
+    }
 }
 
 /// Counts a build's Dockerfile steps (`[n/m] …` vertices) once each, as
