@@ -226,7 +226,7 @@ impl ContentClock {
     /// Waits until no other cbuild builds with this clock (calling
     /// `waiting` first if one does), then reloads the state that build may
     /// have saved. Blocks: call it from a blocking thread. The lock is held
-    /// until [`commit`](Self::commit) or [`release`](Self::release).
+    /// until [`release`](Self::release) (or until the clock is dropped).
     pub fn lock(&self, waiting: impl FnOnce(&Path)) -> std::io::Result<()> {
         let (Some(path), Some(file)) = (self.lock_path(), &self.file) else {
             return Ok(());
@@ -321,15 +321,8 @@ impl ContentClock {
     }
 
     /// Records that BuildKit now holds what was reported (call after a
-    /// successful build), and releases the lock. Stamps of files not
-    /// reported this time are kept.
+    /// successful build). Stamps of files not reported this time are kept.
     pub fn commit(&self) -> std::io::Result<()> {
-        let saved = self.save();
-        self.release();
-        saved
-    }
-
-    fn save(&self) -> std::io::Result<()> {
         let Some(file) = &self.file else {
             return Ok(());
         };
@@ -497,6 +490,7 @@ mod tests {
             // `two` says it waits; `one` finishes its build.
             rx.recv().unwrap();
             one.commit().unwrap();
+            one.release();
             waiter.join().unwrap();
         });
         // `two` reloaded what `one` saved: B keeps its stamp, A does not

@@ -221,6 +221,11 @@ async fn build_one(
         }
         _ => fresh::forget(b),
     }
+    // Only now may another cbuild build this service: its freshness check
+    // must see this build's record, and its record must come last.
+    for t in &b.tracked {
+        t.clock.release();
+    }
     let outcome = match result {
         Ok(r) => ServiceOutcome {
             image: b.image.clone(),

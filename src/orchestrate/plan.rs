@@ -88,11 +88,10 @@ pub struct ServiceBuild {
 }
 
 impl ServiceBuild {
-    /// Records the outcome in the hash caches and content clocks, and lets
-    /// other cbuild processes build this service again: after a success
-    /// BuildKit holds what was reported; after a failure the clocks keep
-    /// their last state (their stamps stay true for BuildKit's copy, see
-    /// [`crate::context::clock`]).
+    /// Records the outcome in the hash caches and content clocks: after a
+    /// success BuildKit holds what was reported; after a failure the clocks
+    /// keep their last state (their stamps stay true for BuildKit's copy,
+    /// see [`crate::context::clock`]).
     pub fn finish(&self, success: bool) -> HashCounts {
         let counts = self.hash_counts();
         for t in &self.tracked {
@@ -100,8 +99,9 @@ impl ServiceBuild {
                 tracing::warn!("cannot save the hash cache: {e}");
             }
             if !success {
-                t.clock.release();
-            } else if let Err(e) = t.clock.commit() {
+                continue;
+            }
+            if let Err(e) = t.clock.commit() {
                 // The next build then transfers more than it needs to,
                 // never less.
                 tracing::warn!("cannot save the content clock: {e}");
