@@ -8,6 +8,66 @@
 //! A file that is short, has another magic or a wrong checksum reads as
 //! absent: these files are caches, and a damaged one must never vouch for
 //! anything.
+//!
+//! They are also private: they hold the names and content hashes of the
+//! user's files (of mode-600 files too), so directories are created 700
+//! and files 600 ([`private_dir`], [`write_private`]).
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Creates `dir` and its missing parents, readable by the owner only, and
+/// takes group and world access away from `dir` itself if an older cbuild
+/// created it open. Parents that exist are left as they are: they may be
+/// the user's.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
+/// Opens (creating it 600 if missing) a small file of cbuild's own for
+/// writing, without truncating it.
+pub fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Replaces `path` with `bytes` atomically (a 600 temporary file in the
+/// same directory, renamed over it), creating the directory if needed.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    private_dir(dir)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(
+        ".{name}.{}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes));
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
+}
 
 /// Builds a file.
 pub struct Writer(Vec<u8>);
@@ -158,5 +218,31 @@ mod tests {
         bad[12] ^= 1;
         assert!(Reader::open(&bad, b"TEST0001").is_none());
         assert!(Reader::open(&bytes[..bytes.len() - 1], b"TEST0001").is_none());
+    }
+
+    #[test]
+    fn state_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let file = dir.path().join("new/sub/state.bin");
+        write_private(&file, b"x").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"x");
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&dir.path().join("new")), 0o700);
+        assert_eq!(mode(&dir.path().join("new/sub")), 0o700);
+        // A directory an older cbuild left open is closed.
+        let old = dir.path().join("old");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&old).unwrap();
+        assert_eq!(mode(&old), 0o700);
+        // No temporary file is left behind.
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("new/sub"))
+                .unwrap()
+                .count(),
+            1
+        );
     }
 }

@@ -10,15 +10,24 @@
 //!
 //! Racy timestamps: a file changed within the same clock tick as it was
 //! hashed could keep identical stat data. As git does, an entry whose
-//! mtime or ctime is not strictly older than the moment the cache was
-//! written is not trusted, and the file is hashed again.
+//! mtime or ctime is not strictly older than the moment the cache vouches
+//! for is not trusted, and the file is hashed again. That moment must be
+//! a timestamp the filesystem wrote, not the system clock: Linux stamps
+//! files from a coarse clock that lags the system clock by up to a tick,
+//! so a file rewritten just after its `stat` can carry a time *before* a
+//! `SystemTime::now()` taken before that `stat`. When a cache is opened
+//! (before any file it will hash is stat'ed), cbuild writes a byte to its
+//! lock file and takes that file's new mtime: every later change to any
+//! file has a timestamp at least as large. Entries whose timestamps are
+//! whole seconds (a filesystem that keeps no more, such as FAT's two
+//! seconds) are compared two seconds earlier.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::binfile::{Reader, Writer};
+use super::binfile::{open_private, private_dir, write_private, Reader, Writer};
 use super::hash::hash_file;
 use super::walk::Entry;
 
@@ -50,7 +59,9 @@ struct CacheFile {
 }
 
 /// File kind and format version.
-const MAGIC: &[u8; 8] = b"CBHASH02";
+/// Version 3: `written_at_ns` is a filesystem timestamp (version 2 used
+/// the system clock and may vouch for racy entries).
+const MAGIC: &[u8; 8] = b"CBHASH03";
 
 impl CacheFile {
     fn read(path: &Path) -> Option<Self> {
@@ -110,8 +121,9 @@ pub struct CacheStats {
 pub struct HashCache {
     file: Option<PathBuf>,
     written_at_ns: i64,
-    /// When this cache was opened: every file hashed since was stat'ed
-    /// after it, so it is the time the saved cache vouches for.
+    /// A filesystem timestamp taken when this cache was opened: every file
+    /// hashed since was stat'ed after it, so it is the time the saved cache
+    /// vouches for (0, vouching for nothing, if it could not be taken).
     opened_at_ns: i64,
     /// Paths hashed (not taken from the cache) since it was opened.
     rehashed: Mutex<std::collections::HashSet<String>>,
@@ -127,6 +139,10 @@ impl HashCache {
         let id = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
         let file = cache_dir.join("hashes").join(format!("{}.bin", &id[..32]));
         let started = std::time::Instant::now();
+        let opened_at_ns = filesystem_now(&file.with_extension("lock")).unwrap_or_else(|e| {
+            tracing::debug!("cannot take a timestamp in the hash cache directory: {e}");
+            0
+        });
         let loaded = CacheFile::read(&file).unwrap_or_default();
         tracing::debug!(
             root = %root.display(),
@@ -137,7 +153,7 @@ impl HashCache {
         Self {
             file: Some(file),
             written_at_ns: loaded.written_at_ns,
-            opened_at_ns: now_ns(),
+            opened_at_ns,
             rehashed: Mutex::default(),
             entries: Mutex::new(loaded.entries),
             stats: CacheStats::default(),
@@ -149,7 +165,7 @@ impl HashCache {
         Self {
             file: None,
             written_at_ns: 0,
-            opened_at_ns: now_ns(),
+            opened_at_ns: 0,
             rehashed: Mutex::default(),
             entries: Mutex::new(HashMap::new()),
             stats: CacheStats::default(),
@@ -308,9 +324,8 @@ impl HashCache {
             .filter(|(p, c)| rehashed.contains(*p) || !is_racy(c, self.written_at_ns))
             .map(|(p, c)| (p.clone(), c.clone()))
             .collect();
-        let dir = file.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let _lock = FileLock::exclusive(&file.with_extension("lock"))?;
+        let lock = open_private(&file.with_extension("lock"))?;
+        lock.lock()?;
         let on_disk = CacheFile::read(file);
         let mut entries: HashMap<String, Cached> = match on_disk {
             Some(c) => c
@@ -328,59 +343,33 @@ impl HashCache {
             written_at_ns: self.opened_at_ns,
             entries,
         };
-        let tmp = dir.join(format!(
-            ".{}.{:?}.tmp",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::write(&tmp, data.encode())?;
-        std::fs::rename(&tmp, file)
+        // The lock is released when `lock` is closed.
+        write_private(file, &data.encode())
     }
 }
 
 /// An entry changed at or after the moment its cache vouches for: its stat
 /// data might not reflect a later rewrite in the same clock tick.
-fn is_racy(c: &Cached, written_at_ns: i64) -> bool {
-    c.mtime >= written_at_ns || c.ctime >= written_at_ns
+fn is_racy(c: &Cached, vouched_ns: i64) -> bool {
+    const SECOND: i64 = 1_000_000_000;
+    let whole_seconds = c.mtime % SECOND == 0 && c.ctime % SECOND == 0;
+    let bound = if whole_seconds {
+        vouched_ns.saturating_sub(2 * SECOND)
+    } else {
+        vouched_ns
+    };
+    c.mtime >= bound || c.ctime >= bound
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
-/// An exclusive `flock` on a lock file, released on drop.
-struct FileLock(std::fs::File);
-
-impl FileLock {
-    fn exclusive(path: &Path) -> std::io::Result<Self> {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(FileLock(f))
-    }
-}
-
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: as above.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
-        }
-    }
+/// The time the filesystem gives a change made now: the mtime of `marker`
+/// (created 600 if missing) after writing a byte to it.
+fn filesystem_now(marker: &Path) -> std::io::Result<i64> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    private_dir(marker.parent().unwrap_or(Path::new(".")))?;
+    let f = open_private(marker)?;
+    f.write_all_at(b"\n", 0)?;
+    let m = f.metadata()?;
+    Ok(m.mtime() * 1_000_000_000 + m.mtime_nsec())
 }
 
 /// cbuild's own cache directory: `$CBUILD_CACHE_DIR`, else
@@ -415,6 +404,8 @@ mod tests {
             follow_paths: vec![p.to_string()],
             ..Default::default()
         };
+        // Trusted entries need timestamps older than the caches' opening.
+        next_tick(&cache_dir);
         // Two caches of one directory, as two services sharing a context.
         let c1 = HashCache::open(&cache_dir, &root);
         let c2 = HashCache::open(&cache_dir, &root);
@@ -422,13 +413,77 @@ mod tests {
         c2.hash_all(&walk(&root, &only("b")).unwrap()).unwrap();
         c1.save().unwrap();
         c2.save().unwrap();
-        // Make every entry old enough to be trusted.
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        c1.save().unwrap();
         let c3 = HashCache::open(&cache_dir, &root);
         let all = walk(&root, &WalkOptions::default()).unwrap();
         c3.hash_all(&all).unwrap();
         assert_eq!(c3.stats.files_hashed.load(Ordering::Relaxed), 0);
         assert_eq!(c3.stats.hits.load(Ordering::Relaxed), 2);
+    }
+
+    /// Waits until the filesystem stamps changes later than everything
+    /// written so far in `dir`.
+    fn next_tick(dir: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::create_dir_all(dir).unwrap();
+        let probe = dir.join("tick");
+        let stamp = || {
+            std::fs::write(&probe, "x").unwrap();
+            let m = std::fs::metadata(&probe).unwrap();
+            (m.mtime(), m.mtime_nsec())
+        };
+        let first = stamp();
+        while stamp() == first {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Racy tick: a file written just after the cache was opened, stat'ed
+    /// and hashed, then rewritten with the same size within the same
+    /// coarse clock tick (mtime kept), has the very stat data the cache
+    /// saved. Kernels since 6.13 give such a rewrite a fine-grained ctime,
+    /// older ones do not: the second walk reuses the first one's entries to
+    /// stand for that identical stat data.
+    #[test]
+    fn racy_tick_a_rewrite_with_identical_stat_data_is_hashed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ctx");
+        std::fs::create_dir_all(&root).unwrap();
+        let cache_dir = dir.path().join("cache");
+        for round in 0..3 {
+            let f = root.join(format!("data{round}.txt"));
+            let cache = HashCache::open(&cache_dir, &root);
+            std::fs::write(&f, "AAAA").unwrap();
+            let entries = walk(&root, &WalkOptions::default()).unwrap();
+            let i = entries.iter().position(|e| e.abs == f).unwrap();
+            let h = cache.hash_all(&entries).unwrap();
+            assert_eq!(h[i], Some(blake3::hash(b"AAAA")));
+            cache.save().unwrap();
+            std::fs::write(&f, "BBBB").unwrap();
+            let cache = HashCache::open(&cache_dir, &root);
+            let h = cache.hash_all(&entries).unwrap();
+            assert_eq!(h[i], Some(blake3::hash(b"BBBB")), "round {round}");
+        }
+    }
+
+    #[test]
+    fn cache_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ctx");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("f"), "x").unwrap();
+        let cache_dir = dir.path().join("cache");
+        let cache = HashCache::open(&cache_dir, &root);
+        cache
+            .hash_all(&walk(&root, &WalkOptions::default()).unwrap())
+            .unwrap();
+        cache.save().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cache_dir), 0o700);
+        let hashes = cache_dir.join("hashes");
+        assert_eq!(mode(&hashes), 0o700);
+        for e in std::fs::read_dir(&hashes).unwrap() {
+            assert_eq!(mode(&e.unwrap().path()), 0o600);
+        }
     }
 }

@@ -21,6 +21,7 @@ use std::path::Path;
 
 use crate::buildkit::session::filesync::listing_digest;
 use crate::buildkit::session::Served;
+use crate::context::binfile::write_private;
 use crate::engine::{Engine, ImageInfo};
 
 use super::plan::ServiceBuild;
@@ -204,19 +205,11 @@ pub fn save(
         inputs,
         served,
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    // Private, as every file under the cache directory: it names the
+    // user's files and their hashes.
     let files: Vec<&Vec<(String, String)>> = record.served.iter().map(|s| &s.files).collect();
-    let stem = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{stem}.{}.files.tmp", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec(&files)?)?;
-    std::fs::rename(&tmp, files_path(path))?;
-    let tmp = dir.join(format!(".{stem}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec(&record)?)?;
-    std::fs::rename(&tmp, path)
+    write_private(&files_path(path), &serde_json::to_vec(&files)?)?;
+    write_private(path, &serde_json::to_vec(&record)?)
 }
 
 fn files_path(record: &Path) -> std::path::PathBuf {

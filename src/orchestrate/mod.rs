@@ -32,9 +32,9 @@ pub use shutdown::{Shutdown, ShutdownTrigger};
 /// When `shutdown` is requested, running solves are cancelled (BuildKit
 /// stops them and tags nothing), and services not started yet are not
 /// started; each such service ends with a "cancelled" outcome, after its
-/// hash caches are saved and, if its build had begun, its content clock
-/// invalidated. Dropping the returned future also cancels the builds, but
-/// skips that bookkeeping.
+/// hash caches are saved (its content clock stays valid: stamps are
+/// content-derived, see `context::clock`). Dropping the returned future also
+/// cancels the builds, but skips that bookkeeping.
 pub async fn run(
     client: &Client,
     engine: Option<Engine>,
@@ -228,12 +228,9 @@ async fn build_one(
         service: b.service.clone(),
         image: b.image.clone(),
     });
-    // From here on BuildKit's copy may change: until a success is recorded,
-    // a later build must not trust the clock's saved state (an interrupted
-    // build never reaches `finish`).
-    for t in &b.tracked {
-        t.clock.invalidate();
-    }
+    // Another cbuild building this service goes first; this build then
+    // starts from what that one left.
+    lock_clocks(b).await;
     let (tx, mut rx) = mpsc::unbounded_channel::<StatusUpdate>();
     let mut build = Box::pin(client.build(&b.solve, &b.session, tx));
     let mut steps = StepCounter::default();
@@ -273,6 +270,11 @@ async fn build_one(
         }
         _ => fresh::forget(b),
     }
+    // Only now may another cbuild build this service: its freshness check
+    // must see this build's record, and its record must come last.
+    for t in &b.tracked {
+        t.clock.release();
+    }
     let outcome = match result {
         Ok(r) => ServiceOutcome {
             image: b.image.clone(),
@@ -306,6 +308,32 @@ async fn build_one(
         outcome: outcome.clone(),
     });
     outcome
+}
+
+/// Takes the content clocks of `b` (in one order, so two processes cannot
+/// each hold one the other waits for), saying on stderr when another cbuild
+/// holds one. A lock that cannot be taken only costs the serialisation.
+async fn lock_clocks(b: &ServiceBuild) {
+    let mut clocks: Vec<_> = b.tracked.iter().map(|t| t.clock.clone()).collect();
+    clocks.sort_by_key(|c| c.lock_path());
+    let service = b.service.clone();
+    let locked = tokio::task::spawn_blocking(move || {
+        for clock in clocks {
+            let waiting = |path: &std::path::Path| {
+                tracing::warn!(
+                    "waiting for another cbuild that is building `{service}` (lock `{}`)",
+                    path.display()
+                );
+            };
+            if let Err(e) = clock.lock(waiting) {
+                tracing::warn!("cannot lock the content clock of `{service}`: {e}");
+            }
+        }
+    })
+    .await;
+    if let Err(e) = locked {
+        tracing::warn!("cannot lock the content clocks of `{}`: {e}", b.service);
+    }
 }
 
 /// Counts a build's Dockerfile steps (`[n/m] …` vertices) once each, as

@@ -89,21 +89,22 @@ pub struct ServiceBuild {
 
 impl ServiceBuild {
     /// Records the outcome in the hash caches and content clocks: after a
-    /// success BuildKit holds what was reported; after a failure nobody
-    /// knows, so the next build starts a fresh generation.
+    /// success BuildKit holds what was reported; after a failure the clocks
+    /// keep their last state (their stamps stay true for BuildKit's copy,
+    /// see [`crate::context::clock`]).
     pub fn finish(&self, success: bool) -> HashCounts {
         let counts = self.hash_counts();
         for t in &self.tracked {
             if let Err(e) = t.hashes.save() {
                 tracing::warn!("cannot save the hash cache: {e}");
             }
-            if success {
-                if let Err(e) = t.clock.commit() {
-                    tracing::warn!("cannot save the content clock: {e}");
-                    t.clock.invalidate();
-                }
-            } else {
-                t.clock.invalidate();
+            if !success {
+                continue;
+            }
+            if let Err(e) = t.clock.commit() {
+                // The next build then transfers more than it needs to,
+                // never less.
+                tracing::warn!("cannot save the content clock: {e}");
             }
         }
         counts

@@ -6,6 +6,7 @@
 mod bench;
 mod build;
 mod cancel;
+mod clock;
 mod common;
 mod compat;
 mod compose_features;
