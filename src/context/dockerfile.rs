@@ -184,12 +184,18 @@ pub fn analyze(
     // Global (meta) `ARG`s: `None` for one declared without a value and not given.
     let mut global: HashMap<String, Option<String>> = HashMap::new();
     let mut stages: Vec<StageState> = Vec::new();
+    // Stage names (lower-cased) to the first stage of that name: looked up per `FROM` and
+    // `--from`, so a map keeps a file of many stages linear.
+    let mut names: HashMap<String, usize> = HashMap::new();
     let mut images: Vec<(usize, String)> = Vec::new();
     let mut remote_sources = Vec::new();
     for ins in &instructions.list {
         let line = ins.line;
         if ins.keyword == "FROM" {
-            let s = parse_from(ins, &x, &Scope::Global(&global), &stages)?;
+            let s = parse_from(ins, &x, &Scope::Global(&global), &stages, &names)?;
+            if let Some(n) = &s.name {
+                names.entry(n.clone()).or_insert(stages.len());
+            }
             if s.base_stage.is_none() && !s.base.eq_ignore_ascii_case("scratch") {
                 images.push((line, s.base.clone()));
             }
@@ -347,14 +353,14 @@ pub fn analyze(
                             return err(*line, format!("invalid stage index {index}"));
                         }
                         edges[i].push(index as usize);
-                    } else if let Some(j) = find_stage(&stages, name) {
+                    } else if let Some(j) = find_stage(&names, name) {
                         edges[i].push(j);
                     } else {
                         images.push((*line, name.clone()));
                     }
                 }
                 Dep::MountFrom(name, line) => {
-                    if let Some(j) = find_stage(&stages, name) {
+                    if let Some(j) = find_stage(&names, name) {
                         edges[i].push(j);
                     } else {
                         images.push((*line, name.clone()));
@@ -538,11 +544,8 @@ impl Scope<'_> {
     }
 }
 
-fn find_stage(stages: &[StageState], name: &str) -> Option<usize> {
-    let name = name.to_lowercase();
-    stages
-        .iter()
-        .position(|s| s.name.as_deref() == Some(name.as_str()))
+fn find_stage(names: &HashMap<String, usize>, name: &str) -> Option<usize> {
+    names.get(&name.to_lowercase()).copied()
 }
 
 /// The automatic platform `ARG`s, for the platform cbuild runs on.
@@ -568,6 +571,7 @@ fn parse_from(
     x: &Expander,
     scope: &Scope,
     stages: &[StageState],
+    names: &HashMap<String, usize>,
 ) -> Result<StageState, DockerfileError> {
     let line = ins.line;
     let (_flags, rest) = split_flags(&ins.rest, line)?;
@@ -597,7 +601,7 @@ fn parse_from(
             format!("base name (`{}`) should not be blank", words[0]),
         );
     }
-    let base_stage = find_stage(stages, &base);
+    let base_stage = find_stage(names, &base);
     // A stage built on another inherits its environment (not its ARGs). The copy counts
     // against the expansion budget: a chain of stages would otherwise multiply it.
     let env = match base_stage {
@@ -1516,6 +1520,17 @@ mod tests {
         );
         too_large_at(
             &format!("FROM a\nARG B={}\n", nested(65)),
+            2,
+            "nested more than 64",
+        );
+        // Split over continuation lines, each short enough for BuildKit.
+        let split: String = nested(50_000)
+            .as_bytes()
+            .chunks(1000)
+            .map(|c| format!("{}\\\n", String::from_utf8_lossy(c)))
+            .collect();
+        too_large_at(
+            &format!("FROM a\nARG B={split}\n"),
             2,
             "nested more than 64",
         );
