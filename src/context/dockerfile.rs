@@ -630,9 +630,10 @@ enum SourceKind {
     Local,
     /// Fetched by BuildKit: an `http(s)://` URL or a git reference.
     Remote,
-    /// A context path to the Dockerfile frontend of Docker 26, but a git reference to newer
-    /// frontends, whose scp-style pattern no longer needs a user (`host:path`): treated as
-    /// both, so the file is sent and the build is never skipped.
+    /// `host:path`: a context path to the Dockerfile frontend of Docker 26 (whose scp-style
+    /// git pattern needs `user@`), but newer BuildKit sources make the user optional, so a
+    /// `# syntax=` frontend may fetch it. Treated as both: the path is sent and the build is
+    /// never skipped.
     Ambiguous,
 }
 

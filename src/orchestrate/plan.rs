@@ -983,16 +983,18 @@ mod tests {
         assert_eq!(normalize_image("reg:5000/app"), "reg:5000/app:latest");
     }
 
-    /// Plans the one service of a project whose Dockerfile is `dockerfile`, built with
-    /// `--build-arg`s `args`; the project is written to a temporary directory.
-    fn plan_dockerfile(dockerfile: &str, args: &[(&str, &str)]) -> Result<ServiceBuild, String> {
+    /// Plans the project made of `files` (a `compose.yaml` among them),
+    /// written to a temporary directory, with `--build-arg`s `args`.
+    fn plan_files(
+        files: &[(&str, &str)],
+        args: &[(&str, &str)],
+    ) -> Result<Vec<ServiceBuild>, String> {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
-        std::fs::write(
-            dir.path().join("compose.yaml"),
-            "services:\n  app:\n    build: .\n",
-        )
-        .unwrap();
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
         let project = crate::compose::load(&crate::compose::LoadOptions {
             cwd: dir.path().to_path_buf(),
             project_name: Some("p".into()),
@@ -1007,9 +1009,49 @@ mod tests {
                 .collect(),
             ..Default::default()
         };
-        plan(&project, &opts)
-            .map(|mut b| b.remove(0))
-            .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+        plan(&project, &opts).map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+    }
+
+    /// Plans the one service of a project whose Dockerfile is `dockerfile`.
+    fn plan_dockerfile(dockerfile: &str, args: &[(&str, &str)]) -> Result<ServiceBuild, String> {
+        let compose = "services:\n  app:\n    build: .\n";
+        plan_files(
+            &[("compose.yaml", compose), ("Dockerfile", dockerfile)],
+            args,
+        )
+        .map(|mut b| b.remove(0))
+    }
+
+    /// A Dockerfile cbuild cannot read has inputs cbuild does not know: it
+    /// is never skipped (BuildKit judges it).
+    #[test]
+    fn an_unreadable_dockerfile_is_never_recorded() {
+        let b = plan_dockerfile("FROM cbuild-base\nCOPY ${X#y} /x\n", &[]).unwrap();
+        assert!(b.record.is_none());
+    }
+
+    /// `COPY --from=` another service's image builds that service first.
+    #[test]
+    fn an_image_copied_from_is_a_dependency() {
+        let builds = plan_files(
+            &[
+                (
+                    "compose.yaml",
+                    "services:\n  app:\n    build: app\n  tool:\n    build: tool\n",
+                ),
+                (
+                    "app/Dockerfile",
+                    "FROM cbuild-base\nCOPY --from=p-tool / /t\n",
+                ),
+                ("tool/Dockerfile", "FROM cbuild-base\n"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let order: Vec<&str> = builds.iter().map(|b| b.service.as_str()).collect();
+        assert_eq!(order, ["tool", "app"]);
+        assert_eq!(builds[1].deps, ["tool"]);
+        assert_eq!(builds[1].bases, ["cbuild-base", "p-tool"]);
     }
 
     /// A named Dockerfile and its build arguments.
