@@ -1,16 +1,28 @@
-//! Which paths of the build context a Dockerfile build asks for.
+//! Reading a Dockerfile the way BuildKit's Dockerfile frontend does: the one reader of
+//! Dockerfiles in cbuild.
 //!
-//! BuildKit's Dockerfile frontend does not ask for the whole context: it collects the source
-//! paths of the instructions it will run and sends them as the `followpaths` of the main
-//! context's `FileSync.DiffCopy` call (`frontend/dockerfile/dockerfile2llb/convert.go`:
-//! `ctxPaths`, `filterPaths`, `normalizeContextPaths`; see PROTOCOL.md §3.9). [`analyze`]
-//! reproduces that list from the Dockerfile text, the target and the build arguments:
+//! [`analyze`] takes the Dockerfile text, the target and the build arguments and yields what
+//! the build will read:
 //!
-//! * **Reading.** Parser directives at the top (`# escape=` picks `\` or `` ` ``; others are
-//!   ignored), line continuations (the escape character at the end of a line; comment and blank
-//!   lines inside a continued instruction are skipped), and heredocs (`<<EOF`, `<<-EOF`,
-//!   quoted words) after `RUN`, `COPY` and `ADD`, whose bodies are skipped. Leading `--flag`
-//!   words are flags; `COPY`/`ADD` arguments are a JSON array or whitespace-separated words.
+//! * the **stages**, each with its expanded base and whether the target depends on it;
+//! * the **images** the build reads ([`ContextUse::images`]): `FROM` bases that are not stages,
+//!   and images named by `COPY --from=` and `RUN --mount=…,from=`;
+//! * the **remote sources** ([`ContextUse::remote_sources`]): `ADD` sources BuildKit fetches
+//!   itself, in every form the frontend accepts (plain or JSON arguments, continuation lines,
+//!   values given through `ARG`s and build arguments);
+//! * the **frontend image** of a `# syntax=` directive or the `BUILDKIT_SYNTAX` build argument;
+//! * the **context paths** it asks for, as sent in the `followpaths` of the main context's
+//!   `FileSync.DiffCopy` call (`frontend/dockerfile/dockerfile2llb/convert.go`: `ctxPaths`,
+//!   `filterPaths`, `normalizeContextPaths`; see PROTOCOL.md §3.9), with each use and its line.
+//!
+//! How it reads:
+//!
+//! * **Reading.** Parser directives at the top (`# escape=` picks `\` or `` ` ``, `# syntax=`
+//!   names a frontend image; others are ignored), line continuations (the escape character at
+//!   the end of a line; comment and blank lines inside a continued instruction are skipped), and
+//!   heredocs (`<<EOF`, `<<-EOF`, quoted words) after `RUN`, `COPY` and `ADD`, whose bodies are
+//!   skipped. Leading `--flag` words are flags; `COPY`/`ADD` arguments are a JSON array or
+//!   whitespace-separated words.
 //! * **Stages.** `FROM [--platform=…] image [AS name]`; the image is expanded with the global
 //!   `ARG`s (those before the first `FROM`, overridden by build arguments), and when it names
 //!   an earlier stage (case-insensitively) that stage is the base. Stage names are lower-cased
@@ -30,6 +42,10 @@
 //!   When no reachable instruction uses the context, upstream passes no filter, but no
 //!   operation depends on the main context either, so BuildKit never asks for it: that is
 //!   `Some` of an empty list here (nothing is sent).
+//! * **Limits.** A line longer than BuildKit's 65535 bytes, `${…}` substitutions nested more
+//!   than [`MAX_NESTING`] deep, or expansions that add up to more than
+//!   [`MAX_EXPANSION_BYTES`] are [`ErrorKind::TooLarge`] errors: BuildKit rejects the first,
+//!   and the others are how a hostile file would make cbuild use unbounded memory and time.
 //!
 //! Known gaps, all of which can only make cbuild predict *more* paths than BuildKit asks for
 //! or none of which matter to a plain `docker compose build`: `ENV`s of base images are not
@@ -43,6 +59,29 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::dockerignore::clean;
 
+/// The longest line BuildKit's Dockerfile parser reads (a `bufio.Scanner` token, without the
+/// newline); longer ones fail the build with "dockerfile line greater than max allowed size".
+pub const MAX_LINE_BYTES: usize = 65535;
+
+/// How deep `${A:-${B:-…}}` substitutions may nest. Real Dockerfiles nest two or three deep;
+/// the bound keeps a hostile file from driving the recursive expansion without limit.
+pub const MAX_NESTING: usize = 64;
+
+/// How much text variable expansion may produce for one Dockerfile, over all its words.
+/// `ARG B=$A$A` doubles a value per line, so without a bound a few dozen lines ask for
+/// terabytes; BuildKit itself would run out of memory on them.
+pub const MAX_EXPANSION_BYTES: usize = 16 << 20;
+
+/// What kind of problem a [`DockerfileError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Something cbuild cannot read (BuildKit may or may not; it reports its own error).
+    Invalid,
+    /// Over one of the limits above: BuildKit cannot build it either, or cbuild refuses to
+    /// spend unbounded memory on it. The build is stopped before anything is sent.
+    TooLarge,
+}
+
 /// A Dockerfile cbuild cannot read, with the line to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {message}")]
@@ -51,12 +90,23 @@ pub struct DockerfileError {
     pub line: usize,
     /// What is wrong.
     pub message: String,
+    /// Whether it is over a limit.
+    pub kind: ErrorKind,
 }
 
 fn err<T>(line: usize, message: impl Into<String>) -> Result<T, DockerfileError> {
     Err(DockerfileError {
         line,
         message: message.into(),
+        kind: ErrorKind::Invalid,
+    })
+}
+
+fn too_large<T>(line: usize, message: impl Into<String>) -> Result<T, DockerfileError> {
+    Err(DockerfileError {
+        line,
+        message: message.into(),
+        kind: ErrorKind::TooLarge,
     })
 }
 
@@ -86,7 +136,19 @@ pub struct PathUse {
     pub stage: usize,
 }
 
-/// What a Dockerfile build asks of the main context.
+/// An `ADD` source BuildKit fetches itself (a URL or a git repository): cbuild cannot see it
+/// change, so a build that has one is never skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSource {
+    /// The source as expanded.
+    pub url: String,
+    /// Line of the `ADD`.
+    pub line: usize,
+    /// Index of the stage.
+    pub stage: usize,
+}
+
+/// What a Dockerfile build reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContextUse {
     /// The `followpaths` BuildKit sends: `None` when the whole context is used (some path was
@@ -98,36 +160,58 @@ pub struct ContextUse {
     pub target: usize,
     /// Every use of a context path by a reachable stage, in Dockerfile order.
     pub uses: Vec<PathUse>,
+    /// The images the build reads, in Dockerfile order and each once: `FROM` bases that are
+    /// neither stages nor `scratch`, and images named by `COPY --from=` and
+    /// `RUN --mount=…,from=`. Every stage counts, reachable or not, so nothing the build
+    /// might read is left out.
+    pub images: Vec<String>,
+    /// `ADD` sources BuildKit fetches itself, of every stage.
+    pub remote_sources: Vec<RemoteSource>,
+    /// The frontend image the build runs instead of the built-in Dockerfile frontend: the
+    /// `BUILDKIT_SYNTAX` build argument, else the `# syntax=` directive (its first word).
+    pub syntax: Option<String>,
 }
 
 /// Reads `text` as BuildKit's Dockerfile frontend would for `target` (the last stage when
-/// `None`) and `build_args`, and returns the context paths it asks for.
+/// `None`) and `build_args`, and returns what the build reads.
 pub fn analyze(
     text: &str,
     target: Option<&str>,
     build_args: &HashMap<String, String>,
 ) -> Result<ContextUse, DockerfileError> {
     let instructions = read_instructions(text)?;
-    let escape = instructions.escape;
-    let mut global: Vec<(String, Option<String>)> = Vec::new();
+    let x = Expander::new(instructions.escape);
+    // Global (meta) `ARG`s: `None` for one declared without a value and not given.
+    let mut global: HashMap<String, Option<String>> = HashMap::new();
     let mut stages: Vec<StageState> = Vec::new();
+    // Stage names (lower-cased) to the first stage of that name: looked up per `FROM` and
+    // `--from`, so a map keeps a file of many stages linear.
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut images: Vec<(usize, String)> = Vec::new();
+    let mut remote_sources = Vec::new();
     for ins in &instructions.list {
         let line = ins.line;
         if ins.keyword == "FROM" {
-            let vars = global_vars(&global);
-            stages.push(parse_from(ins, &vars, escape, &stages)?);
+            let s = parse_from(ins, &x, &Scope::Global(&global), &stages, &names)?;
+            if let Some(n) = &s.name {
+                names.entry(n.clone()).or_insert(stages.len());
+            }
+            if s.base_stage.is_none() && !s.base.eq_ignore_ascii_case("scratch") {
+                images.push((line, s.base.clone()));
+            }
+            stages.push(s);
             continue;
         }
+        let stage_index = stages.len().wrapping_sub(1);
         let Some(stage) = stages.last_mut() else {
             if ins.keyword == "ARG" {
-                for (k, default) in parse_arg(ins, escape)? {
-                    let vars = global_vars(&global);
+                for (k, default) in parse_arg(ins, x.escape)? {
                     let default = match default {
-                        Some(d) => Some(expand(&d, &vars, escape).or_else(|m| err(line, m))?),
+                        Some(d) => Some(x.expand(&d, &Scope::Global(&global), line)?),
                         None => None,
                     };
                     let value = build_args.get(&k).cloned().or(default);
-                    global.push((k, value));
+                    global.insert(k, value);
                 }
                 continue;
             }
@@ -138,28 +222,25 @@ pub fn analyze(
         };
         match ins.keyword.as_str() {
             "ARG" => {
-                for (k, default) in parse_arg(ins, escape)? {
+                for (k, default) in parse_arg(ins, x.escape)? {
                     let default = match default {
-                        Some(d) => {
-                            Some(expand(&d, &stage.vars(), escape).or_else(|m| err(line, m))?)
-                        }
+                        Some(d) => Some(x.expand(&d, &Scope::Stage(stage), line)?),
                         None => None,
                     };
                     let value = build_args.get(&k).cloned().or(default).or_else(|| {
                         global
-                            .iter()
-                            .rev()
-                            .find(|(g, _)| *g == k)
-                            .and_then(|(_, v)| v.clone())
+                            .get(&k)
+                            .cloned()
+                            .flatten()
                             .or_else(|| platform_arg(&k))
                     });
-                    stage.args.push((k, value));
+                    stage.args.insert(k, value);
                 }
             }
             "ENV" => {
-                for (k, v) in parse_env(ins, escape)? {
-                    let v = expand(&v, &stage.vars(), escape).or_else(|m| err(line, m))?;
-                    stage.env.push((k, v));
+                for (k, v) in parse_env(ins, x.escape)? {
+                    let v = x.expand(&v, &Scope::Stage(stage), line)?;
+                    stage.env.insert(k, v);
                 }
             }
             "COPY" | "ADD" => {
@@ -169,7 +250,7 @@ pub fn analyze(
                 for (name, value) in &flags {
                     if name == "from" && !is_add {
                         let v = value.clone().unwrap_or_default();
-                        from = Some(expand(&v, &stage.vars(), escape).or_else(|m| err(line, m))?);
+                        from = Some(x.expand(&v, &Scope::Stage(stage), line)?);
                     }
                 }
                 let words = copy_words(&rest);
@@ -182,20 +263,29 @@ pub fn analyze(
                         ),
                     );
                 }
-                let vars = stage.vars();
                 let mut sources = Vec::new();
                 for w in &words[..words.len() - 1] {
                     if heredoc_word(w).is_some() {
                         continue;
                     }
-                    sources.push(expand(w, &vars, escape).or_else(|m| err(line, m))?);
+                    sources.push(x.expand(w, &Scope::Stage(stage), line)?);
                 }
                 match from {
                     Some(f) if !f.is_empty() => stage.deps.push(Dep::CopyFrom(f, line)),
                     _ => {
                         for s in sources {
-                            if is_add && is_remote_source(&s) {
-                                continue;
+                            if is_add {
+                                let kind = source_kind(&s);
+                                if kind != SourceKind::Local {
+                                    remote_sources.push(RemoteSource {
+                                        url: s.clone(),
+                                        line,
+                                        stage: stage_index,
+                                    });
+                                }
+                                if kind == SourceKind::Remote {
+                                    continue;
+                                }
                             }
                             stage
                                 .uses
@@ -211,12 +301,12 @@ pub fn analyze(
                         continue;
                     }
                     let v = value.clone().unwrap_or_default();
-                    let v = expand(&v, &stage.vars(), escape).or_else(|m| err(line, m))?;
+                    let v = x.expand(&v, &Scope::Stage(stage), line)?;
                     let mount = parse_mount(&v).or_else(|m| err(line, m))?;
                     match mount.kind.as_str() {
                         "cache" | "secret" | "ssh" if mount.from.is_empty() => {}
                         _ if !mount.from.is_empty() => {
-                            stage.deps.push(Dep::MountFrom(mount.from));
+                            stage.deps.push(Dep::MountFrom(mount.from, line));
                         }
                         _ => stage.uses.push((mount.source, line, "RUN")),
                     }
@@ -248,7 +338,8 @@ pub fn analyze(
         }
     };
 
-    // Resolve the edges, then walk them from the target.
+    // Resolve the edges, then walk them from the target. A `--from` that names no stage
+    // names an image.
     let mut edges: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
     for (i, s) in stages.iter().enumerate() {
         if let Some(b) = s.base_stage {
@@ -262,13 +353,17 @@ pub fn analyze(
                             return err(*line, format!("invalid stage index {index}"));
                         }
                         edges[i].push(index as usize);
-                    } else if let Some(j) = find_stage(&stages, name) {
+                    } else if let Some(j) = find_stage(&names, name) {
                         edges[i].push(j);
+                    } else {
+                        images.push((*line, name.clone()));
                     }
                 }
-                Dep::MountFrom(name) => {
-                    if let Some(j) = find_stage(&stages, name) {
+                Dep::MountFrom(name, line) => {
+                    if let Some(j) = find_stage(&names, name) {
                         edges[i].push(j);
+                    } else {
+                        images.push((*line, name.clone()));
                     }
                 }
             }
@@ -313,6 +408,17 @@ pub fn analyze(
     } else {
         Some(set.into_iter().collect())
     };
+    images.sort_by_key(|(line, _)| *line);
+    let mut seen = BTreeSet::new();
+    let images = images
+        .into_iter()
+        .map(|(_, i)| i)
+        .filter(|i| seen.insert(i.clone()))
+        .collect();
+    let syntax = match build_args.get("BUILDKIT_SYNTAX") {
+        Some(arg) => first_word(arg),
+        None => syntax_directive(text),
+    };
     Ok(ContextUse {
         follow_paths,
         stages: stages
@@ -327,7 +433,67 @@ pub fn analyze(
             .collect(),
         target,
         uses,
+        images,
+        remote_sources,
+        syntax,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The frontend image
+// ---------------------------------------------------------------------------------------------
+
+fn first_word(s: &str) -> Option<String> {
+    s.split_whitespace().next().map(str::to_string)
+}
+
+/// The `syntax` parser directive, found as upstream's `parser.DetectSyntax` does: after a
+/// byte-order mark and a `#!` line, in a JSON object's `"syntax"` key, else in the leading
+/// `//key=value` lines, else in the leading `#key=value` lines.
+fn syntax_directive(text: &str) -> Option<String> {
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+    let text = match text.strip_prefix("#!") {
+        Some(rest) => rest.split_once('\n').map_or("", |(_, r)| r),
+        None => text,
+    };
+    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(text) {
+        if let Some(serde_json::Value::String(v)) = m.get("syntax") {
+            return first_word(v);
+        }
+    }
+    for comment in ["//", "#"] {
+        for (key, value) in directives(text, comment) {
+            if key.eq_ignore_ascii_case("syntax") {
+                return first_word(&value);
+            }
+        }
+    }
+    None
+}
+
+/// The leading `<comment> key = value` lines of `text` (upstream's directive pattern
+/// `^<comment>\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$`), up to the first line that is not
+/// one.
+fn directives(text: &str, comment: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for l in text.split('\n') {
+        let l = l.strip_suffix('\r').unwrap_or(l);
+        let Some(d) = l.strip_prefix(comment) else {
+            break;
+        };
+        let Some((k, v)) = d.split_once('=') else {
+            break;
+        };
+        let k = k.trim();
+        let v = v.trim();
+        let key_ok = k.starts_with(|c: char| c.is_ascii_alphabetic())
+            && k.chars().all(|c| c.is_ascii_alphanumeric());
+        if !key_ok || v.is_empty() {
+            break;
+        }
+        out.push((k.to_string(), v.to_string()));
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -337,7 +503,7 @@ pub fn analyze(
 #[derive(Debug)]
 enum Dep {
     CopyFrom(String, usize),
-    MountFrom(String),
+    MountFrom(String, usize),
 }
 
 #[derive(Debug)]
@@ -346,58 +512,40 @@ struct StageState {
     base: String,
     line: usize,
     base_stage: Option<usize>,
-    args: Vec<(String, Option<String>)>,
-    env: Vec<(String, String)>,
+    /// `ARG`s in scope: `None` for one without a value.
+    args: HashMap<String, Option<String>>,
+    env: HashMap<String, String>,
     deps: Vec<Dep>,
     uses: Vec<(String, usize, &'static str)>,
 }
 
-impl StageState {
-    /// The variables a word in this stage is expanded with: `ARG`s, then `ENV`s over them.
-    fn vars(&self) -> HashMap<String, String> {
-        let mut m = HashMap::new();
-        for (k, v) in &self.args {
-            if let Some(v) = v {
-                m.insert(k.clone(), v.clone());
-            }
+/// The variables a word is expanded with. Kept as maps that grow with each `ARG` and `ENV`
+/// rather than rebuilt per instruction, so a long Dockerfile costs linear time.
+enum Scope<'a> {
+    /// Before the first `FROM`: the global `ARG`s over the automatic platform ones.
+    Global(&'a HashMap<String, Option<String>>),
+    /// In a stage: its `ENV`s over its `ARG`s.
+    Stage(&'a StageState),
+}
+
+impl Scope<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        match self {
+            Scope::Global(g) => match g.get(name) {
+                Some(v) => v.clone(),
+                None if name.ends_with("VARIANT") => None,
+                None => platform_arg(name),
+            },
+            Scope::Stage(s) => match s.env.get(name) {
+                Some(v) => Some(v.clone()),
+                None => s.args.get(name).cloned().flatten(),
+            },
         }
-        for (k, v) in &self.env {
-            m.insert(k.clone(), v.clone());
-        }
-        m
     }
 }
 
-fn find_stage(stages: &[StageState], name: &str) -> Option<usize> {
-    let name = name.to_lowercase();
-    stages
-        .iter()
-        .position(|s| s.name.as_deref() == Some(name.as_str()))
-}
-
-fn global_vars(global: &[(String, Option<String>)]) -> HashMap<String, String> {
-    let mut m: HashMap<String, String> = [
-        "BUILDPLATFORM",
-        "TARGETPLATFORM",
-        "BUILDOS",
-        "BUILDARCH",
-        "TARGETOS",
-        "TARGETARCH",
-    ]
-    .iter()
-    .filter_map(|k| Some((k.to_string(), platform_arg(k)?)))
-    .collect();
-    for (k, v) in global {
-        match v {
-            Some(v) => {
-                m.insert(k.clone(), v.clone());
-            }
-            None => {
-                m.remove(k);
-            }
-        }
-    }
-    m
+fn find_stage(names: &HashMap<String, usize>, name: &str) -> Option<usize> {
+    names.get(&name.to_lowercase()).copied()
 }
 
 /// The automatic platform `ARG`s, for the platform cbuild runs on.
@@ -420,9 +568,10 @@ fn platform_arg(name: &str) -> Option<String> {
 
 fn parse_from(
     ins: &Instruction,
-    vars: &HashMap<String, String>,
-    escape: char,
+    x: &Expander,
+    scope: &Scope,
     stages: &[StageState],
+    names: &HashMap<String, usize>,
 ) -> Result<StageState, DockerfileError> {
     let line = ins.line;
     let (_flags, rest) = split_flags(&ins.rest, line)?;
@@ -445,29 +594,88 @@ fn parse_from(
         }
         _ => return err(line, "`from` requires either one or three arguments"),
     };
-    let base = expand(words[0], vars, escape).or_else(|m| err(line, m))?;
-    let base_stage = find_stage(stages, &base);
-    // A stage built on another inherits its environment (not its ARGs).
-    let env = base_stage
-        .map(|b| stages[b].env.clone())
-        .unwrap_or_default();
+    let base = x.expand(words[0], scope, line)?;
+    if base.is_empty() {
+        return err(
+            line,
+            format!("base name (`{}`) should not be blank", words[0]),
+        );
+    }
+    let base_stage = find_stage(names, &base);
+    // A stage built on another inherits its environment (not its ARGs). The copy counts
+    // against the expansion budget: a chain of stages would otherwise multiply it.
+    let env = match base_stage {
+        Some(b) => {
+            let env = stages[b].env.clone();
+            x.charge(env.values().map(String::len).sum(), line)?;
+            env
+        }
+        None => HashMap::new(),
+    };
     Ok(StageState {
         name,
         base,
         line,
         base_stage,
-        args: Vec::new(),
+        args: HashMap::new(),
         env,
         deps: Vec::new(),
         uses: Vec::new(),
     })
 }
 
-/// `ADD` sources BuildKit fetches itself: HTTP(S) URLs and git references.
-fn is_remote_source(s: &str) -> bool {
-    ["http://", "https://", "git://", "ssh://", "git@"]
-        .iter()
-        .any(|p| s.starts_with(p))
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourceKind {
+    /// A path in the context.
+    Local,
+    /// Fetched by BuildKit: an `http(s)://` URL or a git reference.
+    Remote,
+    /// `host:path`: a context path to the Dockerfile frontend of Docker 26 (whose scp-style
+    /// git pattern needs `user@`), but newer BuildKit sources make the user optional, so a
+    /// `# syntax=` frontend may fetch it. Treated as both: the path is sent and the build is
+    /// never skipped.
+    Ambiguous,
+}
+
+/// How BuildKit reads an `ADD` source (upstream `isHTTPSource` and `gitutil.ParseGitRef`):
+/// `http://` and `https://` URLs, URLs of the protocols git speaks (`git://`, `ssh://`,
+/// any case), and scp-style `user@host:path` references are fetched by BuildKit.
+fn source_kind(s: &str) -> SourceKind {
+    if s.starts_with("http://") || s.starts_with("https://") {
+        return SourceKind::Remote;
+    }
+    if let Some((scheme, _)) = s.split_once("://") {
+        if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
+            let git =
+                ["http", "https", "git", "ssh"].contains(&scheme.to_ascii_lowercase().as_str());
+            return if git {
+                SourceKind::Remote
+            } else {
+                SourceKind::Local
+            };
+        }
+    }
+    let host_ok = |h: &str| {
+        !h.is_empty()
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    };
+    if let Some((before, _path)) = s.split_once(':') {
+        match before.split_once('@') {
+            Some((user, host))
+                if !user.is_empty()
+                    && user
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    && host_ok(host) =>
+            {
+                return SourceKind::Remote
+            }
+            None if host_ok(before) => return SourceKind::Ambiguous,
+            _ => {}
+        }
+    }
+    SourceKind::Local
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -658,176 +866,264 @@ fn parse_mount(v: &str) -> Result<Mount, String> {
 // Word expansion (upstream `shell.Lex.ProcessWord`)
 // ---------------------------------------------------------------------------------------------
 
-/// Expands `$VAR`, `${VAR}`, `${VAR:-w}`, `${VAR-w}`, `${VAR:+w}`, `${VAR+w}`, `${VAR:?w}` and
-/// `${VAR?w}`, removes quotes (nothing inside `'…'` is expanded) and escape characters.
-fn expand(word: &str, vars: &HashMap<String, String>, escape: char) -> Result<String, String> {
-    let chars: Vec<char> = word.chars().collect();
-    let mut pos = 0;
-    let out = expand_until(&chars, &mut pos, vars, escape, None)?;
-    Ok(out)
+/// Expands words, within the bounds above.
+struct Expander {
+    escape: char,
+    /// Bytes of expanded text produced so far, for [`MAX_EXPANSION_BYTES`].
+    used: std::cell::Cell<usize>,
 }
 
-fn expand_until(
-    chars: &[char],
-    pos: &mut usize,
-    vars: &HashMap<String, String>,
-    escape: char,
-    stop: Option<char>,
-) -> Result<String, String> {
-    let mut out = String::new();
-    while *pos < chars.len() {
-        let c = chars[*pos];
-        if Some(c) == stop {
-            return Ok(out);
+/// Why a word could not be expanded (the line is added by the caller).
+enum Fail {
+    Invalid(String),
+    TooLarge(String),
+}
+
+impl From<String> for Fail {
+    fn from(m: String) -> Self {
+        Fail::Invalid(m)
+    }
+}
+
+impl From<&str> for Fail {
+    fn from(m: &str) -> Self {
+        Fail::Invalid(m.to_string())
+    }
+}
+
+fn over_budget() -> String {
+    format!(
+        "expanding variables makes more than {} MiB of text (ARG or ENV values built from \
+         each other?); cbuild stops here rather than use unbounded memory",
+        MAX_EXPANSION_BYTES >> 20
+    )
+}
+
+impl Expander {
+    fn new(escape: char) -> Self {
+        Expander {
+            escape,
+            used: std::cell::Cell::new(0),
         }
-        *pos += 1;
-        if c == escape {
-            match chars.get(*pos) {
-                Some(&n) => {
-                    out.push(n);
-                    *pos += 1;
-                }
-                None => out.push(c),
+    }
+
+    /// Counts `n` more bytes of expanded text.
+    fn charge(&self, n: usize, line: usize) -> Result<(), DockerfileError> {
+        let used = self.used.get().saturating_add(n);
+        self.used.set(used);
+        if used > MAX_EXPANSION_BYTES {
+            return too_large(line, over_budget());
+        }
+        Ok(())
+    }
+
+    /// Expands `$VAR`, `${VAR}`, `${VAR:-w}`, `${VAR-w}`, `${VAR:+w}`, `${VAR+w}`,
+    /// `${VAR:?w}` and `${VAR?w}`, removes quotes (nothing inside `'…'` is expanded) and
+    /// escape characters.
+    fn expand(&self, word: &str, scope: &Scope, line: usize) -> Result<String, DockerfileError> {
+        let chars: Vec<char> = word.chars().collect();
+        let mut pos = 0;
+        let out = self
+            .until(&chars, &mut pos, scope, None, 0, 0)
+            .map_err(|f| match f {
+                Fail::Invalid(message) => DockerfileError {
+                    line,
+                    message,
+                    kind: ErrorKind::Invalid,
+                },
+                Fail::TooLarge(message) => DockerfileError {
+                    line,
+                    message,
+                    kind: ErrorKind::TooLarge,
+                },
+            })?;
+        self.charge(out.len(), line)?;
+        Ok(out)
+    }
+
+    /// Expands up to `stop` (or the end). `depth` counts the enclosing `${…}`s; `held` the
+    /// bytes their partial results already hold, so the bound covers the whole word.
+    fn until(
+        &self,
+        chars: &[char],
+        pos: &mut usize,
+        scope: &Scope,
+        stop: Option<char>,
+        depth: usize,
+        held: usize,
+    ) -> Result<String, Fail> {
+        let escape = self.escape;
+        let mut out = String::new();
+        while *pos < chars.len() {
+            if held.saturating_add(out.len()) > MAX_EXPANSION_BYTES {
+                return Err(Fail::TooLarge(over_budget()));
             }
-        } else if c == '\'' {
-            loop {
+            let c = chars[*pos];
+            if Some(c) == stop {
+                return Ok(out);
+            }
+            *pos += 1;
+            if c == escape {
                 match chars.get(*pos) {
-                    None => {
-                        return Err(
-                            "unexpected end of statement while looking for matching single-quote"
-                                .into(),
-                        )
-                    }
-                    Some('\'') => {
-                        *pos += 1;
-                        break;
-                    }
                     Some(&n) => {
                         out.push(n);
                         *pos += 1;
                     }
+                    None => out.push(c),
                 }
-            }
-        } else if c == '"' {
-            loop {
-                match chars.get(*pos) {
-                    None => {
-                        return Err(
-                            "unexpected end of statement while looking for matching double-quote"
+            } else if c == '\'' {
+                loop {
+                    match chars.get(*pos) {
+                        None => return Err(
+                            "unexpected end of statement while looking for matching single-quote"
                                 .into(),
-                        )
-                    }
-                    Some('"') => {
-                        *pos += 1;
-                        break;
-                    }
-                    Some(&n) if n == escape => match chars.get(*pos + 1) {
-                        Some(&m) if m == '"' || m == '$' || m == escape => {
-                            out.push(m);
-                            *pos += 2;
+                        ),
+                        Some('\'') => {
+                            *pos += 1;
+                            break;
                         }
-                        _ => {
+                        Some(&n) => {
                             out.push(n);
                             *pos += 1;
                         }
-                    },
-                    Some('$') => {
-                        *pos += 1;
-                        out.push_str(&expand_dollar(chars, pos, vars, escape)?);
-                    }
-                    Some(&n) => {
-                        out.push(n);
-                        *pos += 1;
                     }
                 }
+            } else if c == '"' {
+                loop {
+                    match chars.get(*pos) {
+                        None => return Err(
+                            "unexpected end of statement while looking for matching double-quote"
+                                .into(),
+                        ),
+                        Some('"') => {
+                            *pos += 1;
+                            break;
+                        }
+                        Some(&n) if n == escape => match chars.get(*pos + 1) {
+                            Some(&m) if m == '"' || m == '$' || m == escape => {
+                                out.push(m);
+                                *pos += 2;
+                            }
+                            _ => {
+                                out.push(n);
+                                *pos += 1;
+                            }
+                        },
+                        Some('$') => {
+                            *pos += 1;
+                            let v = self.dollar(chars, pos, scope, depth, held + out.len())?;
+                            out.push_str(&v);
+                            if held.saturating_add(out.len()) > MAX_EXPANSION_BYTES {
+                                return Err(Fail::TooLarge(over_budget()));
+                            }
+                        }
+                        Some(&n) => {
+                            out.push(n);
+                            *pos += 1;
+                        }
+                    }
+                }
+            } else if c == '$' {
+                let v = self.dollar(chars, pos, scope, depth, held + out.len())?;
+                out.push_str(&v);
+            } else {
+                out.push(c);
             }
-        } else if c == '$' {
-            out.push_str(&expand_dollar(chars, pos, vars, escape)?);
-        } else {
-            out.push(c);
+        }
+        if held.saturating_add(out.len()) > MAX_EXPANSION_BYTES {
+            return Err(Fail::TooLarge(over_budget()));
+        }
+        if let Some(s) = stop {
+            return Err(format!("missing `{s}` in substitution").into());
+        }
+        Ok(out)
+    }
+
+    /// After a `$`: a variable, a `${…}` substitution, or a literal `$`.
+    fn dollar(
+        &self,
+        chars: &[char],
+        pos: &mut usize,
+        scope: &Scope,
+        depth: usize,
+        held: usize,
+    ) -> Result<String, Fail> {
+        match chars.get(*pos) {
+            Some('{') => {
+                *pos += 1;
+                let start = *pos;
+                while chars.get(*pos).is_some_and(|&c| is_name_char(c)) {
+                    *pos += 1;
+                }
+                let name: String = chars[start..*pos].iter().collect();
+                if name.is_empty() {
+                    return Err("bad substitution: `${` must be followed by a variable name".into());
+                }
+                let value = scope.get(&name);
+                let next = chars.get(*pos).copied();
+                match next {
+                    Some('}') => {
+                        *pos += 1;
+                        Ok(value.unwrap_or_default())
+                    }
+                    Some(':') | Some('-') | Some('+') | Some('?') => {
+                        let colon = next == Some(':');
+                        if colon {
+                            *pos += 1;
+                        }
+                        let op = chars.get(*pos).copied();
+                        if !matches!(op, Some('-') | Some('+') | Some('?')) {
+                            return Err(format!("unsupported modifier in `${{{name}:…}}`").into());
+                        }
+                        *pos += 1;
+                        if depth + 1 > MAX_NESTING {
+                            return Err(Fail::TooLarge(format!(
+                                "`${{…}}` substitutions nested more than {MAX_NESTING} deep; cbuild stops \
+                                 there (declare the defaults as separate ARGs)"
+                            )));
+                        }
+                        let word = self.until(chars, pos, scope, Some('}'), depth + 1, held)?;
+                        *pos += 1;
+                        let set = match &value {
+                            Some(v) => !colon || !v.is_empty(),
+                            None => false,
+                        };
+                        match op {
+                            Some('-') => Ok(if set { value.unwrap_or_default() } else { word }),
+                            Some('+') => Ok(if set { word } else { String::new() }),
+                            _ => {
+                                if set {
+                                    Ok(value.unwrap_or_default())
+                                } else if word.is_empty() {
+                                    Err(format!("`{name}`: is not allowed to be unset").into())
+                                } else {
+                                    Err(format!("`{name}`: {word}").into())
+                                }
+                            }
+                        }
+                    }
+                    Some(c) => Err(format!(
+                        "unsupported modifier `{c}` in substitution of `{name}` (cbuild cannot predict it)"
+                    )
+                    .into()),
+                    None => Err(format!("missing `}}` in substitution of `{name}`").into()),
+                }
+            }
+            Some(&c) if is_name_char(c) => {
+                let start = *pos;
+                while chars.get(*pos).is_some_and(|&c| is_name_char(c)) {
+                    *pos += 1;
+                }
+                let name: String = chars[start..*pos].iter().collect();
+                Ok(scope.get(&name).unwrap_or_default())
+            }
+            _ => Ok("$".into()),
         }
     }
-    if let Some(s) = stop {
-        return Err(format!("missing `{s}` in substitution"));
-    }
-    Ok(out)
 }
 
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
-}
-
-/// After a `$`: a variable, a `${…}` substitution, or a literal `$`.
-fn expand_dollar(
-    chars: &[char],
-    pos: &mut usize,
-    vars: &HashMap<String, String>,
-    escape: char,
-) -> Result<String, String> {
-    match chars.get(*pos) {
-        Some('{') => {
-            *pos += 1;
-            let start = *pos;
-            while chars.get(*pos).is_some_and(|&c| is_name_char(c)) {
-                *pos += 1;
-            }
-            let name: String = chars[start..*pos].iter().collect();
-            if name.is_empty() {
-                return Err("bad substitution: `${` must be followed by a variable name".into());
-            }
-            let value = vars.get(&name);
-            let next = chars.get(*pos).copied();
-            match next {
-                Some('}') => {
-                    *pos += 1;
-                    Ok(value.cloned().unwrap_or_default())
-                }
-                Some(':') | Some('-') | Some('+') | Some('?') => {
-                    let colon = next == Some(':');
-                    if colon {
-                        *pos += 1;
-                    }
-                    let op = chars.get(*pos).copied();
-                    if !matches!(op, Some('-') | Some('+') | Some('?')) {
-                        return Err(format!("unsupported modifier in `${{{name}:…}}`"));
-                    }
-                    *pos += 1;
-                    let word = expand_until(chars, pos, vars, escape, Some('}'))?;
-                    *pos += 1;
-                    let set = match value {
-                        Some(v) => !colon || !v.is_empty(),
-                        None => false,
-                    };
-                    match op {
-                        Some('-') => Ok(if set { value.cloned().unwrap_or_default() } else { word }),
-                        Some('+') => Ok(if set { word } else { String::new() }),
-                        _ => {
-                            if set {
-                                Ok(value.cloned().unwrap_or_default())
-                            } else if word.is_empty() {
-                                Err(format!("`{name}`: is not allowed to be unset"))
-                            } else {
-                                Err(format!("`{name}`: {word}"))
-                            }
-                        }
-                    }
-                }
-                Some(c) => Err(format!(
-                    "unsupported modifier `{c}` in substitution of `{name}` (cbuild cannot predict it)"
-                )),
-                None => Err(format!("missing `}}` in substitution of `{name}`")),
-            }
-        }
-        Some(&c) if is_name_char(c) => {
-            let start = *pos;
-            while chars.get(*pos).is_some_and(|&c| is_name_char(c)) {
-                *pos += 1;
-            }
-            let name: String = chars[start..*pos].iter().collect();
-            Ok(vars.get(&name).cloned().unwrap_or_default())
-        }
-        _ => Ok("$".into()),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -870,6 +1166,21 @@ fn heredoc_word(w: &str) -> Option<(String, bool)> {
 
 fn read_instructions(text: &str) -> Result<Instructions, DockerfileError> {
     let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+    // BuildKit's parser reads lines with a bounded scanner; over the bound it stops with
+    // "dockerfile line greater than max allowed size of 65535". Say so before anything is
+    // sent, and before a huge line costs memory here.
+    for (i, l) in text.split('\n').enumerate() {
+        if l.len() > MAX_LINE_BYTES {
+            return too_large(
+                i + 1,
+                format!(
+                    "the line is {} bytes long, more than the {MAX_LINE_BYTES} BuildKit reads in \
+                     one Dockerfile line; split it over several lines with line continuations",
+                    l.len()
+                ),
+            );
+        }
+    }
     let lines: Vec<&str> = text
         .split('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
@@ -1064,6 +1375,7 @@ mod tests {
                 "unsupported mount type",
             ),
             ("", 1, "no `FROM`"),
+            ("FROM a\nARG X=b\nFROM $X\n", 3, "should not be blank"),
         ];
         for (df, line, msg) in cases {
             let target = msg.contains("target").then_some("c");
@@ -1083,5 +1395,174 @@ mod tests {
         assert_eq!(reach, [true, false, true]);
         let lines: Vec<(String, usize)> = u.uses.iter().map(|p| (p.path.clone(), p.line)).collect();
         assert_eq!(lines, [("lib".to_string(), 2), ("app".to_string(), 6)]);
+    }
+    /// A named Dockerfile, its build arguments and what it should give.
+    type Case<'a, W> = (&'a str, &'a str, &'a [(&'a str, &'a str)], W);
+
+    fn read(df: &str, args: &[(&str, &str)]) -> ContextUse {
+        let args = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        analyze(df, None, &args).unwrap_or_else(|e| panic!("{df}: {e}"))
+    }
+
+    fn remote(df: &str, args: &[(&str, &str)]) -> Vec<String> {
+        read(df, args)
+            .remote_sources
+            .into_iter()
+            .map(|r| r.url)
+            .collect()
+    }
+
+    /// Every form in which `ADD` names something BuildKit fetches itself.
+    #[test]
+    fn remote_sources_in_every_form() {
+        #[rustfmt::skip]
+        let cases: &[Case<&[&str]>] = &[
+            ("plain", "FROM a\nADD https://h/f /x\n", &[], &["https://h/f"]),
+            ("json", "FROM a\nADD [\"https://h/f\", \"/x\"]\n", &[], &["https://h/f"]),
+            ("json with flags", "FROM a\nADD --chmod=644 [\"http://h/f\", \"/x\"]\n", &[], &["http://h/f"]),
+            ("continuation", "FROM a\nADD \\\n  https://h/f \\\n  /x\n", &[], &["https://h/f"]),
+            ("continuation after comment", "FROM a\nADD local \\\n# c\n  http://h/f /x\n", &[], &["http://h/f"]),
+            ("arg default", "FROM a\nARG URL=https://h/f\nADD ${URL} /x\n", &[], &["https://h/f"]),
+            ("build arg", "FROM a\nARG URL=local\nADD $URL /x\n", &[("URL", "https://h/g")], &["https://h/g"]),
+            ("global arg redeclared", "ARG URL=https://h/f\nFROM a\nARG URL\nADD $URL /x\n", &[], &["https://h/f"]),
+            ("env", "FROM a\nENV U=http://h/e\nADD $U /x\n", &[], &["http://h/e"]),
+            ("git scp", "FROM a\nADD git@github.com:o/r.git /x\n", &[], &["git@github.com:o/r.git"]),
+            ("git scp other user", "FROM a\nADD me_1@git.example.org:o/r /x\n", &[], &["me_1@git.example.org:o/r"]),
+            ("git url", "FROM a\nADD git://h/r.git#main /x\n", &[], &["git://h/r.git#main"]),
+            ("ssh url", "FROM a\nADD ssh://git@h/r.git /x\n", &[], &["ssh://git@h/r.git"]),
+            ("https git", "FROM a\nADD https://github.com/o/r.git#v1 /x\n", &[], &["https://github.com/o/r.git#v1"]),
+            ("scheme case", "FROM a\nADD Git://h/r /x\n", &[], &["Git://h/r"]),
+            ("host:path", "FROM a\nADD example.org:o/r /x\n", &[], &["example.org:o/r"]),
+            ("unreachable stage counts", "FROM a AS x\nADD http://h/f /x\nFROM b\n", &[], &["http://h/f"]),
+            ("local", "FROM a\nADD f /x\nADD ftp://h/f /y\nADD ./a@b:c /z\n", &[], &[]),
+            ("copy is never remote", "FROM a\nCOPY f /x\n", &[], &[]),
+            ("heredoc", "FROM a\nADD <<EOF /x\nhttp://h/f\nEOF\n", &[], &[]),
+            ("heredoc body line", "FROM a\nRUN <<EOF\nADD http://h/f /x\nEOF\n", &[], &[]),
+        ];
+        for (name, df, args, want) in cases {
+            assert_eq!(remote(df, args), *want, "case {name}");
+        }
+        // An ambiguous `host:path` is also sent as a context path; a sure remote is not.
+        assert_eq!(
+            paths("FROM a\nADD example.org:o/r https://h/f /x/\n", None, &[]),
+            Some(vec!["example.org:o/r".to_string()])
+        );
+    }
+
+    #[test]
+    fn images_the_build_reads() {
+        #[rustfmt::skip]
+        let cases: &[Case<&[&str]>] = &[
+            ("continued from", "FROM \\\n  base:1 AS b\nRUN x\n", &[], &["base:1"]),
+            ("escape directive", "# escape=`\nFROM `\n  base:1\nRUN echo `\n  hi\n", &[], &["base:1"]),
+            ("heredoc body", "FROM base\nRUN <<EOF\nFROM evil\nEOF\nCOPY <<EOF /x\nFROM evil2\nEOF\n", &[], &["base"]),
+            ("stages and scratch", "FROM a AS one\nFROM one\nFROM scratch\nFROM ONE\n", &[], &["a"]),
+            ("meta args", "ARG B=base\nARG T\nARG F=${B}:${T:-latest}\nFROM $B AS one\nFROM ${F}\nFROM ${NOPE:-x}\n", &[], &["base", "base:latest", "x"]),
+            ("meta args from build args", "ARG B=base\nARG T\nFROM ${B}:${T:-latest}\n", &[("B", "o"), ("T", "1")], &["o:1"]),
+            ("stage arg is not meta", "FROM a\nARG X=b\nFROM ${X:-c}\n", &[], &["a", "c"]),
+            ("copy from image", "FROM a AS s\nFROM b\nCOPY --from=s / /\nCOPY --from=tool:1 /t /t\nCOPY --from=0 / /\n", &[], &["a", "b", "tool:1"]),
+            ("mount from image", "FROM a\nRUN --mount=type=bind,from=cache:2,target=/c true\n", &[], &["a", "cache:2"]),
+            ("copy from arg", "FROM a\nARG T=tool\nCOPY --from=$T / /\n", &[("T", "t2")], &["a", "t2"]),
+            ("dedup in order", "FROM b\nCOPY --from=a / /\nFROM a\nCOPY --from=b / /\n", &[], &["b", "a"]),
+            ("platform flag", "FROM --platform=$BUILDPLATFORM a\n", &[], &["a"]),
+        ];
+        for (name, df, args, want) in cases {
+            assert_eq!(read(df, args).images, *want, "case {name}");
+        }
+    }
+
+    #[test]
+    fn syntax_frontend() {
+        #[rustfmt::skip]
+        let cases: &[Case<Option<&str>>] = &[
+            ("none", "FROM a\n", &[], None),
+            ("directive", "# syntax=docker/dockerfile:1.7\nFROM a\n", &[], Some("docker/dockerfile:1.7")),
+            ("spaces and case", "#  SYNTAX = fe:1 --opt\nFROM a\n", &[], Some("fe:1")),
+            ("after escape", "# escape=`\n# syntax=fe:2\nFROM a\n", &[], Some("fe:2")),
+            ("after shebang", "#!/usr/bin/env buildctl\n# syntax=fe:3\nFROM a\n", &[], Some("fe:3")),
+            ("not at the top", "FROM a\n# syntax=fe:5\n", &[], None),
+            ("after a comment", "# hello\n# syntax=fe:6\nFROM a\n", &[], None),
+            ("build arg wins", "# syntax=fe:1\nFROM a\n", &[("BUILDKIT_SYNTAX", "other/fe:2 x")], Some("other/fe:2")),
+            ("build arg alone", "FROM a\n", &[("BUILDKIT_SYNTAX", "fe:7")], Some("fe:7")),
+        ];
+        for (name, df, args, want) in cases {
+            assert_eq!(read(df, args).syntax.as_deref(), *want, "case {name}");
+        }
+        // Forms for other frontends' languages, which the Dockerfile parser cannot read.
+        assert_eq!(
+            syntax_directive("//syntax=fe:4\n{}").as_deref(),
+            Some("fe:4")
+        );
+        assert_eq!(
+            syntax_directive("{\"syntax\": \"fe:5\"}").as_deref(),
+            Some("fe:5")
+        );
+    }
+
+    fn too_large_at(df: &str, line: usize, msg: &str) {
+        let e = analyze(df, None, &HashMap::new()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::TooLarge, "{e}");
+        assert_eq!(e.line, line, "{e}");
+        assert!(e.to_string().contains(msg), "{e}");
+    }
+
+    #[test]
+    fn hostile_input_is_bounded() {
+        // 50,000 nested defaults, in `FROM` and in `ARG`: refused, not expanded.
+        let nested = |n: usize| format!("{}x{}", "${A:-".repeat(n), "}".repeat(n));
+        too_large_at(&format!("FROM {}\n", nested(50_000)), 1, "line is");
+        too_large_at(
+            &format!("ARG X\nFROM {}\n", nested(10_000)),
+            2,
+            "nested more than 64",
+        );
+        too_large_at(
+            &format!("FROM a\nARG B={}\n", nested(65)),
+            2,
+            "nested more than 64",
+        );
+        // Split over continuation lines, each short enough for BuildKit.
+        let split: String = nested(50_000)
+            .as_bytes()
+            .chunks(1000)
+            .map(|c| format!("{}\\\n", String::from_utf8_lossy(c)))
+            .collect();
+        too_large_at(
+            &format!("FROM a\nARG B={split}\n"),
+            2,
+            "nested more than 64",
+        );
+        assert_eq!(read(&format!("FROM {}\n", nested(64)), &[]).images, ["x"]);
+        // Values built from each other double per line.
+        let mut df = String::from("ARG A0=0123456789abcdef\n");
+        for i in 1..40 {
+            df.push_str(&format!("ARG A{i}=${{A{}}}${{A{}}}\n", i - 1, i - 1));
+        }
+        df.push_str("FROM a\n");
+        too_large_at(&df, 21, "more than 16 MiB");
+        // So do environments inherited along a chain of stages.
+        let mut df = format!("FROM a AS s0\nENV E={}\n", "e".repeat(60_000));
+        for i in 1..400 {
+            df.push_str(&format!("FROM s{} AS s{i}\n", i - 1));
+        }
+        let e = analyze(&df, None, &HashMap::new()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::TooLarge, "{e}");
+        // A line BuildKit cannot read.
+        let long = format!("FROM a\nRUN echo {}\n", "x".repeat(MAX_LINE_BYTES));
+        too_large_at(&long, 2, "65535");
+        let ok = format!("FROM a\nRUN {}\n", "x".repeat(MAX_LINE_BYTES - 4));
+        analyze(&ok, None, &HashMap::new()).unwrap();
+        // Even in a heredoc body.
+        let body = format!("FROM a\nRUN <<EOF\n{}\nEOF\n", "x".repeat(70_000));
+        too_large_at(&body, 3, "65535");
+    }
+
+    #[test]
+    fn other_errors_are_not_limits() {
+        let e = analyze("FROM a\nCOPY ${X#y} /\n", None, &HashMap::new()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Invalid);
     }
 }

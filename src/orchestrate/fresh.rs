@@ -134,8 +134,10 @@ pub async fn check(b: &ServiceBuild, engine: &Engine) -> Freshness {
         return Freshness::Stale("a fresh build was asked for (--no-cache or --pull)".into());
     }
     let bases = base_ids(engine, &b.bases).await;
-    if bases.values().any(|id| id == "missing") {
-        return Freshness::Stale("a base image is not in the engine".into());
+    if let Some((name, _)) = bases.iter().find(|(_, id)| *id == "missing") {
+        return Freshness::Stale(format!(
+            "the image `{name}` (a base, `--from` or `# syntax=` frontend image) is not in the engine"
+        ));
     }
     if inputs_digest(b, &bases) != record.inputs {
         return Freshness::Stale("build options or base images changed".into());

@@ -14,6 +14,7 @@ use crate::buildkit::{
     ExporterSpec, LocalDir, SessionSpec, SolveOptions, VirtualFile, DOCKERFILE_FRONTEND,
 };
 use crate::compose::{Project, Service};
+use crate::context::dockerfile::{self, ContextUse, DockerfileError, ErrorKind};
 use crate::context::{cache::HashCache, clock::ContentClock};
 
 /// Options of a `build` that are not in the Compose file.
@@ -171,6 +172,18 @@ pub enum PlanError {
         /// Where it was looked for.
         path: PathBuf,
     },
+    /// The Dockerfile is over a limit (BuildKit's line length, or cbuild's
+    /// bounds on variable expansion).
+    #[error("service `{service}`: cannot use the Dockerfile `{}`", path.display())]
+    Dockerfile {
+        /// The service.
+        service: String,
+        /// The Dockerfile (or `services.NAME.build.dockerfile_inline`).
+        path: PathBuf,
+        /// What is wrong, with the line.
+        #[source]
+        source: DockerfileError,
+    },
     /// Services depend on each other's images in a circle.
     #[error("build dependency cycle: {0}")]
     Cycle(String),
@@ -221,15 +234,9 @@ pub fn plan(project: &Project, opts: &BuildOptions) -> Result<Vec<ServiceBuild>,
     let mut builds: Vec<ServiceBuild> = Vec::new();
     for name in order {
         let svc = &project.services[&name];
-        let mut b = plan_service(project, svc, opts)?;
-        b.deps = build_deps(project, svc, opts);
-        // `FROM ${ARG}` names the image the arguments make of it.
-        let args = svc
-            .build
-            .as_ref()
-            .map(|x| build_args(x, opts))
-            .unwrap_or_default();
-        let text = dockerfile_text(svc).map(|t| expand_from_args(&t, &args));
+        let dockerfile = read_dockerfile(svc, opts)?;
+        let mut b = plan_service(project, svc, opts, &dockerfile)?;
+        b.deps = build_deps(project, svc, &dockerfile);
         let named: Vec<String> = svc
             .build
             .as_ref()
@@ -240,22 +247,37 @@ pub fn plan(project: &Project, opts: &BuildOptions) -> Result<Vec<ServiceBuild>,
                     .collect()
             })
             .unwrap_or_default();
-        b.bases = text
-            .as_deref()
-            .map(image_inputs)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|i| !named.contains(&i.to_ascii_lowercase()))
-            .collect();
-        // Inputs BuildKit fetches itself and cbuild cannot see change: such
-        // builds always run.
-        let remote_add = text.as_deref().is_some_and(has_remote_add);
+        match &dockerfile {
+            DockerfileInfo::Read(u) => {
+                // The frontend image runs the build, so it is an input like a base; a
+                // named context of the same name replaces an image, never the frontend.
+                b.bases = u.syntax.iter().cloned().collect();
+                b.bases.extend(
+                    u.images
+                        .iter()
+                        .filter(|i| !named.contains(&i.to_ascii_lowercase()))
+                        .cloned(),
+                );
+                // Inputs BuildKit fetches itself and cbuild cannot see change: such
+                // builds always run.
+                if !u.remote_sources.is_empty() {
+                    b.record = None;
+                }
+            }
+            DockerfileInfo::Unreadable(why) => {
+                // Its inputs are unknown, so it is never skipped; BuildKit reports the
+                // problem if it has one.
+                tracing::debug!(service = %svc.name, "cbuild cannot read the Dockerfile: {why}");
+                b.record = None;
+            }
+            DockerfileInfo::Remote => {}
+        }
         let remote_named = svc.build.as_ref().is_some_and(|x| {
             x.additional_contexts
                 .values()
                 .any(|v| v.contains("://") && !v.starts_with("docker-image://"))
         });
-        if remote_add || remote_named {
+        if remote_named {
             b.record = None;
         }
         if let Some(x) = &svc.build {
@@ -336,7 +358,7 @@ fn visit(
         .get(name)
         .ok_or_else(|| PlanError::NoSuchService(name.to_string()))?;
     visiting.push(name.to_string());
-    for dep in build_deps(project, svc, opts) {
+    for dep in build_deps(project, svc, &read_dockerfile(svc, opts)?) {
         visit(project, &dep, opts, order, visiting)?;
     }
     visiting.pop();
@@ -345,8 +367,9 @@ fn visit(
 }
 
 /// The services whose images `svc`'s build uses: `additional_contexts`
-/// entries `service:NAME`, and `FROM` lines naming another service's image.
-fn build_deps(project: &Project, svc: &Service, opts: &BuildOptions) -> Vec<String> {
+/// entries `service:NAME`, and images the Dockerfile reads (`FROM`,
+/// `COPY --from=`, `RUN --mount=from=`) that are another service's image.
+fn build_deps(project: &Project, svc: &Service, dockerfile: &DockerfileInfo) -> Vec<String> {
     let Some(build) = &svc.build else {
         return Vec::new();
     };
@@ -356,9 +379,9 @@ fn build_deps(project: &Project, svc: &Service, opts: &BuildOptions) -> Vec<Stri
         .filter_map(|v| v.strip_prefix("service:"))
         .map(str::to_string)
         .collect();
-    if let Some(text) = dockerfile_text(svc) {
-        for image in base_images(&expand_from_args(&text, &build_args(build, opts))) {
-            let image = normalize_image(&image);
+    if let DockerfileInfo::Read(u) = dockerfile {
+        for image in &u.images {
+            let image = normalize_image(image);
             for other in project.services.values() {
                 if other.name != svc.name
                     && other.build.is_some()
@@ -373,222 +396,49 @@ fn build_deps(project: &Project, svc: &Service, opts: &BuildOptions) -> Vec<Stri
     deps
 }
 
-/// Every image a Dockerfile reads: `FROM` bases, and the images named by
-/// `COPY --from=` and `RUN --mount=…,from=` that are not stages.
-fn image_inputs(dockerfile: &str) -> Vec<String> {
-    let mut images = base_images(dockerfile);
-    let stages: Vec<String> = from_lines(dockerfile)
-        .into_iter()
-        .filter_map(|(_, s)| s)
-        .collect();
-    for l in dockerfile.lines() {
-        let words: Vec<&str> = l.split_whitespace().collect();
-        if words
-            .first()
-            .is_some_and(|w| w.eq_ignore_ascii_case("FROM"))
-        {
-            continue;
-        }
-        for w in &words {
-            for part in w.split(',') {
-                let value = part
-                    .strip_prefix("--from=")
-                    .or_else(|| part.strip_prefix("from="));
-                let Some(v) = value else { continue };
-                let v = v.trim_matches('"');
-                let is_stage = stages.contains(&v.to_ascii_lowercase())
-                    || v.chars().all(|c| c.is_ascii_digit());
-                if !v.is_empty() && !is_stage && !images.contains(&v.to_string()) {
-                    images.push(v.to_string());
-                }
+/// What planning knows of a service's Dockerfile.
+enum DockerfileInfo {
+    /// It is in a remote context: BuildKit reads it, cbuild does not (such
+    /// builds are never recorded).
+    Remote,
+    /// cbuild cannot read it (why): the build is never skipped.
+    Unreadable(String),
+    /// What the build reads, from [`crate::context::dockerfile`].
+    Read(ContextUse),
+}
+
+/// Reads the service's Dockerfile (inline or from disk) for its target and
+/// build arguments. A Dockerfile over BuildKit's or cbuild's limits is bad
+/// input; anything else cbuild cannot read is left to BuildKit to judge.
+fn read_dockerfile(svc: &Service, opts: &BuildOptions) -> Result<DockerfileInfo, PlanError> {
+    let Some(build) = svc.build.as_ref() else {
+        return Ok(DockerfileInfo::Remote);
+    };
+    let (text, path) = match &build.dockerfile_inline {
+        Some(t) => (
+            t.clone(),
+            PathBuf::from(format!("services.{}.build.dockerfile_inline", svc.name)),
+        ),
+        None if build.is_remote_context() => return Ok(DockerfileInfo::Remote),
+        None => {
+            let path = resolve_dockerfile(Path::new(&build.context), &build.dockerfile_path());
+            match std::fs::read(&path) {
+                // BuildKit reads bytes; a stray non-UTF-8 byte must not hide the rest.
+                Ok(bytes) => (String::from_utf8_lossy(&bytes).into_owned(), path),
+                Err(e) => return Ok(DockerfileInfo::Unreadable(e.to_string())),
             }
         }
+    };
+    let args: HashMap<String, String> = build_args(build, opts).into_iter().collect();
+    match dockerfile::analyze(&text, build.target.as_deref(), &args) {
+        Ok(u) => Ok(DockerfileInfo::Read(u)),
+        Err(e) if e.kind == ErrorKind::TooLarge => Err(PlanError::Dockerfile {
+            service: svc.name.clone(),
+            path,
+            source: e,
+        }),
+        Err(e) => Ok(DockerfileInfo::Unreadable(e.to_string())),
     }
-    images
-}
-
-/// Whether an `ADD` fetches from the network (BuildKit re-checks those
-/// every build).
-fn has_remote_add(dockerfile: &str) -> bool {
-    dockerfile.lines().any(|l| {
-        let mut words = l.split_whitespace();
-        words.next().is_some_and(|w| w.eq_ignore_ascii_case("ADD"))
-            && words.any(|w| {
-                w.starts_with("http://")
-                    || w.starts_with("https://")
-                    || w.starts_with("git@")
-                    || w.starts_with("git://")
-            })
-    })
-}
-
-/// The service's Dockerfile text (inline or read from disk), if readable.
-fn dockerfile_text(svc: &Service) -> Option<String> {
-    let build = svc.build.as_ref()?;
-    match &build.dockerfile_inline {
-        Some(t) => Some(t.clone()),
-        None if !build.is_remote_context() => std::fs::read_to_string(resolve_dockerfile(
-            Path::new(&build.context),
-            &build.dockerfile_path(),
-        ))
-        .ok(),
-        None => None,
-    }
-}
-
-/// The Dockerfile with variables in its `FROM` lines expanded as BuildKit
-/// does: from the `ARG`s declared before the first `FROM` (their defaults,
-/// overridden by `build_args`). Other lines are left as they are.
-fn expand_from_args(dockerfile: &str, build_args: &BTreeMap<String, String>) -> String {
-    let mut meta: BTreeMap<String, String> = BTreeMap::new();
-    let mut seen_from = false;
-    let mut out = String::with_capacity(dockerfile.len());
-    for line in dockerfile.lines() {
-        let trimmed = line.trim_start();
-        let mut words = trimmed.splitn(2, char::is_whitespace);
-        let keyword = words.next().unwrap_or_default();
-        let rest = words.next().unwrap_or_default().trim();
-        if keyword.eq_ignore_ascii_case("ARG") && !seen_from {
-            for decl in rest.split_whitespace() {
-                let (name, default) = match decl.split_once('=') {
-                    Some((n, d)) => (n, Some(expand_vars(d.trim_matches('"'), &meta))),
-                    None => (decl, None),
-                };
-                let value = build_args.get(name).cloned().or(default);
-                if let Some(v) = value {
-                    meta.insert(name.to_string(), v);
-                }
-            }
-        } else if keyword.eq_ignore_ascii_case("FROM") {
-            seen_from = true;
-            out.push_str("FROM ");
-            out.push_str(&expand_vars(rest, &meta));
-            out.push('\n');
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
-/// Shell-style `$NAME`, `${NAME}`, `${NAME:-word}`, `${NAME-word}`,
-/// `${NAME:+word}` and `${NAME+word}` from `vars` (unset: empty).
-fn expand_vars(text: &str, vars: &BTreeMap<String, String>) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '\\' && chars.get(i + 1) == Some(&'$') {
-            out.push('$');
-            i += 2;
-            continue;
-        }
-        if c != '$' {
-            out.push(c);
-            i += 1;
-            continue;
-        }
-        if chars.get(i + 1) == Some(&'{') {
-            // The matching `}` (defaults may hold `${…}` themselves).
-            let mut depth = 0usize;
-            let close = chars[i + 2..].iter().position(|&c| match c {
-                '{' => {
-                    depth += 1;
-                    false
-                }
-                '}' if depth == 0 => true,
-                '}' => {
-                    depth -= 1;
-                    false
-                }
-                _ => false,
-            });
-            let Some(close) = close else {
-                out.extend(&chars[i..]);
-                break;
-            };
-            let inner: String = chars[i + 2..i + 2 + close].iter().collect();
-            i += close + 3;
-            let name_len = inner.chars().take_while(|&c| is_name(c)).count();
-            let (name, op) = inner.split_at(name_len);
-            let value = vars.get(name);
-            let set_nonempty = value.is_some_and(|v| !v.is_empty());
-            let expanded = if let Some(word) = op.strip_prefix(":-") {
-                if set_nonempty {
-                    value.cloned().unwrap_or_default()
-                } else {
-                    expand_vars(word, vars)
-                }
-            } else if let Some(word) = op.strip_prefix('-') {
-                match value {
-                    Some(v) => v.clone(),
-                    None => expand_vars(word, vars),
-                }
-            } else if let Some(word) = op.strip_prefix(":+") {
-                if set_nonempty {
-                    expand_vars(word, vars)
-                } else {
-                    String::new()
-                }
-            } else if let Some(word) = op.strip_prefix('+') {
-                if value.is_some() {
-                    expand_vars(word, vars)
-                } else {
-                    String::new()
-                }
-            } else {
-                value.cloned().unwrap_or_default()
-            };
-            out.push_str(&expanded);
-            continue;
-        }
-        let name: String = chars[i + 1..].iter().take_while(|&&c| is_name(c)).collect();
-        if name.is_empty() {
-            out.push('$');
-            i += 1;
-            continue;
-        }
-        i += 1 + name.chars().count();
-        out.push_str(vars.get(&name).map(String::as_str).unwrap_or_default());
-    }
-    out
-}
-
-/// Each `FROM` line of a Dockerfile: the image or stage it names (flags
-/// skipped), and the stage name it declares with `AS`, lower-cased.
-fn from_lines(dockerfile: &str) -> Vec<(String, Option<String>)> {
-    dockerfile
-        .lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            if !words.next()?.eq_ignore_ascii_case("FROM") {
-                return None;
-            }
-            let rest: Vec<&str> = words.filter(|w| !w.starts_with("--")).collect();
-            let image = rest.first()?.to_string();
-            let stage = (rest.len() >= 3 && rest[1].eq_ignore_ascii_case("AS"))
-                .then(|| rest[2].to_ascii_lowercase());
-            Some((image, stage))
-        })
-        .collect()
-}
-
-/// The images a Dockerfile starts from: `FROM` references that are not
-/// earlier stage names and not `scratch`.
-fn base_images(dockerfile: &str) -> Vec<String> {
-    let mut stages: Vec<String> = Vec::new();
-    let mut bases = Vec::new();
-    for (image, stage) in from_lines(dockerfile) {
-        let lower = image.to_ascii_lowercase();
-        if lower != "scratch" && !stages.contains(&lower) && !bases.contains(&image) {
-            bases.push(image);
-        }
-        stages.extend(stage);
-    }
-    bases
 }
 
 /// `name` → `docker.io/library/name:latest`, for comparing references.
@@ -622,6 +472,7 @@ fn plan_service(
     project: &Project,
     svc: &Service,
     opts: &BuildOptions,
+    dockerfile: &DockerfileInfo,
 ) -> Result<ServiceBuild, PlanError> {
     let Some(build) = svc.build.as_ref() else {
         return Err(PlanError::NoBuild(svc.name.clone()));
@@ -740,17 +591,10 @@ fn plan_service(
             // .dockerignore to an archive, so cbuild applies it here.
             let exclude = ignore_patterns(&context, locals.get("dockerfile"), &attrs)?;
             // Only what the Dockerfile uses, as BuildKit would ask for it.
-            let follow = dockerfile_text(svc).and_then(|text| {
-                let args: HashMap<String, String> = attrs
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        Some((k.strip_prefix("build-arg:")?.to_string(), v.clone()))
-                    })
-                    .collect();
-                crate::context::dockerfile::analyze(&text, build.target.as_deref(), &args)
-                    .ok()
-                    .and_then(|u| u.follow_paths)
-            });
+            let follow = match dockerfile {
+                DockerfileInfo::Read(u) => u.follow_paths.clone(),
+                _ => None,
+            };
             let id = crate::buildkit::session::new_id();
             attrs.insert("context".into(), crate::buildkit::session::upload::url(&id));
             attrs.insert("dockerfilekey".into(), "dockerfile".into());
@@ -1130,35 +974,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn from_lines_expand_meta_args() {
-        let df = "ARG BASE=cbuild-base\nARG TAG\nARG FULL=${BASE}:${TAG:-latest}\n\
-                  FROM $BASE AS one\nARG LATE=x\nFROM ${FULL}\nFROM ${NOPE:-scratch}\n\
-                  FROM ${TAG:+tagged}base\nRUN echo $BASE\n";
-        let none = BTreeMap::new();
-        assert_eq!(
-            base_images(&expand_from_args(df, &none)),
-            ["cbuild-base", "cbuild-base:latest", "base"]
-        );
-        let args: BTreeMap<String, String> = [
-            ("BASE".to_string(), "other".to_string()),
-            ("TAG".to_string(), "1".to_string()),
-        ]
-        .into();
-        let expanded = expand_from_args(df, &args);
-        assert_eq!(base_images(&expanded), ["other", "other:1", "taggedbase"]);
-        // Lines other than FROM are kept as written.
-        assert!(expanded.contains("RUN echo $BASE"));
-        // Defaults may nest.
-        let vars: BTreeMap<String, String> = [("B".to_string(), "bee".to_string())].into();
-        assert_eq!(expand_vars("${A:-${B}}/${A:-x${C:-c}y}", &vars), "bee/xcy");
-        // An ARG after the first FROM is not a meta argument.
-        assert_eq!(
-            base_images(&expand_from_args("FROM a\nARG X=b\nFROM $X\n", &none)),
-            ["a"]
-        );
-    }
-
-    #[test]
     fn image_references_normalise() {
         assert_eq!(normalize_image("app"), "docker.io/library/app:latest");
         assert_eq!(
@@ -1167,13 +982,150 @@ mod tests {
         );
         assert_eq!(normalize_image("me/app:1"), "docker.io/me/app:1");
         assert_eq!(normalize_image("reg:5000/app"), "reg:5000/app:latest");
-        assert_eq!(
-            from_lines("# c\nFROM --platform=$X base AS b\nfrom other\nRUN x\n")
-                .into_iter()
-                .map(|(image, _)| image)
-                .collect::<Vec<_>>(),
-            ["base", "other"]
-        );
+    }
+
+    /// Plans the project made of `files` (a `compose.yaml` among them),
+    /// written to a temporary directory, with `--build-arg`s `args`.
+    fn plan_files(
+        files: &[(&str, &str)],
+        args: &[(&str, &str)],
+    ) -> Result<Vec<ServiceBuild>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let project = crate::compose::load(&crate::compose::LoadOptions {
+            cwd: dir.path().to_path_buf(),
+            project_name: Some("p".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let opts = BuildOptions {
+            cache_dir: Some(dir.path().join("cache")),
+            build_args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+                .collect(),
+            ..Default::default()
+        };
+        plan(&project, &opts).map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+    }
+
+    /// Plans the one service of a project whose Dockerfile is `dockerfile`.
+    fn plan_dockerfile(dockerfile: &str, args: &[(&str, &str)]) -> Result<ServiceBuild, String> {
+        let compose = "services:\n  app:\n    build: .\n";
+        plan_files(
+            &[("compose.yaml", compose), ("Dockerfile", dockerfile)],
+            args,
+        )
+        .map(|mut b| b.remove(0))
+    }
+
+    /// A Dockerfile cbuild cannot read has inputs cbuild does not know: it
+    /// is never skipped (BuildKit judges it).
+    #[test]
+    fn an_unreadable_dockerfile_is_never_recorded() {
+        let b = plan_dockerfile("FROM cbuild-base\nCOPY ${X#y} /x\n", &[]).unwrap();
+        assert!(b.record.is_none());
+    }
+
+    /// `COPY --from=` another service's image builds that service first.
+    #[test]
+    fn an_image_copied_from_is_a_dependency() {
+        let builds = plan_files(
+            &[
+                (
+                    "compose.yaml",
+                    "services:\n  app:\n    build: app\n  tool:\n    build: tool\n",
+                ),
+                (
+                    "app/Dockerfile",
+                    "FROM cbuild-base\nCOPY --from=p-tool / /t\n",
+                ),
+                ("tool/Dockerfile", "FROM cbuild-base\n"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let order: Vec<&str> = builds.iter().map(|b| b.service.as_str()).collect();
+        assert_eq!(order, ["tool", "app"]);
+        assert_eq!(builds[1].deps, ["tool"]);
+        assert_eq!(builds[1].bases, ["cbuild-base", "p-tool"]);
+    }
+
+    /// A named Dockerfile and its build arguments.
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+    /// A build with an `ADD` BuildKit fetches itself is never recorded, so never skipped.
+    #[test]
+    fn remote_add_in_any_form_is_never_recorded() {
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
+            ("plain", "FROM cbuild-base\nADD https://h/f /x\n", &[]),
+            ("json", "FROM cbuild-base\nADD [\"https://h/f\", \"/x\"]\n", &[]),
+            ("continuation", "FROM cbuild-base\nADD \\\n  https://h/f \\\n  /x\n", &[]),
+            ("arg default", "FROM cbuild-base\nARG URL=https://h/f\nADD ${URL} /x\n", &[]),
+            ("build arg", "FROM cbuild-base\nARG URL=f\nADD $URL /x\n", &[("URL", "http://h/f")]),
+            ("git scp", "FROM cbuild-base\nADD git@github.com:o/r.git /x\n", &[]),
+            ("git ssh", "FROM cbuild-base\nADD ssh://git@h/o/r.git /x\n", &[]),
+            ("git other user", "FROM cbuild-base\nADD me@h.example:o/r /x\n", &[]),
+        ];
+        for (name, df, args) in cases {
+            let b = plan_dockerfile(df, args).unwrap();
+            assert!(
+                b.record.is_none(),
+                "case {name}: the build would be recorded"
+            );
+        }
+        let local = plan_dockerfile("FROM cbuild-base\nADD f /x\n", &[]).unwrap();
+        assert!(local.record.is_some());
+        let local = plan_dockerfile("FROM cbuild-base\nARG URL=f\nADD $URL /x\n", &[]).unwrap();
+        assert!(local.record.is_some());
+    }
+
+    /// Dockerfiles the line-based reader mis-read: each names exactly its real base.
+    #[test]
+    fn bases_of_continued_escaped_and_heredoc_dockerfiles() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str)] = &[
+            ("continued", "FROM \\\n  cbuild-base AS b\nRUN true\n"),
+            ("escape", "# escape=`\nFROM `\n  cbuild-base\nRUN echo `\n  hi\n"),
+            ("heredoc", "FROM cbuild-base\nRUN <<EOF\nFROM not-an-image\nEOF\n"),
+            ("heredoc copy", "FROM cbuild-base\nCOPY <<EOF /x\nFROM not-an-image\nCOPY --from=nope / /\nEOF\n"),
+        ];
+        for (name, df) in cases {
+            let b = plan_dockerfile(df, &[]).unwrap();
+            assert_eq!(b.bases, ["cbuild-base"], "case {name}");
+            assert!(b.record.is_some(), "case {name}");
+        }
+    }
+
+    /// The `# syntax=` frontend image (or `BUILDKIT_SYNTAX`) is an input like a base.
+    #[test]
+    fn the_syntax_frontend_is_an_input() {
+        let df = "# syntax=example/frontend:1\nFROM cbuild-base\n";
+        let b = plan_dockerfile(df, &[]).unwrap();
+        assert_eq!(b.bases, ["example/frontend:1", "cbuild-base"]);
+        let b = plan_dockerfile(df, &[("BUILDKIT_SYNTAX", "other/fe:2")]).unwrap();
+        assert_eq!(b.bases, ["other/fe:2", "cbuild-base"]);
+    }
+
+    /// Hostile Dockerfiles stop the plan with an error naming the file and the line.
+    #[test]
+    fn oversized_dockerfiles_are_bad_input() {
+        let nested = |n: usize| format!("{}x{}", "${A:-".repeat(n), "}".repeat(n));
+        let cases = [
+            format!("ARG A\nFROM {}\n", nested(2_000)),
+            format!("ARG A\nARG B={}\nFROM cbuild-base\n", nested(2_000)),
+            format!("FROM cbuild-base\nRUN echo {}\n", "x".repeat(2 << 20)),
+        ];
+        for df in cases {
+            let e = plan_dockerfile(&df, &[]).expect_err("an error");
+            assert!(e.contains("Dockerfile"), "{e}");
+            assert!(e.contains("line 2"), "{e}");
+        }
     }
 
     #[test]

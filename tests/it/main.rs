@@ -12,6 +12,7 @@ mod compat;
 mod compose_features;
 mod content;
 mod context_cmd;
+mod dockerfile;
 mod errors;
 mod graph;
 mod hang;
