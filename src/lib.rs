@@ -1,3 +1,4 @@
+pub mod bench;
 pub mod buildkit;
 pub mod cli;
 pub mod compose;

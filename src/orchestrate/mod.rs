@@ -1,7 +1,7 @@
 //! The operations layer: turns a Compose project into built images. Commands
 //! in `cli` are thin wrappers around the functions here.
 
-pub mod bench;
+pub mod doctor;
 pub mod event;
 pub mod fresh;
 pub mod inspect;

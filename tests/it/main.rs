@@ -14,6 +14,7 @@ mod context_cmd;
 mod errors;
 mod graph;
 mod ignore_table;
+mod output;
 mod secrets;
 mod skip;
 mod tls;

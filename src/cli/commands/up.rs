@@ -3,15 +3,17 @@
 
 use crate::cli::args::{BuildArgs, GlobalArgs, UpArgs};
 use crate::cli::{report_error, settings, ExitStatus};
+use crate::ui::Printer;
 
-pub async fn run(global: &GlobalArgs, args: &UpArgs) -> ExitStatus {
+pub async fn run(global: &GlobalArgs, args: &UpArgs, printer: &Printer) -> ExitStatus {
     let env = settings::environment();
-    let project = match super::load_project(global, &env) {
+    let project = match super::load_project(global, &env, printer) {
         Ok(p) => p,
         Err(status) => return status,
     };
     if project.files.iter().any(|f| f.as_os_str() == "-") {
         report_error(
+            printer,
             &anyhow::anyhow!("`cbuild up` cannot hand a Compose file read from standard input to `docker compose`"),
             Some("write it to a file and pass it with `-f`"),
         );
@@ -36,7 +38,7 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs) -> ExitStatus {
             no_cache: args.build.no_cache,
             ..Default::default()
         };
-        let status = super::build::run(global, &build).await;
+        let status = super::build::run(global, &build, printer).await;
         if status != ExitStatus::Success {
             return status;
         }
@@ -52,6 +54,7 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs) -> ExitStatus {
         .unwrap_or(false);
     if !compose_ok {
         report_error(
+            printer,
             &anyhow::anyhow!("`docker compose` is not available, and `cbuild up` runs `docker compose up` to start the containers"),
             Some("install the Docker Compose plugin (Debian: `docker-compose` 2.x), or run `cbuild build` and start the containers yourself"),
         );
@@ -75,6 +78,7 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs) -> ExitStatus {
         Ok(c) => c,
         Err(e) => {
             report_error(
+                printer,
                 &anyhow::Error::from(e).context("cannot run `docker compose up`"),
                 None,
             );
