@@ -284,10 +284,21 @@ fn an_interrupted_build_forgets_the_clock_state() {
         .current_dir(p.path())
         .env("DOCKER_HOST", docker_host())
         .env("CBUILD_CACHE_DIR", p.cache.path())
-        .args(["-p", &p.name, "--progress", "quiet"])
+        .args(["-p", &p.name, "--progress", "plain"])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // Interrupt once the daemon runs the step, i.e. after the transfer.
+    let progress = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    for line in std::io::BufRead::lines(progress).map_while(Result::ok) {
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("RUN sleep 30") {
+            break;
+        }
+    }
+    assert!(seen.contains("RUN sleep 30"), "{seen}");
     let _ = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status();
