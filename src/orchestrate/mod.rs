@@ -7,6 +7,7 @@ pub mod fresh;
 pub mod inspect;
 pub mod plan;
 pub mod status;
+pub mod up;
 
 use std::sync::Arc;
 use std::time::Instant;
