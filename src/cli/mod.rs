@@ -1,7 +1,7 @@
 //! The command-line layer: parses arguments, resolves settings from flags
 //! and the environment, runs a command, and maps the outcome to an exit
-//! code. The only layer that knows clap and anyhow.
-#![allow(clippy::print_stderr, clippy::print_stdout)]
+//! code. The only layer that knows clap and anyhow. Everything it prints
+//! goes through one [`Printer`].
 
 pub mod args;
 mod commands;
@@ -11,6 +11,8 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::Parser;
+
+use crate::ui::Printer;
 
 /// How cbuild exits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +52,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
             };
         }
     };
+    let printer = Printer::new(settings::mode(&cli));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CBUILD_LOG")
@@ -64,31 +67,39 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            report_error(
+                &printer,
+                &anyhow::Error::from(e).context("cannot start the async runtime"),
+                None,
+            );
             return ExitStatus::Error.into();
         }
     };
-    let status = runtime.block_on(commands::dispatch(cli));
+    let mut status = runtime.block_on(commands::dispatch(cli, &printer));
     // Don't wait for lingering tasks (an abandoned session) on the way out.
     runtime.shutdown_background();
+    // A closed pipe is a normal end (the printer dropped the rest); any
+    // other failure to write the data asked for is an error.
+    if let Some(e) = printer.take_stdout_error() {
+        report_error(
+            &printer,
+            &anyhow::Error::from(e).context("cannot write to standard output"),
+            None,
+        );
+        status = ExitStatus::Error;
+    }
     status.into()
 }
 
 /// Prints warnings found while loading the project.
-pub(crate) fn report_warnings(warnings: &[String]) {
+pub(crate) fn report_warnings(printer: &Printer, warnings: &[String]) {
     for w in warnings {
-        eprintln!("warning: {w}");
+        printer.warning(w);
     }
 }
 
 /// Prints an error with its causes and an optional hint, the way cbuild
 /// reports every failure.
-pub(crate) fn report_error(err: &anyhow::Error, hint: Option<&str>) {
-    eprintln!("error: {err}");
-    for cause in err.chain().skip(1) {
-        eprintln!("  Caused by: {cause}");
-    }
-    if let Some(h) = hint {
-        eprintln!("hint: {h}");
-    }
+pub(crate) fn report_error(printer: &Printer, err: &anyhow::Error, hint: Option<&str>) {
+    printer.error(err.as_ref(), hint);
 }

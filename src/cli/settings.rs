@@ -118,15 +118,20 @@ pub fn parse_build_args(words: &[String]) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-/// The progress mode actually used.
-pub fn progress(g: &GlobalArgs, b: &BuildArgs) -> Progress {
-    if b.quiet {
-        return Progress::Quiet;
+/// How much to print and how to draw progress: `--progress`, and `-q`
+/// of `build`.
+pub fn mode(cli: &super::args::Cli) -> crate::ui::Mode {
+    use crate::ui::Mode;
+    let quiet = matches!(&cli.command, super::args::Command::Build(b) if b.quiet);
+    if quiet {
+        return Mode::Quiet;
     }
-    match g.progress {
-        Progress::Auto if std::io::stderr().is_terminal() => Progress::Tty,
-        Progress::Auto => Progress::Plain,
-        p => p,
+    match cli.global.progress {
+        Progress::Auto if std::io::stderr().is_terminal() => Mode::Tty,
+        Progress::Auto | Progress::Plain => Mode::Plain,
+        Progress::Tty => Mode::Tty,
+        Progress::Json => Mode::Json,
+        Progress::Quiet => Mode::Quiet,
     }
 }
 

@@ -91,3 +91,31 @@ pub struct NoReporter;
 impl Reporter for NoReporter {
     fn report(&self, _: BuildEvent) {}
 }
+
+/// What `--metadata-file` holds (like `docker buildx build
+/// --metadata-file`): per built service, the exporter's answer, with
+/// `image.name`, `containerimage.config.digest` and `cbuild.up_to_date`.
+/// Failed services are left out.
+pub fn metadata(results: &[(String, ServiceOutcome)]) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    let services: Map<String, Value> = results
+        .iter()
+        .filter(|(_, o)| o.error.is_none())
+        .map(|(s, o)| {
+            let mut m: Map<String, Value> = o
+                .exporter_response
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            m.entry("image.name")
+                .or_insert_with(|| o.image.clone().into());
+            if let Some(id) = &o.image_id {
+                m.entry("containerimage.config.digest")
+                    .or_insert_with(|| id.clone().into());
+            }
+            m.insert("cbuild.up_to_date".into(), o.up_to_date.into());
+            (s.clone(), Value::Object(m))
+        })
+        .collect();
+    Value::Object(services)
+}

@@ -1,13 +1,14 @@
 //! The operations layer: turns a Compose project into built images. Commands
 //! in `cli` are thin wrappers around the functions here.
 
-pub mod bench;
+pub mod doctor;
 pub mod event;
 pub mod fresh;
 pub mod inspect;
 pub mod plan;
 pub mod shutdown;
 pub mod status;
+pub mod up;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,14 +1,22 @@
 //! `--progress json`: one JSON object per line on stdout, for machines.
 
-use std::io::Write;
-
 use serde_json::json;
 
+use super::Printer;
 use crate::orchestrate::event::BuildEvent;
 use crate::orchestrate::Reporter;
 
 /// Writes every event as one JSON line to stdout.
-pub struct JsonReporter;
+pub struct JsonReporter {
+    printer: Printer,
+}
+
+impl JsonReporter {
+    /// A reporter writing through `printer`.
+    pub fn new(printer: Printer) -> Self {
+        Self { printer }
+    }
+}
 
 fn millis(t: Option<std::time::SystemTime>) -> Option<u128> {
     t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -45,9 +53,11 @@ impl Reporter for JsonReporter {
                 "event": "finished", "service": service, "image": outcome.image,
                 "image_id": outcome.image_id, "error": outcome.error,
                 "elapsed_ms": outcome.elapsed.as_millis(),
-                "files_sent": outcome.transfer.files_sent, "bytes_sent": outcome.transfer.bytes_sent,
+                // Named and counted as in the text outputs (`ui::summary::sent`).
                 "context_files_sent": outcome.transfer.context_files_sent,
                 "context_bytes_sent": outcome.transfer.context_bytes_sent,
+                "dockerfile_files_sent": super::summary::dockerfile_sent(&outcome.transfer).0,
+                "dockerfile_bytes_sent": super::summary::dockerfile_sent(&outcome.transfer).1,
                 "files_hashed": outcome.hashing.files_hashed,
                 "bytes_hashed": outcome.hashing.bytes_hashed,
                 "hash_cache_hits": outcome.hashing.cache_hits,
@@ -56,9 +66,7 @@ impl Reporter for JsonReporter {
                 "steps_cached": outcome.steps_cached,
             })],
         };
-        let mut out = std::io::stdout().lock();
-        for v in values {
-            let _ = writeln!(out, "{v}");
-        }
+        let text: String = values.iter().map(|v| format!("{v}\n")).collect();
+        self.printer.data(&text);
     }
 }

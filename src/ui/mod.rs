@@ -1,10 +1,18 @@
-//! Drawing build progress. The only module that writes progress to the
-//! terminal; everything else reports through [`crate::orchestrate::Reporter`].
-#![allow(clippy::print_stderr, clippy::print_stdout)]
+//! Everything cbuild shows: build progress (reporters for
+//! [`crate::orchestrate::Reporter`]), the commands' reports and tables, and
+//! the one [`Printer`] all of it is written through.
 
+pub mod bench;
+pub mod context;
+pub mod doctor;
 pub mod json;
 pub mod plain;
+pub mod printer;
+pub mod status;
+pub mod summary;
 pub mod tty;
+
+pub use printer::{Mode, Printer};
 
 use std::time::Duration;
 
@@ -18,6 +26,12 @@ pub fn duration(d: Duration) -> String {
     } else {
         format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
     }
+}
+
+/// Prints each line as data.
+pub fn print_lines(printer: &Printer, lines: &[String]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    printer.data(&text);
 }
 
 /// `12 B`, `3.4 KiB`, `120.0 MiB`.

@@ -2,7 +2,7 @@
 //! starts with the service name, so parallel builds stay readable.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::fmt::Write;
 use std::sync::Mutex;
 
 use crate::orchestrate::event::{BuildEvent, StatusUpdate};
@@ -11,7 +11,7 @@ use crate::orchestrate::Reporter;
 /// How many of a failing step's last output lines are shown.
 const TAIL: usize = 20;
 
-/// Prints progress lines to stderr.
+/// Prints progress lines to stderr (through [`super::printer`]).
 pub struct PlainReporter {
     state: Mutex<HashMap<String, ServiceState>>,
     quiet: bool,
@@ -37,7 +37,8 @@ impl PlainReporter {
     }
 }
 
-fn line(out: &mut impl Write, service: &str, text: &str) {
+fn line(out: &mut String, service: &str, text: &str) {
+    // Writing to a String cannot fail.
     let _ = writeln!(out, "[{service}] {text}");
 }
 
@@ -47,7 +48,7 @@ impl ServiceState {
         *self.numbers.entry(digest.to_string()).or_insert(next)
     }
 
-    fn status(&mut self, service: &str, u: StatusUpdate, quiet: bool, out: &mut impl Write) {
+    fn status(&mut self, service: &str, u: StatusUpdate, quiet: bool, out: &mut String) {
         for v in u.vertexes {
             if v.started.is_none() && !v.cached && v.error.is_empty() {
                 // Not started yet: number it when it starts, so the numbers
@@ -113,7 +114,7 @@ impl ServiceState {
 
 impl Reporter for PlainReporter {
     fn report(&self, event: BuildEvent) {
-        let mut out = std::io::stderr().lock();
+        let mut out = String::new();
         let Ok(mut state) = self.state.lock() else {
             return;
         };
@@ -152,12 +153,11 @@ impl Reporter for PlainReporter {
                                 &mut out,
                                 &service,
                                 &format!(
-                                    "built `{}` {} in {} (context: {} files, {} sent)",
+                                    "built `{}` {} in {} ({})",
                                     outcome.image,
                                     outcome.image_id.as_deref().map(short_id).unwrap_or("?"),
                                     super::duration(outcome.elapsed),
-                                    outcome.transfer.files_sent,
-                                    super::bytes(outcome.transfer.bytes_sent),
+                                    super::summary::sent(&outcome.transfer),
                                 ),
                             );
                         }
@@ -182,6 +182,8 @@ impl Reporter for PlainReporter {
                 }
             }
         }
+        // Written while the state is locked, so lines keep their order.
+        super::printer::stderr_text(&out);
     }
 }
 

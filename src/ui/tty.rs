@@ -84,7 +84,8 @@ impl Line {
             }
         }
         for p in u.progress {
-            if p.id.starts_with("transferring") {
+            // The contexts' transfers, not the Dockerfile's (as in `summary::sent`).
+            if p.id.starts_with("transferring") && !p.id.starts_with("transferring dockerfile") {
                 self.context_bytes = self.context_bytes.max(p.current);
             }
         }
@@ -111,7 +112,10 @@ impl Line {
             msg.push_str(&format!("({} cached) ", self.cached));
         }
         if self.context_bytes > 0 {
-            msg.push_str(&format!("ctx {} ", super::bytes(self.context_bytes as u64)));
+            msg.push_str(&format!(
+                "context: {} ",
+                super::bytes(self.context_bytes as u64)
+            ));
         }
         msg.push_str(&current);
         self.bar.set_message(msg);
@@ -169,12 +173,12 @@ impl Reporter for TtyReporter {
                 });
                 match &outcome.error {
                     None => line.bar.finish_with_message(format!(
-                        "built {} in {} ({} steps, {} cached, context {} sent)",
+                        "built {} in {} ({} steps, {} cached; {})",
                         outcome.image,
                         super::duration(outcome.elapsed),
                         line.done_count,
                         line.cached,
-                        super::bytes(outcome.transfer.context_bytes_sent),
+                        super::summary::sent(&outcome.transfer),
                     )),
                     Some(err) => {
                         line.bar.finish_with_message(format!(

@@ -17,6 +17,7 @@ mod errors;
 mod graph;
 mod hang;
 mod ignore_table;
+mod output;
 mod secrets;
 mod skip;
 mod tls;

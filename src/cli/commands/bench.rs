@@ -1,31 +1,21 @@
 //! `cbuild bench [SERVICE...]`: measurements per service, as a table or
-//! JSON on stdout (see `orchestrate::bench`).
+//! JSON on stdout (see [`crate::bench`]).
 
-use crate::buildkit::Client;
+use crate::bench::{bench, BenchOptions};
 use crate::cli::args::{BenchArgs, GlobalArgs, StatusFormat};
 use crate::cli::{report_error, settings, ExitStatus};
-use crate::orchestrate::bench::{bench, BenchOptions};
 use crate::orchestrate::BuildOptions;
+use crate::ui::{self, Printer};
 
-pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> ExitStatus {
+pub async fn run(global: &GlobalArgs, args: &BenchArgs, printer: &Printer) -> ExitStatus {
     let env = settings::environment();
-    let project = match super::load_project(global, &env) {
+    let project = match super::load_project(global, &env, printer) {
         Ok(p) => p,
         Err(status) => return status,
     };
-    let client = match settings::address(global, &env) {
-        Ok(a) => match Client::connect(a).await {
-            Ok(c) => c,
-            Err(e) => {
-                let hint = e.hint();
-                report_error(&e.into(), hint.as_deref());
-                return ExitStatus::Failure;
-            }
-        },
-        Err(e) => {
-            report_error(&e, None);
-            return ExitStatus::Error;
-        }
+    let client = match super::connect(global, &env, printer).await {
+        Ok(c) => c,
+        Err(status) => return status,
     };
     let opts = BenchOptions {
         services: args.services.clone(),
@@ -41,32 +31,26 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> ExitStatus {
             .then(|| settings::docker_cli(&env))
             .flatten(),
     };
-    let quiet = global.progress == crate::cli::args::Progress::Quiet;
-    let note = move |s: &str| {
-        if !quiet {
-            eprintln!("bench: {s}");
-        }
-    };
+    let note = |s: &str| printer.note(&format!("bench: {s}"));
     let report = tokio::select! {
         r = bench(&client, &project, &opts, &note) => r,
         _ = tokio::signal::ctrl_c() => {
-            eprintln!("cancelled");
+            printer.always("cancelled");
             return ExitStatus::Cancelled;
         }
     };
-    match report {
-        Ok(r) => {
-            match args.format {
-                StatusFormat::Json => {
-                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
-                }
-                StatusFormat::Text => print!("{}", r.table()),
-            }
-            ExitStatus::Success
-        }
+    let report = match report {
+        Ok(r) => r,
         Err(e) => {
-            report_error(&e.into(), None);
-            ExitStatus::Failure
+            report_error(printer, &e.into(), None);
+            return ExitStatus::Failure;
+        }
+    };
+    match ui::bench::print(printer, &report, args.format == StatusFormat::Json) {
+        Ok(()) => ExitStatus::Success,
+        Err(e) => {
+            report_error(printer, &e.into(), None);
+            ExitStatus::Error
         }
     }
 }

@@ -1,14 +1,11 @@
 //! `cbuild build [SERVICE...]`.
 
-use std::sync::Arc;
-
-use crate::buildkit::Client;
-use crate::cli::args::{BuildArgs, GlobalArgs, Progress, TransportArg};
+use crate::cli::args::{BuildArgs, GlobalArgs, TransportArg};
 use crate::cli::{report_error, settings, ExitStatus};
-use crate::orchestrate::{self, BuildOptions, Reporter, Transport};
-use crate::ui::{self, json::JsonReporter, plain::PlainReporter};
+use crate::orchestrate::{self, BuildOptions, Transport};
+use crate::ui::{self, Printer};
 
-pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
+pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> ExitStatus {
     let env = settings::environment();
     // Services named on the command line enable their profiles, as in compose.
     let load = settings::load_options(global, &env).and_then(|mut o| {
@@ -17,11 +14,11 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
     });
     let project = match load {
         Ok(p) => {
-            crate::cli::report_warnings(&p.warnings);
+            crate::cli::report_warnings(printer, &p.warnings);
             p
         }
         Err(e) => {
-            report_error(&e, None);
+            report_error(printer, &e, None);
             return ExitStatus::Error;
         }
     };
@@ -45,47 +42,24 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
     let builds = match orchestrate::plan(&project, &opts) {
         Ok(b) => b,
         Err(e) => {
-            report_error(&e.into(), None);
+            report_error(printer, &e.into(), None);
             return ExitStatus::Error;
         }
     };
     if builds.is_empty() {
-        eprintln!(
+        printer.note(&format!(
             "no service of project `{}` has a `build:` section; nothing to build",
             project.name
-        );
+        ));
         return ExitStatus::Success;
     }
     if args.dry_run {
-        for b in &builds {
-            let mut line = format!("would build `{}` as `{}`", b.service, b.image);
-            if !b.deps.is_empty() {
-                line.push_str(&format!(" after {}", b.deps.join(", ")));
-            }
-            if let Some(other) = &b.same_as {
-                line = format!(
-                    "would reuse `{other}`'s build for `{}` (same image `{}`)",
-                    b.service, b.image
-                );
-            }
-            println!("{line}");
-        }
+        ui::summary::dry_run(printer, &builds);
         return ExitStatus::Success;
     }
-    let address = match settings::address(global, &env) {
-        Ok(a) => a,
-        Err(e) => {
-            report_error(&e, None);
-            return ExitStatus::Error;
-        }
-    };
-    let client = match Client::connect(address).await {
+    let client = match super::connect(global, &env, printer).await {
         Ok(c) => c,
-        Err(e) => {
-            let hint = e.hint();
-            report_error(&e.into(), hint.as_deref());
-            return ExitStatus::Failure;
-        }
+        Err(status) => return status,
     };
     // The engine's image store tells whether a build can be skipped.
     let engine = if client.address().is_docker() {
@@ -97,13 +71,6 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
         .ok()
     } else {
         None
-    };
-    let progress = settings::progress(global, args);
-    let reporter: Arc<dyn Reporter> = match progress {
-        Progress::Json => Arc::new(JsonReporter),
-        Progress::Quiet => Arc::new(PlainReporter::new(true)),
-        Progress::Tty => Arc::new(crate::ui::tty::TtyReporter::new()),
-        _ => Arc::new(PlainReporter::new(false)),
     };
     let (trigger, shutdown) = orchestrate::Shutdown::new();
     let ctrl_c = tokio::spawn(async move {
@@ -120,87 +87,31 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
         engine,
         builds,
         opts.parallel,
-        reporter,
+        printer.reporter(),
         shutdown.clone(),
     )
     .await;
     ctrl_c.abort();
     if shutdown.is_requested() {
-        eprintln!("cancelled: the running builds were stopped and tagged nothing");
+        printer.always("cancelled: the running builds were stopped and tagged nothing");
         return ExitStatus::Cancelled;
     }
     if let Some(path) = &args.metadata_file {
-        let meta: serde_json::Map<String, serde_json::Value> = results
-            .iter()
-            .filter(|(_, o)| o.error.is_none())
-            .map(|(s, o)| {
-                let mut m: serde_json::Map<String, serde_json::Value> = o
-                    .exporter_response
-                    .iter()
-                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                    .collect();
-                m.entry("image.name")
-                    .or_insert_with(|| o.image.clone().into());
-                if let Some(id) = &o.image_id {
-                    m.entry("containerimage.config.digest")
-                        .or_insert_with(|| id.clone().into());
-                }
-                m.insert("cbuild.up_to_date".into(), o.up_to_date.into());
-                (s.clone(), serde_json::Value::Object(m))
-            })
-            .collect();
-        let text = serde_json::to_string_pretty(&meta).unwrap_or_default();
-        if let Err(e) = std::fs::write(path, text) {
+        let text = serde_json::to_string_pretty(&orchestrate::event::metadata(&results))
+            .unwrap_or_default();
+        if let Err(e) = fs_err::write(path, text) {
             report_error(
-                &anyhow::Error::from(e).context(format!(
-                    "cannot write the metadata file `{}`",
-                    path.display()
-                )),
+                printer,
+                &anyhow::Error::from(e).context("cannot write the metadata file"),
                 None,
             );
             return ExitStatus::Error;
         }
     }
-    let failed: Vec<&str> = results
-        .iter()
-        .filter(|(_, o)| o.error.is_some())
-        .map(|(s, _)| s.as_str())
-        .collect();
-    if progress != Progress::Json && progress != Progress::Quiet {
-        eprintln!();
-        for (service, o) in &results {
-            match &o.image_id {
-                Some(id) if o.up_to_date => eprintln!(
-                    " {service:<20} up to date  {}  {:<12}",
-                    o.image,
-                    ui::plain::short_id(id)
-                ),
-                Some(id) => eprintln!(
-                    " {service:<20} built    {}  {:<12}  {:>8}  {} steps run, {} cached  context {} sent",
-                    o.image,
-                    ui::plain::short_id(id),
-                    ui::duration(o.elapsed),
-                    o.steps_run,
-                    o.steps_cached,
-                    ui::bytes(o.transfer.context_bytes_sent)
-                ),
-                None => eprintln!(
-                    " {service:<20} FAILED   {}  {:>8}",
-                    o.image,
-                    ui::duration(o.elapsed)
-                ),
-            }
-        }
-    }
-    if failed.is_empty() {
-        ExitStatus::Success
-    } else {
-        eprintln!(
-            "error: {} of {} services failed: {}",
-            failed.len(),
-            results.len(),
-            failed.join(", ")
-        );
+    ui::summary::print(printer, &results);
+    if results.iter().any(|(_, o)| o.error.is_some()) {
         ExitStatus::Failure
+    } else {
+        ExitStatus::Success
     }
 }

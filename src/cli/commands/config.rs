@@ -2,36 +2,38 @@
 
 use crate::cli::args::{ConfigArgs, ConfigFormat, GlobalArgs};
 use crate::cli::{report_error, settings, ExitStatus};
+use crate::ui::Printer;
 
-pub fn run(global: &GlobalArgs, args: &ConfigArgs) -> ExitStatus {
+pub fn run(global: &GlobalArgs, args: &ConfigArgs, printer: &Printer) -> ExitStatus {
     let env = settings::environment();
-    let project = match super::load_project(global, &env) {
+    let project = match super::load_project(global, &env, printer) {
         Ok(p) => p,
         Err(status) => return status,
     };
-    if args.services {
-        for name in project.services.keys() {
-            println!("{name}");
-        }
-        return ExitStatus::Success;
-    }
-    if args.images {
-        for svc in project.services.values() {
-            println!("{}", svc.image_name(&project.name));
-        }
-        return ExitStatus::Success;
-    }
-    if args.list_profiles {
-        let mut all: Vec<&String> = project
+    let lines: Option<Vec<String>> = if args.services {
+        Some(project.services.keys().cloned().collect())
+    } else if args.images {
+        Some(
+            project
+                .services
+                .values()
+                .map(|s| s.image_name(&project.name))
+                .collect(),
+        )
+    } else if args.list_profiles {
+        let mut all: Vec<String> = project
             .services
             .values()
-            .flat_map(|s| s.profiles.iter())
+            .flat_map(|s| s.profiles.iter().cloned())
             .collect();
         all.sort();
         all.dedup();
-        for p in all {
-            println!("{p}");
-        }
+        Some(all)
+    } else {
+        None
+    };
+    if let Some(lines) = lines {
+        crate::ui::print_lines(printer, &lines);
         return ExitStatus::Success;
     }
     let model = crate::compose::render::project_json(&project);
@@ -41,11 +43,11 @@ pub fn run(global: &GlobalArgs, args: &ConfigArgs) -> ExitStatus {
     };
     match out {
         Ok(s) => {
-            println!("{s}");
+            printer.data_line(&s);
             ExitStatus::Success
         }
         Err(e) => {
-            report_error(&e, None);
+            report_error(printer, &e, None);
             ExitStatus::Error
         }
     }

@@ -5,10 +5,11 @@ use crate::cli::args::{GlobalArgs, StatusArgs, StatusFormat};
 use crate::cli::{report_error, settings, ExitStatus};
 use crate::engine::Engine;
 use crate::orchestrate::{status::status, BuildOptions};
+use crate::ui::{self, Printer};
 
-pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
+pub async fn run(global: &GlobalArgs, args: &StatusArgs, printer: &Printer) -> ExitStatus {
     let env = settings::environment();
-    let project = match super::load_project(global, &env) {
+    let project = match super::load_project(global, &env, printer) {
         Ok(p) => p,
         Err(status) => return status,
     };
@@ -21,6 +22,7 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
         Ok(e) => e,
         Err(e) => {
             report_error(
+                printer,
                 &e.into(),
                 Some("`cbuild status` reads the Docker engine's images and containers"),
             );
@@ -36,39 +38,13 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
     let list = match status(&project, &opts, &engine).await {
         Ok(l) => l,
         Err(e) => {
-            report_error(&e.into(), None);
+            report_error(printer, &e.into(), None);
             return ExitStatus::Error;
         }
     };
-    match args.format {
-        StatusFormat::Json => match serde_json::to_string_pretty(&list) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                report_error(&e.into(), None);
-                return ExitStatus::Error;
-            }
-        },
-        StatusFormat::Text => {
-            for s in &list {
-                let mut line = format!("{:<20} {:<10} {}", s.service, s.state, s.image);
-                if let Some(r) = &s.reason {
-                    line.push_str(&format!("  ({r})"));
-                }
-                println!("{line}");
-                for c in &s.containers {
-                    println!(
-                        "  container {} {}: {}",
-                        c.name,
-                        c.state,
-                        if c.current_image {
-                            "runs the current image"
-                        } else {
-                            "runs an OLDER image"
-                        }
-                    );
-                }
-            }
-        }
+    if let Err(e) = ui::status::print(printer, &list, args.format == StatusFormat::Json) {
+        report_error(printer, &e.into(), None);
+        return ExitStatus::Error;
     }
     if args.check && list.iter().any(|s| s.needs_attention()) {
         ExitStatus::Failure

@@ -1,6 +1,7 @@
 //! `cbuild bench`: what building each service costs on this machine and
 //! builder, measured with the same planning and build code as `cbuild
-//! build` ([`super::plan`], [`super::run`]).
+//! build` ([`crate::orchestrate::plan()`], [`crate::orchestrate::run`]).
+//! This module is the harness; `ui::bench` draws its report.
 //!
 //! Per service and run, in a scratch directory that is removed afterwards:
 //! 1. a build of the user's tree with a fresh cache directory, hence a new
@@ -27,13 +28,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use jiff::Timestamp;
+
 use crate::compose::Project;
 use crate::context::cache::HashCache;
 use crate::context::walk::{self, WalkOptions};
 
-use super::event::{BuildEvent, Reporter, ServiceOutcome};
-use super::plan::{plan, BuildOptions, PlanError, ServiceBuild, Transport};
 use crate::buildkit::Client;
+use crate::orchestrate::event::{BuildEvent, Reporter, ServiceOutcome};
+use crate::orchestrate::plan::{plan, BuildOptions, PlanError, ServiceBuild, Transport};
 
 /// What to measure.
 #[derive(Clone, Debug, Default)]
@@ -291,13 +294,13 @@ async fn build_measured(
     settle().await;
     let clock = Arc::new(StepClock::default());
     let started = Instant::now();
-    let mut results = super::run(
+    let mut results = crate::orchestrate::run(
         client,
         None,
         vec![b],
         1,
         clock.clone(),
-        super::Shutdown::never(),
+        crate::orchestrate::Shutdown::never(),
     )
     .await;
     let elapsed = started.elapsed();
@@ -323,14 +326,7 @@ async fn build_measured(
 /// `sync(2)`: flushes dirty pages to disk before a timed build, so the
 /// writeback of earlier work is not measured with it.
 async fn settle() {
-    let _ = tokio::task::spawn_blocking(|| {
-        // SAFETY: sync takes no arguments and cannot fail.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::sync();
-        }
-    })
-    .await;
+    let _ = tokio::task::spawn_blocking(rustix::fs::sync).await;
 }
 
 fn ms(d: Duration) -> f64 {
@@ -719,7 +715,7 @@ impl DockerCmd {
 /// From `--progress rawjson` output: the time of the context-loading steps
 /// and the bytes of their `transferring …` statuses.
 fn parse_rawjson(text: &str) -> (Duration, u64) {
-    let mut steps: HashMap<String, (String, Option<f64>, Option<f64>)> = HashMap::new();
+    let mut steps: HashMap<String, (String, Option<Timestamp>, Option<Timestamp>)> = HashMap::new();
     let mut transferred: HashMap<(String, String), u64> = HashMap::new();
     // Pretty-printed objects one after the other; anything else ends it.
     let values = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
@@ -730,8 +726,8 @@ fn parse_rawjson(text: &str) -> (Duration, u64) {
             if let Some(n) = x["name"].as_str() {
                 e.0 = n.to_string();
             }
-            e.1 = x["started"].as_str().and_then(rfc3339_secs).or(e.1);
-            e.2 = x["completed"].as_str().and_then(rfc3339_secs).or(e.2);
+            e.1 = x["started"].as_str().and_then(timestamp).or(e.1);
+            e.2 = x["completed"].as_str().and_then(timestamp).or(e.2);
         }
         for s in v["statuses"].as_array().into_iter().flatten() {
             let id = s["id"].as_str().unwrap_or_default();
@@ -751,10 +747,9 @@ fn parse_rawjson(text: &str) -> (Duration, u64) {
     let time = steps
         .iter()
         .filter(|(d, _)| context.contains(d))
+        // A step that ends before it starts (clock steps) counts as none.
         .filter_map(|(_, (_, s, c))| {
-            Some(Duration::from_secs_f64(
-                (c.as_ref()? - s.as_ref()?).max(0.0),
-            ))
+            Duration::try_from(c.as_ref()?.duration_since(*s.as_ref()?)).ok()
         })
         .sum();
     let bytes = transferred
@@ -765,38 +760,10 @@ fn parse_rawjson(text: &str) -> (Duration, u64) {
     (time, bytes)
 }
 
-/// `2024-05-01T12:00:00.123456789Z` (or with an offset) as seconds since
-/// the Unix epoch.
-fn rfc3339_secs(s: &str) -> Option<f64> {
-    let (date, rest) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (time, offset) = match rest.find(['Z', '+', '-']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "Z"),
-    };
-    let mut t = time.splitn(3, ':');
-    let (h, min, sec) = (
-        t.next()?.parse::<f64>().ok()?,
-        t.next()?.parse::<f64>().ok()?,
-        t.next()?.parse::<f64>().ok()?,
-    );
-    let off = if offset == "Z" {
-        0.0
-    } else {
-        let sign = if offset.starts_with('-') { -1.0 } else { 1.0 };
-        let (oh, om) = offset[1..].split_once(':')?;
-        sign * (oh.parse::<f64>().ok()? * 3600.0 + om.parse::<f64>().ok()? * 60.0)
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec - off)
+/// An RFC 3339 timestamp as BuildKit writes it
+/// (`2024-05-01T12:00:00.123456789Z`, or with an offset).
+fn timestamp(s: &str) -> Option<Timestamp> {
+    s.parse().ok()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -881,99 +848,6 @@ fn median_of(samples: Vec<ServiceBench>) -> ServiceBench {
     }
 }
 
-fn human(n: u64) -> String {
-    let mut v = n as f64;
-    for unit in ["B", "KiB", "MiB", "GiB"] {
-        if v < 1024.0 || unit == "GiB" {
-            return if unit == "B" {
-                format!("{n} B")
-            } else {
-                format!("{v:.1} {unit}")
-            };
-        }
-        v /= 1024.0;
-    }
-    unreachable!()
-}
-
-fn msf(v: f64) -> String {
-    if v >= 10_000.0 {
-        format!("{:.1}s", v / 1000.0)
-    } else if v < 10.0 {
-        format!("{v:.1}ms")
-    } else {
-        format!("{v:.0}ms")
-    }
-}
-
-impl BenchReport {
-    /// The report as a table, one block of rows per service.
-    pub fn table(&self) -> String {
-        let mut out = format!("cbuild bench: median of {} run(s)\n", self.runs);
-        let t = |t: &Transfer| {
-            format!(
-                "{} in {} ({:.1} MiB/s), build {}",
-                human(t.bytes),
-                msf(t.transfer_ms),
-                t.mib_per_s,
-                msf(t.build_ms)
-            )
-        };
-        for s in &self.services {
-            let mut rows: Vec<(String, String)> = vec![
-                (
-                    "minimal context".into(),
-                    format!("{} files, {}", s.context_files, human(s.context_bytes)),
-                ),
-                (
-                    "walk+hash cold / warm".into(),
-                    format!(
-                        "{} / {} ({} files read warm)",
-                        msf(s.walk_hash_cold_ms),
-                        msf(s.walk_hash_warm_ms),
-                        s.warm_files_hashed
-                    ),
-                ),
-                ("first transfer".into(), t(&s.first_transfer)),
-                (
-                    "one-file edit".into(),
-                    match (&s.incremental_transfer, &s.edited_file) {
-                        (Some(x), Some(f)) => format!("{} (`{f}`)", t(x)),
-                        _ => "no file to edit".into(),
-                    },
-                ),
-                (
-                    "no-op build".into(),
-                    format!(
-                        "{} ({} sent)",
-                        msf(s.noop_build_ms),
-                        human(s.noop_bytes_sent)
-                    ),
-                ),
-            ];
-            if let Some(d) = &s.docker {
-                if let Some(x) = &d.first_transfer {
-                    rows.push(("docker: first transfer".into(), t(x)));
-                }
-                if let Some(x) = &d.incremental_transfer {
-                    rows.push(("docker: one-file edit".into(), t(x)));
-                }
-                if let Some(x) = d.noop_build_ms {
-                    rows.push(("docker: no-op build".into(), msf(x)));
-                }
-                if let Some(e) = &d.error {
-                    rows.push(("docker".into(), e.clone()));
-                }
-            }
-            out.push_str(&format!("\n{}\n", s.service));
-            for (k, v) in rows {
-                out.push_str(&format!("  {k:<24} {v}\n"));
-            }
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -988,12 +862,17 @@ mod tests {
 
     #[test]
     fn rfc3339() {
-        assert_eq!(rfc3339_secs("1970-01-01T00:00:00Z"), Some(0.0));
-        assert_eq!(rfc3339_secs("2000-03-01T00:00:01.5Z"), Some(951_868_801.5));
+        let secs = |s: &str| timestamp(s).map(|t| t.as_nanosecond());
+        assert_eq!(secs("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(
-            rfc3339_secs("2000-03-01T01:00:01.5+01:00"),
-            Some(951_868_801.5)
+            secs("2000-03-01T00:00:01.5Z"),
+            Some(951_868_801_500_000_000)
         );
+        assert_eq!(
+            secs("2000-03-01T01:00:01.5+01:00"),
+            Some(951_868_801_500_000_000)
+        );
+        assert_eq!(secs("2000-03-01"), None);
     }
 
     #[test]
