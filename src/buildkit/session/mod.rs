@@ -51,47 +51,9 @@ pub const SERVICES: &[&str] = &[
     "/moby.sshforward.v1.SSH/ForwardAgent",
 ];
 
-/// One directory the daemon may pull from the session, by local name
-/// (`context`, `dockerfile`, or a named context).
-#[derive(Clone, Debug)]
-pub enum LocalDir {
-    /// A directory on disk.
-    Disk(PathBuf),
-    /// A directory on disk whose files are reported by content: hashed
-    /// (through a persistent cache) and stamped by a content clock, so a
-    /// content change always reaches BuildKit and a touch never does.
-    Tracked(TrackedDir),
-    /// A directory that exists only in memory (an inline Dockerfile).
-    Virtual(Vec<VirtualFile>),
-}
-
-/// A directory served by content (see [`LocalDir::Tracked`]).
-#[derive(Clone)]
-pub struct TrackedDir {
-    /// The directory.
-    pub root: PathBuf,
-    /// Its hash cache.
-    pub hashes: Arc<crate::context::cache::HashCache>,
-    /// The clock that stamps its files.
-    pub clock: Arc<crate::context::clock::ContentClock>,
-}
-
-impl std::fmt::Debug for TrackedDir {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrackedDir")
-            .field("root", &self.root)
-            .finish()
-    }
-}
-
-/// One regular file of a [`LocalDir::Virtual`] directory.
-#[derive(Clone, Debug)]
-pub struct VirtualFile {
-    /// File name (no slashes).
-    pub name: String,
-    /// Contents.
-    pub data: Bytes,
-}
+// What a session serves of a directory is defined by `context`, which owns
+// what BuildKit sees; the session only speaks the protocol over it.
+pub use crate::context::listing::{LocalDir, Served, TrackedDir, VirtualFile};
 
 /// What a session serves.
 #[derive(Clone, Debug, Default)]
@@ -128,24 +90,6 @@ pub struct TransferStats {
     pub context_bytes_sent: AtomicU64,
     /// Every DiffCopy call served, in order.
     pub served: std::sync::Mutex<Vec<Served>>,
-}
-
-/// One DiffCopy call: which local the daemon asked for, with which
-/// filters, and the listing digest of what it was shown. Replaying these
-/// requests later tells whether a build's inputs changed.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Served {
-    /// The local name (`context`, `dockerfile`…).
-    pub local: String,
-    /// The filters the daemon sent.
-    pub opts: crate::context::walk::WalkOptions,
-    /// The listing digest.
-    pub digest: String,
-    /// Each entry's path and fingerprint (see
-    /// [`crate::context::digest::ListingDigest::fingerprints`]); kept apart
-    /// from the record, to say which files changed.
-    #[serde(skip)]
-    pub files: Vec<(String, String)>,
 }
 
 impl TransferStats {
