@@ -291,7 +291,13 @@ fn open_beneath(root: BorrowedFd<'_>, rel: &str, flags: OFlags) -> Result<OwnedF
             }
         }
     }
-    // One component at a time, each relative to the last and none followed.
+    open_by_components(root, rel, flags)
+}
+
+/// [`open_beneath`] without `openat2`: one component at a time, each
+/// relative to the last and none followed.
+fn open_by_components(root: BorrowedFd<'_>, rel: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut parts = rel.split('/').filter(|p| !p.is_empty());
     let last = parts.next_back().ok_or(Errno::INVAL)?;
     let mut dir: Option<OwnedFd> = None;
@@ -543,4 +549,34 @@ pub enum ListingError {
     /// A file could not be hashed.
     #[error(transparent)]
     Hash(#[from] HashError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ways of opening a listed path refuse a symlink anywhere on it.
+    #[test]
+    fn opening_beneath_the_root_never_follows_a_symlink() {
+        let top = tempfile::tempdir().unwrap();
+        let root = top.path().join("ctx");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f"), "in").unwrap();
+        std::fs::write(top.path().join("secret"), "out").unwrap();
+        std::os::unix::fs::symlink(top.path().join("secret"), root.join("d/link")).unwrap();
+        std::os::unix::fs::symlink(top.path(), root.join("up")).unwrap();
+        let r = Root::open(&root).unwrap();
+        type Open = fn(BorrowedFd<'_>, &str, OFlags) -> Result<OwnedFd, Errno>;
+        for open in [open_beneath as Open, open_by_components as Open] {
+            let f = open(r.fd(), "d/f", OFlags::RDONLY).unwrap();
+            assert_eq!(std::io::read_to_string(File::from(f)).unwrap(), "in");
+            for bad in ["d/link", "up/secret", "../secret", "d/../../secret"] {
+                let err = open(r.fd(), bad, OFlags::RDONLY).unwrap_err();
+                assert!(
+                    [Errno::LOOP, Errno::XDEV, Errno::INVAL, Errno::NOTDIR].contains(&err),
+                    "{bad}: {err:?}"
+                );
+            }
+        }
+    }
 }

@@ -697,6 +697,167 @@ mod protocol_tests {
         assert_eq!(served[0].digest, replay);
     }
 
+    /// Reads the listing: each path with its id.
+    async fn read_listing(resp: &mut Streaming<Packet>) -> HashMap<String, u32> {
+        let mut ids = HashMap::new();
+        let mut n = 0u32;
+        while let Some(st) = resp.message().await.unwrap().unwrap().stat {
+            ids.insert(st.path, n);
+            n += 1;
+        }
+        ids
+    }
+
+    async fn req(tx: &mpsc::Sender<Packet>, id: u32) {
+        tx.send(Packet {
+            r#type: PacketType::PacketReq as i32,
+            id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Every packet until the session ends the stream or sends an error.
+    async fn until_end(resp: &mut Streaming<Packet>) -> Vec<Packet> {
+        let mut out = Vec::new();
+        while let Ok(Some(p)) = resp.message().await {
+            let err = p.r#type == PacketType::PacketErr as i32;
+            out.push(p);
+            if err {
+                break;
+            }
+        }
+        out
+    }
+
+    fn error_text(packets: &[Packet]) -> String {
+        packets
+            .iter()
+            .find(|p| p.r#type == PacketType::PacketErr as i32)
+            .map(|p| String::from_utf8_lossy(&p.data).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// A served file (a small one, and one of several chunks) is swapped
+    /// for a symlink to a file outside the context after the listing and
+    /// before the daemon's REQ: none of the outside file's bytes leave, the
+    /// transfer fails with an error naming the file. For a plain and a
+    /// tracked directory (whose files new to the clock have no listed hash).
+    #[tokio::test]
+    async fn a_file_swapped_for_a_symlink_after_the_listing_is_not_sent() {
+        use crate::context::{cache::HashCache, clock::ContentClock};
+        for tracked in [false, true] {
+            for (size, swap_dir) in [(5usize, false), (3 * CHUNK + 7, false), (5, true)] {
+                let top = tempfile::tempdir().unwrap();
+                let root = top.path().join("ctx");
+                std::fs::create_dir_all(root.join("sub")).unwrap();
+                std::fs::write(root.join("sub/f"), vec![b'i'; size]).unwrap();
+                let outside = top.path().join("outside");
+                std::fs::create_dir_all(&outside).unwrap();
+                std::fs::write(outside.join("f"), vec![b'S'; size]).unwrap();
+                let local = if tracked {
+                    LocalDir::Tracked(TrackedDir {
+                        root: root.clone(),
+                        hashes: Arc::new(HashCache::in_memory()),
+                        clock: Arc::new(ContentClock::in_memory("k")),
+                    })
+                } else {
+                    LocalDir::Disk(root.clone())
+                };
+                let spec = SessionSpec {
+                    locals: [("context".to_string(), local)].into(),
+                    ..Default::default()
+                };
+                let (mut client, stats) = client_for(spec).await;
+                let (tx, mut resp) = diff_copy(&mut client, "context").await;
+                let ids = read_listing(&mut resp).await;
+                // The file (or its directory) becomes a link to the outside.
+                let (swap, link) = if swap_dir {
+                    ("sub", outside.clone())
+                } else {
+                    ("sub/f", outside.join("f"))
+                };
+                std::fs::rename(root.join(swap), top.path().join("old")).unwrap();
+                std::os::unix::fs::symlink(&link, root.join(swap)).unwrap();
+                assert_eq!(std::fs::read(root.join("sub/f")).unwrap()[0], b'S');
+                req(&tx, ids["sub/f"]).await;
+                let got = until_end(&mut resp).await;
+                let leaked = got
+                    .iter()
+                    .filter(|p| p.r#type == PacketType::PacketData as i32)
+                    .any(|p| p.data.contains(&b'S'));
+                assert!(
+                    !leaked,
+                    "outside bytes were sent (tracked: {tracked}, size {size}, dir: {swap_dir})"
+                );
+                let err = error_text(&got);
+                assert!(
+                    err.contains("sub/f") && err.contains("run the build again"),
+                    "{err:?}"
+                );
+                assert_eq!(stats.snapshot().files_sent, 0);
+            }
+        }
+    }
+
+    /// A file that grows between the listing and the REQ is not sent with
+    /// bytes the listing did not announce.
+    #[tokio::test]
+    async fn a_file_that_grew_after_the_listing_fails_the_transfer() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "abc").unwrap();
+        let spec = SessionSpec {
+            locals: [("context".to_string(), LocalDir::Disk(dir.path().into()))].into(),
+            ..Default::default()
+        };
+        let (mut client, _) = client_for(spec).await;
+        let (tx, mut resp) = diff_copy(&mut client, "context").await;
+        let ids = read_listing(&mut resp).await;
+        std::fs::write(dir.path().join("f"), "abcINJECTED").unwrap();
+        req(&tx, ids["f"]).await;
+        let got = until_end(&mut resp).await;
+        assert!(got
+            .iter()
+            .all(|p| p.r#type != PacketType::PacketData as i32 || p.data.is_empty()));
+        assert!(error_text(&got).contains("changed while it was being sent"));
+    }
+
+    /// A REQ for an id that is not a file of the listing, or for a file
+    /// already requested, ends the transfer with an error naming the id.
+    #[tokio::test]
+    async fn bad_and_repeated_ids_end_the_transfer() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        let spec = SessionSpec {
+            locals: [("context".to_string(), LocalDir::Disk(dir.path().into()))].into(),
+            ..Default::default()
+        };
+        let (mut client, _) = client_for(spec).await;
+        // Out of range, and a directory (listed, but not a file).
+        for bad in [
+            |_: &HashMap<String, u32>| 99,
+            |ids: &HashMap<String, u32>| ids["d"],
+        ] {
+            let (tx, mut resp) = diff_copy(&mut client, "context").await;
+            let ids = read_listing(&mut resp).await;
+            let id = bad(&ids);
+            req(&tx, id).await;
+            let got = until_end(&mut resp).await;
+            assert_eq!(error_text(&got), format!("invalid file id {id}"));
+        }
+        let (tx, mut resp) = diff_copy(&mut client, "context").await;
+        let ids = read_listing(&mut resp).await;
+        req(&tx, ids["f"]).await;
+        req(&tx, ids["f"]).await;
+        let got = until_end(&mut resp).await;
+        assert_eq!(
+            error_text(&got),
+            format!("file id {} requested twice", ids["f"])
+        );
+    }
+
     #[tokio::test]
     async fn unknown_local_and_bad_ids_are_errors() {
         let (mut client, _) = client_for(SessionSpec::default()).await;
