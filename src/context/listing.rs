@@ -195,6 +195,19 @@ pub enum ServeError {
 }
 
 impl DiskFile {
+    /// The regular file `e` of a walk of `root`, listed with `hash`.
+    pub fn new(root: Arc<Root>, e: &Entry, hash: Option<blake3::Hash>) -> Self {
+        DiskFile {
+            root,
+            path: e.path.clone(),
+            abs: e.abs.clone(),
+            dev: e.dev,
+            ino: e.ino,
+            size: e.size,
+            hash,
+        }
+    }
+
     /// The error for bytes that are not the listed content.
     pub fn changed(&self, why: &'static str) -> ServeError {
         ServeError::Changed {
@@ -393,18 +406,7 @@ impl Listing {
                 }
                 // A hard-link repeat is linked by the receiver, never asked for.
                 if e.is_regular() && e.linkname.is_empty() {
-                    sources.insert(
-                        i as u32,
-                        Source::Disk(DiskFile {
-                            root: root.clone(),
-                            path: e.path.clone(),
-                            abs: e.abs.clone(),
-                            dev: e.dev,
-                            ino: e.ino,
-                            size: e.size,
-                            hash: h,
-                        }),
-                    );
+                    sources.insert(i as u32, Source::Disk(DiskFile::new(root.clone(), &e, h)));
                 }
             }
             items.push(Listed {
