@@ -257,8 +257,8 @@ mod tests {
             file.write_all(&injected).unwrap();
         };
         let rewrite = |f: &Path| std::fs::write(f, "HELLO").unwrap();
-        let cases: [(&dyn Fn(&Path), &str); 2] =
-            [(&grow, "it grew"), (&rewrite, "its content differs")];
+        type Change<'a> = &'a dyn Fn(&Path);
+        let cases: [(Change, &str); 2] = [(&grow, "it grew"), (&rewrite, "its content differs")];
         for (change, why) in cases {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path().join("ctx");

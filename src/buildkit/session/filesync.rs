@@ -801,6 +801,26 @@ mod protocol_tests {
         }
     }
 
+    /// A socket is listed as an empty regular file (as fsutil does) and
+    /// served as one.
+    #[tokio::test]
+    async fn a_socket_is_served_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(dir.path().join("s")).unwrap();
+        let spec = SessionSpec {
+            locals: [("context".to_string(), LocalDir::Disk(dir.path().into()))].into(),
+            ..Default::default()
+        };
+        let (mut client, _) = client_for(spec).await;
+        let (tx, mut resp) = diff_copy(&mut client, "context").await;
+        let ids = read_listing(&mut resp).await;
+        req(&tx, ids["s"]).await;
+        let p = resp.message().await.unwrap().unwrap();
+        assert_eq!(p.r#type, PacketType::PacketData as i32, "{p:?}");
+        assert!(p.data.is_empty());
+        fin(&tx, &mut resp).await;
+    }
+
     /// A file that grows between the listing and the REQ is not sent with
     /// bytes the listing did not announce.
     #[tokio::test]
