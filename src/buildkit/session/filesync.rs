@@ -1,5 +1,8 @@
 //! FileSync: the daemon pulls a local directory from cbuild with fsutil's
 //! DiffCopy protocol, cbuild being the sender (tonistiigi/fsutil `send.go`).
+//! This module is only the packet protocol: what is listed, with which
+//! stamps, and how a listed file is opened safely is
+//! [`crate::context::listing`]'s.
 //!
 //! The exchange, all on one bidirectional stream of `Packet`s:
 //! 1. cbuild sends one STAT per entry, in the order of
