@@ -11,6 +11,7 @@ mod compat;
 mod compose_features;
 mod content;
 mod context_cmd;
+mod engines;
 mod errors;
 mod graph;
 mod ignore_table;
