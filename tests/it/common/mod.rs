@@ -238,20 +238,25 @@ impl Project {
 
 impl Drop for Project {
     fn drop(&mut self) {
-        // Remove the images this project built (best effort).
+        // Remove the images this project named (best effort), by name, not
+        // ID: a test may tag `cbuild-base` itself under the project's name,
+        // and removing that ID would take `cbuild-base:latest` with it (as it
+        // does on the containerd image store).
         let out = docker(&[
             "images",
-            "-q",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
             "--filter",
             &format!("reference={}-*", self.name),
         ]);
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
+            .filter(|l| !l.contains("<none>"))
             .map(str::to_string)
             .collect();
-        if !ids.is_empty() {
+        if !names.is_empty() {
             let mut args = vec!["rmi", "-f"];
-            args.extend(ids.iter().map(String::as_str));
+            args.extend(names.iter().map(String::as_str));
             let _ = docker(&args);
         }
     }
