@@ -1,5 +1,5 @@
 //! Differential test of cbuild's Compose loader against `docker compose
-//! config` (v2.26.1), over the corpus in `shared/corpus/compose`.
+//! config` (v2.26.1), over the corpus in `tests/corpus/compose`.
 //!
 //! Every case runs `cbuild <compose_args> config --format json` with the
 //! case's environment, in a copy of its folder (so nothing is written into
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/compose");
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/compose");
 
 /// Cases cbuild does not agree with compose on yet, with the reason.
 const KNOWN_FAILURES: &[(&str, &str)] = &[
@@ -78,7 +78,7 @@ fn shell_words(s: &str) -> Vec<String> {
 
 fn cases() -> Vec<Case> {
     let tsv = std::fs::read_to_string(Path::new(CORPUS).join("CASES.tsv"))
-        .expect("the corpus is at ../shared/corpus/compose");
+        .expect("the corpus is at tests/corpus/compose");
     let mut lines = tsv.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();

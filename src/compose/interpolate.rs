@@ -46,7 +46,7 @@
 //! # Versions
 //!
 //! The behaviour is that of compose-go `template/template.go` as of v2.10.1 and later (checked
-//! against the corpus in `shared/corpus/compose-interpolation`, taken at e70e961). docker
+//! against the corpus in `tests/corpus/compose-interpolation`, taken at e70e961). docker
 //! compose v2.26 ships compose-go v2.0.2, which differs only in that it evaluated the default,
 //! the `+` replacement and the `?` message even when the branch was not taken: it warned about
 //! unset variables there and failed on errors there (e.g. `${SET:-${}}`).
@@ -667,7 +667,7 @@ mod tests {
 
     const CORPUS: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/corpus/compose-interpolation"
+        "/tests/corpus/compose-interpolation"
     );
 
     /// Reads a corpus TSV file: header names and rows, fields verbatim (no quoting, trailing
