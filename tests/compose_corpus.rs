@@ -1,5 +1,6 @@
 //! Differential test of cbuild's Compose loader against `docker compose
-//! config` (v2.26.1), over the corpus in `tests/corpus/compose`.
+//! config` (v2.40.3; `scripts/corpus-expect` regenerates the expected
+//! files), over the corpus in `tests/corpus/compose`.
 //!
 //! Every case runs `cbuild <compose_args> config --format json` with the
 //! case's environment, in a copy of its folder (so nothing is written into
@@ -25,16 +26,16 @@ const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/compose"
 const KNOWN_FAILURES: &[(&str, &str)] = &[
     (
         "compose-e2e__build-ssh",
-        "compose 2.26.1 cannot marshal `build.ssh` `id=path` to JSON (exit 1, README surprise 1); \
-         cbuild prints the valid model instead of copying the bug",
+        "compose (2.26.1 and 2.40.3) cannot marshal `build.ssh` `id=path` to JSON (exit 1, README \
+         surprise 1); cbuild prints the valid model instead of copying the bug",
     ),
     (
         "compose-go__build-ssh-map",
-        "same JSON marshal bug of compose 2.26.1 for `build.ssh` in map form",
+        "same JSON marshal bug of compose for `build.ssh` in map form",
     ),
     (
         "compose-go__build-ssh-list",
-        "same JSON marshal bug of compose 2.26.1 for `build.ssh` `id=path` list entries",
+        "same JSON marshal bug of compose for `build.ssh` `id=path` list entries",
     ),
 ];
 

@@ -10,6 +10,7 @@ pub mod interpolate;
 pub mod load;
 pub mod merge;
 pub mod render;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -252,6 +252,11 @@ fn build_json(b: &Mapping, env: &HashMap<String, String>) -> Json {
             out.insert(k.into(), Json::Bool(true));
         }
     }
+    for k in ["provenance", "sbom"] {
+        if let Some(v) = text(k) {
+            out.insert(k.into(), Json::String(v));
+        }
+    }
     if let Some(s) = text("shm_size") {
         let v = parse_bytes(&s).map(|n| n.to_string()).unwrap_or(s);
         out.insert("shm_size".into(), Json::String(v));
@@ -266,20 +271,19 @@ fn build_json(b: &Mapping, env: &HashMap<String, String>) -> Json {
                         m.insert(k.into(), Json::String(v));
                     }
                 }
-                match s.get("mode") {
-                    Some(Value::Number(n)) => {
-                        m.insert("mode".into(), to_json(&Value::Number(n.clone())));
-                    }
+                // compose 2.40 prints a file mode as an octal string
+                // (`0440`); a YAML number is the mode itself, a string (say
+                // from a variable) is read as octal.
+                let mode = match s.get("mode") {
+                    Some(Value::Number(n)) => n.as_u64(),
                     Some(Value::String(t)) => {
-                        let parsed = match t.strip_prefix("0o").or_else(|| t.strip_prefix('0')) {
-                            Some(oct) if !oct.is_empty() => u32::from_str_radix(oct, 8).ok(),
-                            _ => t.parse().ok(),
-                        };
-                        if let Some(n) = parsed {
-                            m.insert("mode".into(), json!(n));
-                        }
+                        let oct = t.strip_prefix("0o").unwrap_or(t);
+                        u64::from_str_radix(oct, 8).ok()
                     }
-                    _ => {}
+                    _ => None,
+                };
+                if let Some(n) = mode {
+                    m.insert("mode".into(), Json::String(format!("0{n:o}")));
                 }
                 Json::Object(m)
             })
