@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::yaml::{Mapping, Value};
 use serde::Deserialize;
-use serde_yaml::{Mapping, Value};
 
 use super::error::ComposeError;
 use super::merge::{self, apply_resets, key_text, resolve_tags, scalar_text};
@@ -548,7 +548,7 @@ fn validate_document(v: &Value, file: &Path, nested: bool) -> Result<(), Compose
     Ok(())
 }
 
-fn yaml_error(path: &Path, e: &serde_yaml::Error) -> ComposeError {
+fn yaml_error(path: &Path, e: &crate::compose::yaml::Error) -> ComposeError {
     ComposeError::Yaml {
         path: path.to_path_buf(),
         line: e.location().map(|l| l.line()),
@@ -587,7 +587,7 @@ impl Loader {
                     "empty compose file: define at least `services:`",
                 ));
             }
-            for doc in serde_yaml::Deserializer::from_str(&text) {
+            for doc in crate::compose::yaml::Deserializer::from_str(&text) {
                 let raw = Value::deserialize(doc).map_err(|e| yaml_error(&shown, &e))?;
                 if raw.is_null() {
                     return Err(invalid(
@@ -1358,7 +1358,7 @@ impl Loader {
             let lookup = |name: &str| env.get(name).cloned();
             for f in files {
                 let (text, shown) = self.read(f)?;
-                for doc in serde_yaml::Deserializer::from_str(&text) {
+                for doc in crate::compose::yaml::Deserializer::from_str(&text) {
                     // Syntax errors are reported when the file is loaded; a
                     // failed document also ends the stream.
                     let m = match Value::deserialize(doc) {

@@ -15,7 +15,7 @@
 //! [`resolve_tags`]). See `override/merge.go` and `override/uncity.go` in
 //! compose-spec/compose-go for the tables this module mirrors.
 
-use serde_yaml::{Mapping, Value};
+use super::yaml::{Mapping, Value};
 
 /// A mapping key as text (YAML keys that are numbers or booleans included).
 pub fn key_text(k: &Value) -> String {
@@ -281,7 +281,7 @@ fn index_of(kind: Index, v: &Value) -> String {
         (Index::EnvFile, Value::Mapping(m)) => {
             m.get("path").and_then(scalar_text).unwrap_or_default()
         }
-        (_, other) => serde_yaml::to_string(other).unwrap_or_default(),
+        (_, other) => crate::compose::yaml::to_string(other).unwrap_or_default(),
     }
 }
 
@@ -457,7 +457,7 @@ mod tests {
     use super::*;
 
     fn y(s: &str) -> Value {
-        serde_yaml::from_str(s).unwrap()
+        crate::compose::yaml::from_str(s).unwrap()
     }
 
     fn merged(a: &str, b: &str) -> Value {

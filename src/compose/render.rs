@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
+use super::yaml::{Mapping, Value};
 use serde_json::{json, Map, Value as Json};
-use serde_yaml::{Mapping, Value};
 
 use super::load::parse_bytes;
 use super::merge::{key_text, scalar_text};

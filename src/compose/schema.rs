@@ -9,7 +9,7 @@
 //! kinds are few, and an error must name the key path and say what to write.
 //! Mapping keys must be strings everywhere (compose: "non-string key").
 
-use serde_yaml::{Mapping, Value};
+use super::yaml::{Mapping, Value};
 
 /// What a key may hold.
 #[derive(Clone, Copy, Debug)]
@@ -332,7 +332,7 @@ mod tests {
     use super::*;
 
     fn svc(y: &str) -> Result<(), (String, &'static str)> {
-        let v: Value = serde_yaml::from_str(y).unwrap();
+        let v: Value = crate::compose::yaml::from_str(y).unwrap();
         check_service(v.as_mapping().unwrap(), "services.a")
     }
 
@@ -386,7 +386,7 @@ mod tests {
             ("services: {a: {labels: {~: x}}}", "services.a.labels"),
             ("services: {1: {image: x}}", "services"),
         ] {
-            let v: Value = serde_yaml::from_str(y).unwrap();
+            let v: Value = crate::compose::yaml::from_str(y).unwrap();
             assert_eq!(
                 non_string_key(&v, &mut Vec::new()).map(|x| x.0).as_deref(),
                 Some(at),
