@@ -148,6 +148,13 @@ pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
                 .insert(key.to_string(), super::render::to_json(v));
         }
     }
+    // compose 2.40 prints the top-level extensions (`x-*`) as loaded.
+    for (k, v) in &top {
+        let k = key_text(k);
+        if k.starts_with("x-") {
+            project.config.insert(k, super::render::to_json_all(v));
+        }
+    }
     if let Some(secrets) = top.get("secrets") {
         let secrets = secrets
             .as_mapping()
@@ -1876,6 +1883,7 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compose::render;
 
     fn load_str(yaml: &str, env: &[(&str, &str)]) -> Result<Project, ComposeError> {
         let dir = tempfile::tempdir().unwrap();
@@ -2421,6 +2429,32 @@ mod tests {
             let err = err.to_string();
             assert!(err.contains("compose.yaml") && err.contains(want), "{err}");
         }
+    }
+
+    #[test]
+    fn config_prints_commands_healthchecks_expose_and_extensions_as_compose_240() {
+        // Issue 14, item 9 (part): outputs of docker compose 2.40.3.
+        let p = load_str(
+            "x-e: &e {a: 1, x-n: 2}\nservices:\n  a:\n    image: x\n    command: echo \"a b\" c\\ d 'e f'\n    entrypoint: /bin/sh -c\n    expose: [80, '90']\n    healthcheck: {test: curl -f http://x || exit 1}\n  b:\n    image: x\n    command: ''\n    healthcheck: {test: [CMD, 'true']}\n",
+            &[],
+        )
+        .unwrap();
+        let json = render::project_json(&p);
+        let a = &json["services"]["a"];
+        assert_eq!(
+            a["command"],
+            serde_json::json!(["echo", "a b", "c d", "e f"])
+        );
+        assert_eq!(a["entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+        assert_eq!(a["expose"], serde_json::json!(["80", "90"]));
+        assert_eq!(
+            a["healthcheck"]["test"],
+            serde_json::json!(["CMD-SHELL", "curl -f http://x || exit 1"])
+        );
+        let b = &json["services"]["b"];
+        assert_eq!(b["command"], serde_json::json!([]));
+        assert_eq!(b["healthcheck"]["test"], serde_json::json!(["CMD", "true"]));
+        assert_eq!(json["x-e"], serde_json::json!({"a": 1, "x-n": 2}));
     }
 
     #[test]

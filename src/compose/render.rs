@@ -44,6 +44,11 @@ pub fn project_json(p: &Project) -> Json {
             top.insert(key.into(), v.clone());
         }
     }
+    for (k, v) in &p.config {
+        if k.starts_with("x-") {
+            top.insert(k.clone(), v.clone());
+        }
+    }
     let mut out = Json::Object(top);
     escape_dollars(&mut out);
     out
@@ -83,6 +88,21 @@ pub fn to_json(v: &Value) -> Json {
                 .collect(),
         ),
         Value::Tagged(t) => to_json(&t.value),
+    }
+}
+
+/// A YAML value as JSON, extension keys included (for the top-level
+/// `x-*` values, which compose prints whole).
+pub fn to_json_all(v: &Value) -> Json {
+    match v {
+        Value::Sequence(s) => Json::Array(s.iter().map(to_json_all).collect()),
+        Value::Mapping(m) => Json::Object(
+            m.iter()
+                .map(|(k, v)| (key_text(k), to_json_all(v)))
+                .collect(),
+        ),
+        Value::Tagged(t) => to_json_all(&t.value),
+        other => to_json(other),
     }
 }
 
@@ -147,6 +167,29 @@ pub(crate) fn service_json(
     }
     if !environment.is_empty() {
         out.insert("environment".into(), Json::Object(environment));
+    }
+    // compose 2.40 prints its model: a command string is split as a shell
+    // would (compose-go uses shellwords), a healthcheck string runs with
+    // CMD-SHELL, and exposed ports are strings.
+    for k in ["command", "entrypoint"] {
+        if let Some(Json::String(c)) = out.get(k) {
+            if let Some(words) = shlex::split(c) {
+                out.insert(k.into(), json!(words));
+            }
+        }
+    }
+    if let Some(Json::Object(h)) = out.get_mut("healthcheck") {
+        if let Some(Json::String(t)) = h.get("test") {
+            let t = json!(["CMD-SHELL", t]);
+            h.insert("test".into(), t);
+        }
+    }
+    if let Some(Json::Array(ports)) = out.get_mut("expose") {
+        for p in ports.iter_mut() {
+            if let Json::Number(n) = p {
+                *p = Json::String(n.to_string());
+            }
+        }
     }
     out.entry("command").or_insert(Json::Null);
     out.entry("entrypoint").or_insert(Json::Null);
