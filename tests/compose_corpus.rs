@@ -117,8 +117,16 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Runs one case; `Ok` when cbuild agrees with compose, else what differs.
-fn run(case: &Case) -> Result<(), String> {
+/// How many cases' whole `config` model must equal compose's as data (the
+/// `cbuild config` work of issue 14 item 9 is not finished: ports,
+/// volumes, depends_on and top-level resources still differ). Raise it as
+/// more agree; the test fails if fewer do.
+const WHOLE_MODEL_FLOOR: usize = 54;
+
+/// Runs one case; `Ok(whole)` when cbuild agrees with compose on the name,
+/// services, `image` and `build`, `whole` telling whether the entire model
+/// is equal too; else what differs.
+fn run(case: &Case) -> Result<bool, String> {
     let src = Path::new(CORPUS).join(&case.name);
     let tmp = tempfile::tempdir().unwrap();
     let dir: PathBuf = tmp.path().join(&case.name);
@@ -176,7 +184,7 @@ fn run(case: &Case) -> Result<(), String> {
         return if status.success() {
             Err("compose fails but cbuild succeeded".into())
         } else {
-            Ok(())
+            Ok(false)
         };
     }
     if !status.success() {
@@ -216,7 +224,7 @@ fn run(case: &Case) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    Ok(expected == actual)
 }
 
 #[test]
@@ -225,12 +233,16 @@ fn corpus_matches_docker_compose() {
     assert!(cases.len() >= 100, "only {} cases found", cases.len());
     let mut unexpected = Vec::new();
     let mut passed = 0;
+    let mut whole = 0;
     for case in &cases {
         let result = run(case);
         let known = KNOWN_FAILURES.iter().find(|(n, _)| *n == case.name);
         match (&result, known) {
-            (Ok(()), None) => passed += 1,
-            (Ok(()), Some(_)) => unexpected.push(format!(
+            (Ok(w), None) => {
+                passed += 1;
+                whole += usize::from(*w);
+            }
+            (Ok(_), Some(_)) => unexpected.push(format!(
                 "{}: passes now; remove it from KNOWN_FAILURES",
                 case.name
             )),
@@ -245,9 +257,13 @@ fn corpus_matches_docker_compose() {
         );
     }
     eprintln!(
-        "{passed} of {} corpus cases pass, {} known failures",
+        "{passed} of {} corpus cases pass, {} known failures; {whole} whole models equal compose's",
         cases.len(),
         KNOWN_FAILURES.len()
+    );
+    assert!(
+        whole >= WHOLE_MODEL_FLOOR,
+        "only {whole} whole models equal compose's; {WHOLE_MODEL_FLOOR} did before"
     );
     assert!(
         unexpected.is_empty(),
