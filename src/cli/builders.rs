@@ -381,11 +381,16 @@ fn instance(
         }
         "docker-container" | "kubernetes" => Err(unusable(format!(
             "cbuild cannot reach a builder of the `{}` driver yet (buildx reaches it \
-             through `docker exec … buildctl dial-stdio` or the Kubernetes API); use the \
-             Docker engine's own BuildKit (`--builder default`), or run buildkitd with a \
-             `tcp://` or `unix://` address and name that (`--builder tcp://HOST:PORT`, or \
-             `docker buildx create --driver remote tcp://HOST:PORT`)",
-            group.driver
+             through {}); use the Docker engine's own BuildKit (`--builder default`), or \
+             run buildkitd with a `tcp://` or `unix://` address and name that \
+             (`--builder tcp://HOST:PORT`, or `docker buildx create --driver remote \
+             tcp://HOST:PORT`)",
+            group.driver,
+            if group.driver == "kubernetes" {
+                "the Kubernetes API"
+            } else {
+                "`docker exec … buildctl dial-stdio`"
+            }
         ))),
         other => Err(unusable(format!(
             "unknown buildx driver `{other}`; cbuild reaches `remote` and `docker` builders"
