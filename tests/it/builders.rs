@@ -38,6 +38,43 @@ fn instance(config: &Path, name: &str, driver: &str, endpoint: &str, opts: &str)
     path
 }
 
+/// A `remote` buildx instance `name` with driver options `opts`
+/// (`k=v,…`): made by `docker buildx create` itself when scripts/engine
+/// provides buildx 0.29 (`CBUILD_BUILDX_029`), which proves the format
+/// cbuild reads; else written in that format.
+fn remote_instance(config: &Path, name: &str, endpoint: &str, opts: &[(&str, String)]) -> PathBuf {
+    if let Some(buildx) = std::env::var_os("CBUILD_BUILDX_029").filter(|b| !b.is_empty()) {
+        let csv: Vec<String> = opts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let out = Command::new(buildx)
+            .env("DOCKER_CONFIG", config)
+            .env("DOCKER_HOST", docker_host())
+            .args(["create", "--name", name, "--driver", "remote"])
+            .args(["--driver-opt", &csv.join(",")])
+            .arg(endpoint)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        return config
+            .join("buildx")
+            .join("instances")
+            .join(name.to_ascii_lowercase());
+    }
+    let json: Vec<String> = opts
+        .iter()
+        .map(|(k, v)| format!("\"{k}\":\"{v}\""))
+        .collect();
+    let file = instance(
+        config,
+        name,
+        "remote",
+        endpoint,
+        &format!("{{{}}}", json.join(",")),
+    );
+    let lower = file.with_file_name(name.to_ascii_lowercase());
+    std::fs::rename(&file, &lower).unwrap();
+    lower
+}
+
 /// `docker context create NAME --docker host=HOST` into `config`.
 fn context(config: &Path, name: &str, host: &str) {
     let out = Command::new("docker")
@@ -82,19 +119,14 @@ fn a_remote_buildx_instance_over_tls() {
     let pki = pki();
     let ep = endpoint(&pki, true);
     let config = tempfile::tempdir().unwrap();
-    let opts = format!(
-        r#"{{"cacert":"{}","cert":"{}","key":"{}"}}"#,
-        pki.path("ca.pem"),
-        pki.path("cert.pem"),
-        pki.path("key.pem")
-    );
-    let file = instance(
-        config.path(),
-        "tlsremote",
-        "remote",
-        &format!("tcp://{}", ep.addr),
-        &opts,
-    );
+    let opts = [
+        ("cacert", pki.path("ca.pem")),
+        ("cert", pki.path("cert.pem")),
+        ("key", pki.path("key.pem")),
+    ];
+    // Mixed case: buildx stores the instance under its lower-cased name.
+    let endpoint = format!("tcp://{}", ep.addr);
+    let file = remote_instance(config.path(), "TlsRemote", &endpoint, &opts);
     let cfg = config.path().display().to_string();
     let p = project("bx-remote", "through a remote builder\n");
 
@@ -128,7 +160,7 @@ fn a_remote_buildx_instance_over_tls() {
         "{text}"
     );
     assert!(
-        text.contains("from:      BUILDX_BUILDER: buildx builder `tlsremote` (remote driver")
+        text.contains("from:      BUILDX_BUILDER: buildx builder `TlsRemote` (remote driver")
             && text.contains(&file.display().to_string()),
         "{text}"
     );
