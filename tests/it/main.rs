@@ -5,6 +5,7 @@
 
 mod bench;
 mod build;
+mod builders;
 mod cancel;
 mod clock;
 mod common;

@@ -207,6 +207,8 @@ impl Project {
             .env("DOCKER_HOST", docker_host())
             .env("CBUILD_CACHE_DIR", self.cache.path())
             .env_remove("BUILDKIT_HOST")
+            .env_remove("BUILDX_BUILDER")
+            .env_remove("DOCKER_CONTEXT")
             .env_remove("COMPOSE_FILE")
             .env_remove("COMPOSE_PROJECT_NAME")
             .arg("-p")
