@@ -13,6 +13,7 @@ mod compose_features;
 mod content;
 mod context_cmd;
 mod dockerfile;
+mod engines;
 mod errors;
 mod graph;
 mod hang;
