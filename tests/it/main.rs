@@ -5,6 +5,7 @@
 
 mod bench;
 mod build;
+mod cache;
 mod cancel;
 mod clock;
 mod common;
