@@ -989,20 +989,36 @@ fn cache_entries(
                         "`type=inline` only exports; to import an inline cache, name the image (`cache_from: [IMAGE]`)".into(),
                     ));
                 }
-                ("gha", _) => {
-                    // As buildx: a GitHub Actions runner's token and cache
-                    // URL, unless given.
-                    for (attr, var) in [("token", "ACTIONS_RUNTIME_TOKEN"), ("url", "ACTIONS_CACHE_URL")] {
-                        if let Some(v) = opts.environment.get(var) {
-                            e.attrs.entry(attr.into()).or_insert_with(|| v.clone());
-                        }
-                    }
-                }
+                // As buildx: credentials from the environment unless given
+                // (a GitHub Actions runner's token and cache URL; AWS keys).
+                ("gha", _) => fill_from_env(
+                    &mut e,
+                    &[("token", "ACTIONS_RUNTIME_TOKEN"), ("url", "ACTIONS_CACHE_URL")],
+                    opts,
+                ),
+                ("s3", _) => fill_from_env(
+                    &mut e,
+                    &[
+                        ("access_key_id", "AWS_ACCESS_KEY_ID"),
+                        ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                        ("session_token", "AWS_SESSION_TOKEN"),
+                    ],
+                    opts,
+                ),
                 _ => {}
             }
             Ok(e)
         })
         .collect()
+}
+
+/// Sets each attribute the entry lacks from its environment variable, if set.
+fn fill_from_env(e: &mut ExporterSpec, pairs: &[(&str, &str)], opts: &BuildOptions) {
+    for (attr, var) in pairs {
+        if let Some(v) = opts.environment.get(*var).filter(|v| !v.is_empty()) {
+            e.attrs.entry(attr.to_string()).or_insert_with(|| v.clone());
+        }
+    }
 }
 
 /// One `cache_from`/`cache_to` entry: CSV `key=value` fields
@@ -1311,6 +1327,24 @@ mod tests {
             e.contains("cache_from[0]") && e.contains("needs `ref=IMAGE`"),
             "{e}"
         );
+        let env = BuildOptions {
+            environment: [
+                ("ACTIONS_RUNTIME_TOKEN".to_string(), "tok".to_string()),
+                ("AWS_ACCESS_KEY_ID".to_string(), "AK".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let e = cache_entries(
+            "web",
+            "cache_to",
+            &list(&["type=gha", "type=s3,access_key_id=mine"]),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(e[0].attrs["token"], "tok");
+        assert!(!e[0].attrs.contains_key("url"));
+        assert_eq!(e[1].attrs["access_key_id"], "mine", "a given value wins");
         let e = cache_entries("web", "cache_from", &list(&["type=local,src=/c"]), &opts)
             .unwrap_err()
             .to_string();
