@@ -145,13 +145,17 @@ fn inline_cache_travels_with_the_pushed_image() {
             "services:\n  app:\n    image: {image}\n    build:\n      context: .\n      pull: true\n      cache_from: [\"{pushed}\"]\n"
         ),
     );
-    let (out, events) = build_on(&p, &engine("d28"));
+    let importer = engine("d28");
+    let (out, events) = build_on(&p, &importer);
     assert_ok(&out, "the import build");
     let (all, cached) = run_steps(&events);
     assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!(cached, all, "every RUN step comes from the image's cache");
+    // Asked of the engine that built it, whichever engine DOCKER_HOST is.
+    let ran = docker_at(&importer, &["run", "--rm", &image, "sh", "-c", "cat /y"]);
+    assert_ok(&ran, "docker run");
     assert_eq!(
-        run_in(&image, "cat /y"),
+        String::from_utf8_lossy(&ran.stdout),
         format!("{token}\n{token}\n"),
         "the image is the one built"
     );
