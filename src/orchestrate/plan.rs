@@ -523,7 +523,19 @@ fn plan_service(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "Dockerfile".into());
-        locals.insert("dockerfile".to_string(), LocalDir::Disk(dir));
+        // Served by content like the context: BuildKit before 0.10 keeps
+        // the Dockerfile's directory from the last build and skips a file
+        // whose size and mtime it already holds, so a same-size edit with
+        // the mtime kept would build the old Dockerfile.
+        let key = shared_key(&project.name, &format!("{}\0dockerfile", svc.name), &dir);
+        let (hashes, clock) = open_tracking(&dir, &key, opts);
+        let t = TrackedDir {
+            root: dir,
+            hashes: Arc::new(hashes),
+            clock: Arc::new(clock.keyed_elsewhere()),
+        };
+        locals.insert("dockerfile".to_string(), LocalDir::Tracked(t.clone()));
+        tracked.push(t);
         attrs.insert("filename".into(), name);
     }
 
@@ -691,8 +703,8 @@ fn ignore_patterns(
     attrs: &BTreeMap<String, String>,
 ) -> Result<Vec<String>, PlanError> {
     let mut candidates = Vec::new();
-    if let (Some(LocalDir::Disk(dir)), Some(name)) = (dockerfile_local, attrs.get("filename")) {
-        candidates.push(dir.join(format!("{name}.dockerignore")));
+    if let (Some(LocalDir::Tracked(t)), Some(name)) = (dockerfile_local, attrs.get("filename")) {
+        candidates.push(t.root.join(format!("{name}.dockerignore")));
     }
     candidates.push(context.join(".dockerignore"));
     for path in candidates {
@@ -731,15 +743,22 @@ fn ignore_patterns(
 
 /// A directory served by content, with its hash cache and content clock.
 fn track(dir: &Path, key: &str, opts: &BuildOptions) -> TrackedDir {
-    let fresh = opts.no_cache;
-    let (hashes, clock) = match &opts.cache_dir {
-        Some(c) => (HashCache::open(c, dir), ContentClock::open(c, key, fresh)),
-        None => (HashCache::in_memory(), ContentClock::in_memory(key)),
-    };
+    let (hashes, clock) = open_tracking(dir, key, opts);
     TrackedDir {
         root: dir.to_path_buf(),
         hashes: Arc::new(hashes),
         clock: Arc::new(clock),
+    }
+}
+
+/// The hash cache of `dir` and the content clock `key`.
+fn open_tracking(dir: &Path, key: &str, opts: &BuildOptions) -> (HashCache, ContentClock) {
+    match &opts.cache_dir {
+        Some(c) => (
+            HashCache::open(c, dir),
+            ContentClock::open(c, key, opts.no_cache),
+        ),
+        None => (HashCache::in_memory(), ContentClock::in_memory(key)),
     }
 }
 
