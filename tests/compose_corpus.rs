@@ -1,5 +1,6 @@
 //! Differential test of cbuild's Compose loader against `docker compose
-//! config` (v2.26.1), over the corpus in `shared/corpus/compose`.
+//! config` (v2.40.3; `scripts/corpus-expect` regenerates the expected
+//! files), over the corpus in `tests/corpus/compose`.
 //!
 //! Every case runs `cbuild <compose_args> config --format json` with the
 //! case's environment, in a copy of its folder (so nothing is written into
@@ -19,22 +20,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/compose");
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/compose");
 
 /// Cases cbuild does not agree with compose on yet, with the reason.
 const KNOWN_FAILURES: &[(&str, &str)] = &[
     (
         "compose-e2e__build-ssh",
-        "compose 2.26.1 cannot marshal `build.ssh` `id=path` to JSON (exit 1, README surprise 1); \
-         cbuild prints the valid model instead of copying the bug",
+        "compose (2.26.1 and 2.40.3) cannot marshal `build.ssh` `id=path` to JSON (exit 1, README \
+         surprise 1); cbuild prints the valid model instead of copying the bug",
     ),
     (
         "compose-go__build-ssh-map",
-        "same JSON marshal bug of compose 2.26.1 for `build.ssh` in map form",
+        "same JSON marshal bug of compose for `build.ssh` in map form",
     ),
     (
         "compose-go__build-ssh-list",
-        "same JSON marshal bug of compose 2.26.1 for `build.ssh` `id=path` list entries",
+        "same JSON marshal bug of compose for `build.ssh` `id=path` list entries",
     ),
 ];
 
@@ -78,7 +79,7 @@ fn shell_words(s: &str) -> Vec<String> {
 
 fn cases() -> Vec<Case> {
     let tsv = std::fs::read_to_string(Path::new(CORPUS).join("CASES.tsv"))
-        .expect("the corpus is at ../shared/corpus/compose");
+        .expect("the corpus is at tests/corpus/compose");
     let mut lines = tsv.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
@@ -116,8 +117,16 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Runs one case; `Ok` when cbuild agrees with compose, else what differs.
-fn run(case: &Case) -> Result<(), String> {
+/// How many cases' whole `config` model must equal compose's as data (the
+/// `cbuild config` work of issue 14 item 9 is not finished: ports,
+/// volumes, depends_on and top-level resources still differ). Raise it as
+/// more agree; the test fails if fewer do.
+const WHOLE_MODEL_FLOOR: usize = 54;
+
+/// Runs one case; `Ok(whole)` when cbuild agrees with compose on the name,
+/// services, `image` and `build`, `whole` telling whether the entire model
+/// is equal too; else what differs.
+fn run(case: &Case) -> Result<bool, String> {
     let src = Path::new(CORPUS).join(&case.name);
     let tmp = tempfile::tempdir().unwrap();
     let dir: PathBuf = tmp.path().join(&case.name);
@@ -175,7 +184,7 @@ fn run(case: &Case) -> Result<(), String> {
         return if status.success() {
             Err("compose fails but cbuild succeeded".into())
         } else {
-            Ok(())
+            Ok(false)
         };
     }
     if !status.success() {
@@ -215,7 +224,7 @@ fn run(case: &Case) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    Ok(expected == actual)
 }
 
 #[test]
@@ -224,12 +233,16 @@ fn corpus_matches_docker_compose() {
     assert!(cases.len() >= 100, "only {} cases found", cases.len());
     let mut unexpected = Vec::new();
     let mut passed = 0;
+    let mut whole = 0;
     for case in &cases {
         let result = run(case);
         let known = KNOWN_FAILURES.iter().find(|(n, _)| *n == case.name);
         match (&result, known) {
-            (Ok(()), None) => passed += 1,
-            (Ok(()), Some(_)) => unexpected.push(format!(
+            (Ok(w), None) => {
+                passed += 1;
+                whole += usize::from(*w);
+            }
+            (Ok(_), Some(_)) => unexpected.push(format!(
                 "{}: passes now; remove it from KNOWN_FAILURES",
                 case.name
             )),
@@ -244,9 +257,13 @@ fn corpus_matches_docker_compose() {
         );
     }
     eprintln!(
-        "{passed} of {} corpus cases pass, {} known failures",
+        "{passed} of {} corpus cases pass, {} known failures; {whole} whole models equal compose's",
         cases.len(),
         KNOWN_FAILURES.len()
+    );
+    assert!(
+        whole >= WHOLE_MODEL_FLOOR,
+        "only {whole} whole models equal compose's; {WHOLE_MODEL_FLOOR} did before"
     );
     assert!(
         unexpected.is_empty(),

@@ -572,9 +572,9 @@ fn copy_context(
                 std::fs::create_dir_all(parent).map_err(io_err(parent))?;
             }
             std::fs::copy(&dockerfile, &to).map_err(io_err(&dockerfile))?;
-            let own_ignore = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
+            let own_ignore = crate::context::ignorefile::beside(&dockerfile);
             if own_ignore.is_file() {
-                let to = PathBuf::from(format!("{}.dockerignore", to.display()));
+                let to = crate::context::ignorefile::beside(&to);
                 std::fs::copy(&own_ignore, &to).map_err(io_err(&own_ignore))?;
             }
             to

@@ -114,9 +114,11 @@ pub struct GlobalArgs {
         env = "BUILDKIT_PROGRESS"
     )]
     pub progress: Progress,
-    /// BuildKit daemon: `unix:///path`, `tcp://host:port`, or `default` for
-    /// the Docker engine (default: `$BUILDKIT_HOST`, else `$DOCKER_HOST`).
-    #[arg(long, global = true, value_name = "ADDRESS")]
+    /// BuildKit daemon: a buildx builder or Docker context NAME,
+    /// `unix:///path`, `tcp://host:port`, or `default` for the Docker
+    /// engine (default: `$BUILDX_BUILDER`, else `$BUILDKIT_HOST`, else the
+    /// Docker CLI's engine: `$DOCKER_HOST` or the current context).
+    #[arg(long, global = true, value_name = "NAME|ADDRESS")]
     pub builder: Option<String>,
     /// TLS for a `tcp://` builder (as buildctl): CA certificate.
     #[arg(long, global = true, value_name = "FILE")]

@@ -4,6 +4,7 @@
 //! goes through one [`Printer`].
 
 pub mod args;
+mod builders;
 mod commands;
 mod settings;
 

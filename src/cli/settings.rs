@@ -32,19 +32,23 @@ pub fn load_options(g: &GlobalArgs, env: &HashMap<String, String>) -> anyhow::Re
     })
 }
 
-/// The builder address from `--builder`, `BUILDKIT_HOST` and `DOCKER_HOST`,
-/// with TLS from `--tls*` (buildkitd) and `DOCKER_TLS_VERIFY` (Docker).
-pub fn address(g: &GlobalArgs, env: &HashMap<String, String>) -> anyhow::Result<Address> {
+/// The builder from `--builder`, `BUILDX_BUILDER`, `BUILDKIT_HOST` and
+/// the Docker configuration (see [`super::builders`]), with TLS from
+/// `--tls*` (buildkitd) and the environment (Docker).
+pub fn builder(
+    g: &GlobalArgs,
+    env: &HashMap<String, String>,
+) -> anyhow::Result<super::builders::Resolved> {
     let tls = TlsChoice {
         buildkit: buildkit_tls(g),
-        docker: docker_tls(env),
+        docker: super::builders::env_docker_tls(env),
     };
-    Ok(Address::resolve(
-        g.builder.as_deref(),
-        env.get("BUILDKIT_HOST").map(String::as_str),
-        env.get("DOCKER_HOST").map(String::as_str),
-        &tls,
-    )?)
+    Ok(super::builders::resolve(g.builder.as_deref(), env, &tls)?)
+}
+
+/// The builder's address (see [`builder`]).
+pub fn address(g: &GlobalArgs, env: &HashMap<String, String>) -> anyhow::Result<Address> {
+    Ok(builder(g, env)?.address)
 }
 
 /// TLS files for a buildkitd from `--tlsdir` and the `--tls*` flags.
@@ -69,37 +73,47 @@ fn buildkit_tls(g: &GlobalArgs) -> Option<TlsFiles> {
     (t.is_set() || g.tlsdir.is_some()).then_some(t)
 }
 
-/// TLS files for the Docker engine, as the Docker CLI finds them: with
-/// `DOCKER_TLS_VERIFY` set, `ca.pem`, `cert.pem` and `key.pem` in
-/// `DOCKER_CERT_PATH` (default `~/.docker`).
+/// The Docker engine the Docker CLI would use: `DOCKER_HOST`, else the
+/// current Docker context, else the default socket. A broken context
+/// configuration falls back to the environment here; resolving the
+/// builder reports it.
+fn docker_endpoint(env: &HashMap<String, String>) -> super::builders::DockerEndpoint {
+    let config = super::builders::DockerConfig::from_env(env);
+    super::builders::docker_endpoint(env, &config).unwrap_or_else(|_| {
+        super::builders::DockerEndpoint {
+            host: env
+                .get("DOCKER_HOST")
+                .filter(|h| !h.is_empty())
+                .cloned()
+                .unwrap_or_else(|| {
+                    format!(
+                        "unix://{}",
+                        crate::buildkit::transport::DEFAULT_DOCKER_SOCKET
+                    )
+                }),
+            tls: super::builders::env_docker_tls(env),
+            source: String::new(),
+        }
+    })
+}
+
+/// TLS files for the Docker engine (see [`docker_host`]).
 pub fn docker_tls(env: &HashMap<String, String>) -> Option<TlsFiles> {
-    env.get("DOCKER_TLS_VERIFY").filter(|v| !v.is_empty())?;
-    let dir = env
-        .get("DOCKER_CERT_PATH")
-        .filter(|d| !d.is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            env.get("HOME")
-                .map(|h| std::path::Path::new(h).join(".docker"))
-        })
-        .unwrap_or_default();
-    let mut t = TlsFiles::from_dir(&dir);
-    // The CA is required, as the Docker CLI requires it.
-    t.ca = Some(dir.join("ca.pem"));
-    Some(t)
+    docker_endpoint(env).tls
 }
 
 /// The Docker Engine API address (for image look-ups and `doctor`).
 pub fn docker_host(env: &HashMap<String, String>) -> String {
-    env.get("DOCKER_HOST")
-        .filter(|h| !h.is_empty())
-        .cloned()
-        .unwrap_or_else(|| {
-            format!(
-                "unix://{}",
-                crate::buildkit::transport::DEFAULT_DOCKER_SOCKET
-            )
-        })
+    docker_endpoint(env).host
+}
+
+/// The engine whose image store a build lands in: the builder's own
+/// engine when it is a Docker engine, else the Docker CLI's.
+pub fn engine_for(address: &Address, env: &HashMap<String, String>) -> (String, Option<TlsFiles>) {
+    super::builders::engine_of(address).unwrap_or_else(|| {
+        let ep = docker_endpoint(env);
+        (ep.host, ep.tls)
+    })
 }
 
 /// `--build-arg KEY[=VALUE]` values.

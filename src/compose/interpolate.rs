@@ -46,7 +46,7 @@
 //! # Versions
 //!
 //! The behaviour is that of compose-go `template/template.go` as of v2.10.1 and later (checked
-//! against the corpus in `shared/corpus/compose-interpolation`, taken at e70e961). docker
+//! against the corpus in `tests/corpus/compose-interpolation`, taken at e70e961). docker
 //! compose v2.26 ships compose-go v2.0.2, which differs only in that it evaluated the default,
 //! the `+` replacement and the `?` message even when the branch was not taken: it warned about
 //! unset variables there and failed on errors there (e.g. `${SET:-${}}`).
@@ -192,7 +192,7 @@ pub fn interpolate_with_warnings(
 /// `error while interpolating services.web.build.args.FOO: required variable X is missing a value`.
 /// On error `value` is left partly interpolated.
 pub fn interpolate_value(
-    value: &mut serde_yaml::Value,
+    value: &mut crate::compose::yaml::Value,
     lookup: &dyn Fn(&str) -> Option<String>,
     path: &mut Vec<String>,
 ) -> Result<(), InterpolateError> {
@@ -201,7 +201,7 @@ pub fn interpolate_value(
 
 /// Like [`interpolate_value`], reporting unset variables as [`interpolate_with_warnings`] does.
 pub fn interpolate_value_with_warnings(
-    value: &mut serde_yaml::Value,
+    value: &mut crate::compose::yaml::Value,
     lookup: &dyn Fn(&str) -> Option<String>,
     path: &mut Vec<String>,
     on_unset: &mut dyn FnMut(&str),
@@ -239,31 +239,35 @@ pub fn extract_variables(template: &str) -> Vec<Variable> {
 /// Collects the variables used anywhere in the string scalars of `value` (not in keys), keyed
 /// by name. When a name occurs several times, the occurrence met last (in document order, and
 /// in [`extract_variables`] order within a string) wins, as compose-go's map merge does.
-pub fn extract_variables_from_value(value: &serde_yaml::Value) -> BTreeMap<String, Variable> {
+pub fn extract_variables_from_value(
+    value: &crate::compose::yaml::Value,
+) -> BTreeMap<String, Variable> {
     let mut out = BTreeMap::new();
     collect_from_value(value, &mut out);
     out
 }
 
-fn collect_from_value(value: &serde_yaml::Value, out: &mut BTreeMap<String, Variable>) {
+fn collect_from_value(value: &crate::compose::yaml::Value, out: &mut BTreeMap<String, Variable>) {
     match value {
-        serde_yaml::Value::String(s) => {
+        crate::compose::yaml::Value::String(s) => {
             for variable in extract_variables(s) {
                 out.insert(variable.name.clone(), variable);
             }
         }
-        serde_yaml::Value::Sequence(items) => {
+        crate::compose::yaml::Value::Sequence(items) => {
             for item in items {
                 collect_from_value(item, out);
             }
         }
-        serde_yaml::Value::Mapping(map) => {
+        crate::compose::yaml::Value::Mapping(map) => {
             for item in map.values() {
                 collect_from_value(item, out);
             }
         }
-        serde_yaml::Value::Tagged(tagged) => collect_from_value(&tagged.value, out),
-        serde_yaml::Value::Null | serde_yaml::Value::Bool(_) | serde_yaml::Value::Number(_) => {}
+        crate::compose::yaml::Value::Tagged(tagged) => collect_from_value(&tagged.value, out),
+        crate::compose::yaml::Value::Null
+        | crate::compose::yaml::Value::Bool(_)
+        | crate::compose::yaml::Value::Number(_) => {}
     }
 }
 
@@ -610,11 +614,11 @@ impl Engine<'_> {
 
     fn walk(
         &mut self,
-        value: &mut serde_yaml::Value,
+        value: &mut crate::compose::yaml::Value,
         path: &mut Vec<String>,
     ) -> Result<(), InterpolateError> {
         match value {
-            serde_yaml::Value::String(s) => match self.substitute(s) {
+            crate::compose::yaml::Value::String(s) => match self.substitute(s) {
                 Ok(new) => {
                     *s = new;
                     Ok(())
@@ -622,7 +626,7 @@ impl Engine<'_> {
                 Err(err) if path.is_empty() => Err(err),
                 Err(err) => Err(err.with_path(path.join("."))),
             },
-            serde_yaml::Value::Sequence(items) => {
+            crate::compose::yaml::Value::Sequence(items) => {
                 for item in items {
                     path.push("[]".to_owned());
                     let result = self.walk(item, path);
@@ -631,7 +635,7 @@ impl Engine<'_> {
                 }
                 Ok(())
             }
-            serde_yaml::Value::Mapping(map) => {
+            crate::compose::yaml::Value::Mapping(map) => {
                 for (key, item) in map.iter_mut() {
                     path.push(key_segment(key));
                     let result = self.walk(item, path);
@@ -640,23 +644,25 @@ impl Engine<'_> {
                 }
                 Ok(())
             }
-            serde_yaml::Value::Tagged(tagged) => self.walk(&mut tagged.value, path),
-            serde_yaml::Value::Null | serde_yaml::Value::Bool(_) | serde_yaml::Value::Number(_) => {
-                Ok(())
-            }
+            crate::compose::yaml::Value::Tagged(tagged) => self.walk(&mut tagged.value, path),
+            crate::compose::yaml::Value::Null
+            | crate::compose::yaml::Value::Bool(_)
+            | crate::compose::yaml::Value::Number(_) => Ok(()),
         }
     }
 }
 
 /// Renders a mapping key as a path segment.
-fn key_segment(key: &serde_yaml::Value) -> String {
+fn key_segment(key: &crate::compose::yaml::Value) -> String {
     match key {
-        serde_yaml::Value::String(s) => s.clone(),
-        serde_yaml::Value::Bool(b) => b.to_string(),
-        serde_yaml::Value::Number(n) => n.to_string(),
-        serde_yaml::Value::Null => "null".to_owned(),
-        serde_yaml::Value::Tagged(tagged) => key_segment(&tagged.value),
-        serde_yaml::Value::Sequence(_) | serde_yaml::Value::Mapping(_) => "?".to_owned(),
+        crate::compose::yaml::Value::String(s) => s.clone(),
+        crate::compose::yaml::Value::Bool(b) => b.to_string(),
+        crate::compose::yaml::Value::Number(n) => n.to_string(),
+        crate::compose::yaml::Value::Null => "null".to_owned(),
+        crate::compose::yaml::Value::Tagged(tagged) => key_segment(&tagged.value),
+        crate::compose::yaml::Value::Sequence(_) | crate::compose::yaml::Value::Mapping(_) => {
+            "?".to_owned()
+        }
     }
 }
 
@@ -667,7 +673,7 @@ mod tests {
 
     const CORPUS: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/corpus/compose-interpolation"
+        "/tests/corpus/compose-interpolation"
     );
 
     /// Reads a corpus TSV file: header names and rows, fields verbatim (no quoting, trailing
@@ -713,12 +719,12 @@ mod tests {
     }
 
     /// Nests `template` in mappings along the dotted `path`.
-    fn tree_at(path: &str, template: &str) -> serde_yaml::Value {
-        let mut value = serde_yaml::Value::String(template.to_owned());
+    fn tree_at(path: &str, template: &str) -> crate::compose::yaml::Value {
+        let mut value = crate::compose::yaml::Value::String(template.to_owned());
         for key in path.rsplit('.') {
-            let mut map = serde_yaml::Mapping::new();
-            map.insert(serde_yaml::Value::String(key.to_owned()), value);
-            value = serde_yaml::Value::Mapping(map);
+            let mut map = crate::compose::yaml::Mapping::new();
+            map.insert(crate::compose::yaml::Value::String(key.to_owned()), value);
+            value = crate::compose::yaml::Value::Mapping(map);
         }
         value
     }
@@ -870,7 +876,8 @@ mod tests {
         );
         assert_eq!(rows.len(), 18, "variables.tsv row count");
         for row in &rows {
-            let doc: serde_yaml::Value = serde_json::from_str(&row[input]).expect("input JSON");
+            let doc: crate::compose::yaml::Value =
+                serde_json::from_str(&row[input]).expect("input JSON");
             let want: serde_json::Value = serde_json::from_str(&row[expected]).expect("expected");
             let want: BTreeMap<String, Variable> = want
                 .as_object()
@@ -988,7 +995,8 @@ mod tests {
     #[test]
     fn walks_yaml_values_and_reports_paths() {
         let yaml = "services:\n  web:\n    image: app:${TAG}\n    replicas: 3\n    ports: ['${P}:80']\n    labels: {'${NOT}': $$x}\n    build: !custom {args: [a, '${X?x needed}']}\n";
-        let mut doc: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
+        let mut doc: crate::compose::yaml::Value =
+            crate::compose::yaml::from_str(yaml).expect("yaml");
         let lookup = lookup_from(&[("TAG", "1"), ("P", "8080")]);
         let mut path = Vec::new();
         let err = interpolate_value(&mut doc, &lookup, &mut path).expect_err("X is required");
@@ -998,7 +1006,8 @@ mod tests {
             "error while interpolating services.web.build.args.[]: required variable X is missing a value: x needed"
         );
         let lookup = lookup_from(&[("TAG", "1"), ("P", "8080"), ("X", "y")]);
-        let mut doc: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
+        let mut doc: crate::compose::yaml::Value =
+            crate::compose::yaml::from_str(yaml).expect("yaml");
         let unset = RefCell::new(Vec::new());
         let mut path = vec!["root".to_owned()];
         interpolate_value_with_warnings(&mut doc, &lookup, &mut path, &mut |n| {
@@ -1008,7 +1017,7 @@ mod tests {
         assert_eq!(path, ["root"]);
         assert!(unset.borrow().is_empty(), "keys are not interpolated");
         let want = "services:\n  web:\n    image: app:1\n    replicas: 3\n    ports: ['8080:80']\n    labels: {'${NOT}': $x}\n    build: !custom {args: [a, y]}\n";
-        let want: serde_yaml::Value = serde_yaml::from_str(want).expect("yaml");
+        let want: crate::compose::yaml::Value = crate::compose::yaml::from_str(want).expect("yaml");
         assert_eq!(doc, want);
     }
 
@@ -1029,8 +1038,8 @@ mod tests {
         assert_eq!(vars[0].presence_value, "x${B?}");
         assert!(vars[1].required && vars[1].name == "B");
         // Later occurrences win in the merged map.
-        let doc: serde_yaml::Value =
-            serde_yaml::from_str("a: ${V:-1}\nb: ['${V:-2}']").expect("yaml");
+        let doc: crate::compose::yaml::Value =
+            crate::compose::yaml::from_str("a: ${V:-1}\nb: ['${V:-2}']").expect("yaml");
         assert_eq!(extract_variables_from_value(&doc)["V"].default_value, "2");
     }
 }

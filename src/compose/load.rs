@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::yaml::{Mapping, Value};
 use serde::Deserialize;
-use serde_yaml::{Mapping, Value};
 
 use super::error::ComposeError;
 use super::merge::{self, apply_resets, key_text, resolve_tags, scalar_text};
@@ -57,7 +57,11 @@ pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
             .and_then(|f| absolute(&opts.cwd, f).parent().map(Path::to_path_buf))
             .unwrap_or_else(|| opts.cwd.clone()),
     };
-    let env = environment(opts, &env_dir)?;
+    let mut env = environment(opts, &env_dir)?;
+    // compose 2.40 fills in `PWD` from the working directory when the
+    // environment has none (a shell that did not export it, `env -i`).
+    env.entry("PWD".to_string())
+        .or_insert_with(|| opts.cwd.to_string_lossy().into_owned());
     let files = discover(opts, &env)?;
     let working_dir = match &opts.project_directory {
         Some(d) => absolute(&opts.cwd, d),
@@ -67,7 +71,6 @@ pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
             .and_then(|f| f.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| opts.cwd.clone()),
     };
-    let mut env = env;
     if opts.env_files.is_empty() && working_dir != env_dir {
         // The project's own `.env` fills in what the first one left unset
         // (COMPOSE_FILE pointing into another folder).
@@ -88,6 +91,7 @@ pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
         home: env.get("HOME").cloned(),
         texts: HashMap::new(),
         warnings: Vec::new(),
+        resets: HashMap::new(),
     };
     let name = loader.project_name(opts, &env, &files, &working_dir, &shown)?;
     // Files may refer to the name being loaded, as compose allows.
@@ -142,6 +146,13 @@ pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
             project
                 .config
                 .insert(key.to_string(), super::render::to_json(v));
+        }
+    }
+    // compose 2.40 prints the top-level extensions (`x-*`) as loaded.
+    for (k, v) in &top {
+        let k = key_text(k);
+        if k.starts_with("x-") {
+            project.config.insert(k, super::render::to_json_all(v));
         }
     }
     if let Some(secrets) = top.get("secrets") {
@@ -248,6 +259,40 @@ fn check_services(
                 deps.entry(name.clone()).or_default().push(dep);
             }
         }
+        if v.get("image").is_none() && v.get("build").is_none() && v.get("provider").is_none() {
+            return Err(invalid(
+                file,
+                &key,
+                "has neither an `image` nor a `build` context; add one of them",
+            ));
+        }
+        if let Some(Value::Sequence(secrets)) = v.get("build").and_then(|b| b.get("secrets")) {
+            let defined = top.get("secrets").and_then(Value::as_mapping);
+            for s in secrets {
+                let src = s.get("source").unwrap_or(s);
+                let src = scalar_text(src).unwrap_or_default();
+                if !defined.is_some_and(|d| d.contains_key(src.as_str())) {
+                    return Err(invalid(
+                        file,
+                        &format!("{key}.build.secrets"),
+                        &format!("refers to undefined build secret `{src}`; define it under the top-level `secrets:`"),
+                    ));
+                }
+            }
+        }
+        if let Some(Value::Sequence(watch)) = v.get("develop").and_then(|d| d.get("watch")) {
+            for (i, w) in watch.iter().enumerate() {
+                let action = w.get("action").and_then(scalar_text).unwrap_or_default();
+                let rebuild = matches!(action.as_str(), "rebuild" | "restart");
+                if !rebuild && w.get("target").is_none() {
+                    return Err(invalid(
+                        file,
+                        &format!("{key}.develop.watch[{i}]"),
+                        &format!("`target` is required for the `{action}` action"),
+                    ));
+                }
+            }
+        }
         if let (Some(p), Some(Value::Sequence(plats))) = (
             v.get("platform").and_then(scalar_text),
             v.get("build").and_then(|b| b.get("platforms")),
@@ -307,10 +352,13 @@ struct Loader {
     texts: HashMap<PathBuf, (String, PathBuf)>,
     /// Warnings so far, each once.
     warnings: Vec<String>,
+    /// The `!reset` / `!override` key paths of each file read, so the file
+    /// in the middle of an `extends` chain applies its own (compose 2.40).
+    resets: HashMap<PathBuf, Vec<Vec<String>>>,
 }
 
 const TOP_KEYS: &[&str] = &[
-    "version", "name", "include", "services", "networks", "volumes", "secrets", "configs",
+    "version", "name", "include", "services", "networks", "volumes", "secrets", "configs", "models",
 ];
 
 const SERVICE_KEYS: &[&str] = &[
@@ -351,6 +399,7 @@ const SERVICE_KEYS: &[&str] = &[
     "extends",
     "external_links",
     "extra_hosts",
+    "gpus",
     "group_add",
     "healthcheck",
     "hostname",
@@ -358,6 +407,7 @@ const SERVICE_KEYS: &[&str] = &[
     "init",
     "ipc",
     "isolation",
+    "label_file",
     "labels",
     "links",
     "logging",
@@ -366,6 +416,7 @@ const SERVICE_KEYS: &[&str] = &[
     "mem_reservation",
     "mem_swappiness",
     "memswap_limit",
+    "models",
     "network_mode",
     "networks",
     "oom_kill_disable",
@@ -374,9 +425,13 @@ const SERVICE_KEYS: &[&str] = &[
     "pids_limit",
     "platform",
     "ports",
+    "post_start",
+    "pre_stop",
     "privileged",
     "profiles",
+    "provider",
     "pull_policy",
+    "pull_refresh_after",
     "read_only",
     "restart",
     "runtime",
@@ -392,6 +447,7 @@ const SERVICE_KEYS: &[&str] = &[
     "tmpfs",
     "tty",
     "ulimits",
+    "use_api_socket",
     "user",
     "userns_mode",
     "uts",
@@ -406,17 +462,32 @@ fn known(keys: &[&str], k: &str) -> bool {
 
 /// The schema checks compose makes on each document: known keys at the top,
 /// in services and in `build:`, and the right kinds of values there.
-fn validate_document(v: &Value, file: &Path) -> Result<(), ComposeError> {
+///
+/// A file read only as the base of an `extends` may hold null services, which
+/// compose accepts there.
+fn validate_document(v: &Value, file: &Path, nested: bool) -> Result<(), ComposeError> {
     let Value::Mapping(top) = v else {
         return Ok(());
     };
+    if let Some((at, k)) = super::schema::non_string_key(v, &mut Vec::new()) {
+        let at = if at.is_empty() {
+            "(top level)".to_string()
+        } else {
+            at
+        };
+        return Err(invalid(
+            file,
+            &at,
+            &format!("non-string key `{k}`: quote it to make it a string"),
+        ));
+    }
     for k in top.keys().map(key_text) {
         if !known(TOP_KEYS, &k) {
             return Err(invalid(file, &k, "unknown top-level key"));
         }
     }
     let services = match top.get("services") {
-        None | Some(Value::Null) => return Ok(()),
+        None => return Ok(()),
         Some(Value::Mapping(m)) => m,
         Some(_) => return Err(invalid(file, "services", "must be a mapping")),
     };
@@ -425,9 +496,10 @@ fn validate_document(v: &Value, file: &Path) -> Result<(), ComposeError> {
         let key = format!("services.{name}");
         let m = match svc {
             Value::Mapping(m) => m,
-            Value::Null => continue,
+            Value::Null if nested => continue,
             _ => return Err(invalid(file, &key, "a service must be a mapping")),
         };
+        super::schema::check_service(m, &key).map_err(|(k, msg)| invalid(file, &k, msg))?;
         for k in m.keys().map(key_text) {
             if !known(SERVICE_KEYS, &k) {
                 return Err(invalid(
@@ -483,7 +555,7 @@ fn validate_document(v: &Value, file: &Path) -> Result<(), ComposeError> {
     Ok(())
 }
 
-fn yaml_error(path: &Path, e: &serde_yaml::Error) -> ComposeError {
+fn yaml_error(path: &Path, e: &crate::compose::yaml::Error) -> ComposeError {
     ComposeError::Yaml {
         path: path.to_path_buf(),
         line: e.location().map(|l| l.line()),
@@ -512,12 +584,34 @@ impl Loader {
         let mut dict = Value::Mapping(Mapping::new());
         for file in files {
             let (text, shown) = self.read(file)?;
-            for doc in serde_yaml::Deserializer::from_str(&text) {
+            let blank = text
+                .lines()
+                .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+            if blank {
+                return Err(invalid(
+                    &shown,
+                    "(top level)",
+                    "empty compose file: define at least `services:`",
+                ));
+            }
+            for doc in crate::compose::yaml::Deserializer::from_str(&text) {
                 let raw = Value::deserialize(doc).map_err(|e| yaml_error(&shown, &e))?;
+                if raw.is_null() {
+                    return Err(invalid(
+                        &shown,
+                        "(top level)",
+                        "top-level object must be a mapping",
+                    ));
+                }
                 let mut resets = Vec::new();
                 let mut value =
                     resolve_tags(raw, &mut Vec::new(), &mut resets).unwrap_or(Value::Null);
-                value.apply_merge().map_err(|e| yaml_error(&shown, &e))?;
+                self.resets
+                    .entry(file.clone())
+                    .or_default()
+                    .extend(resets.iter().cloned());
+                merge::apply_merge_keys(&mut value, &mut Vec::new())
+                    .map_err(|(key, m)| invalid(&shown, &key, &m))?;
                 if value.is_null() {
                     value = Value::Mapping(Mapping::new());
                 }
@@ -550,7 +644,7 @@ impl Loader {
                         shown.display()
                     ));
                 }
-                validate_document(&value, &shown)?;
+                validate_document(&value, &shown, nested)?;
                 if !nested {
                     self.apply_extends(&mut value, &shown, env, loader_dir, &resets)?;
                 }
@@ -754,7 +848,16 @@ impl Loader {
                         ),
                     ));
                 }
-                self.extend_service(&reference, &mut others, &base_file, env, &dir, &[], chain)?
+                let resets = self.resets.get(&base_file).cloned().unwrap_or_default();
+                self.extend_service(
+                    &reference,
+                    &mut others,
+                    &base_file,
+                    env,
+                    &dir,
+                    &resets,
+                    chain,
+                )?
             }
             None => {
                 if !services.contains_key(reference.as_str()) {
@@ -889,8 +992,11 @@ impl Loader {
             }
             let mut chain = included.to_vec();
             chain.push(first.clone());
+            // Relative paths in the included files resolve against its
+            // project directory (`project_directory`, else the first file's
+            // folder), as compose-go's `ApplyInclude` loads it.
             let imported =
-                self.load_model(&paths, &inc_env, &project_dir, &first_dir, false, &chain)?;
+                self.load_model(&paths, &inc_env, &project_dir, &project_dir, false, &chain)?;
             for res in ["services", "volumes", "networks", "secrets", "configs"] {
                 let Some(Value::Mapping(from)) = imported.get(res) else {
                     continue;
@@ -1129,20 +1235,65 @@ fn discover(
 
 fn read_file(file: &Path) -> Result<(String, PathBuf), ComposeError> {
     if file.as_os_str() == "-" {
-        let mut s = String::new();
+        let mut b = Vec::new();
+        let shown = PathBuf::from("(standard input)");
         std::io::stdin()
-            .read_to_string(&mut s)
+            .read_to_end(&mut b)
             .map_err(|source| ComposeError::Read {
-                path: "(standard input)".into(),
+                path: shown.clone(),
                 source,
             })?;
-        return Ok((s, PathBuf::from("(standard input)")));
+        return Ok((decode_text(&b, &shown)?, shown));
     }
-    let text = fs_err::read_to_string(file).map_err(|source| ComposeError::Read {
+    let b = fs_err::read(file).map_err(|source| ComposeError::Read {
         path: file.to_path_buf(),
         source,
     })?;
-    Ok((text, file.to_path_buf()))
+    Ok((decode_text(&b, file)?, file.to_path_buf()))
+}
+
+/// A Compose file's text. Like go-yaml, this reads UTF-8 (a byte-order
+/// mark is dropped) and UTF-16 with a byte-order mark; invalid UTF-8 is an
+/// error naming the line.
+fn decode_text(b: &[u8], path: &Path) -> Result<String, ComposeError> {
+    let utf16 = |f: fn([u8; 2]) -> u16| {
+        let units: Vec<u16> = b[2..]
+            .chunks(2)
+            .map(|c| f([c[0], *c.get(1).unwrap_or(&0)]))
+            .collect();
+        String::from_utf16(&units).map_err(|_| ComposeError::Yaml {
+            path: path.to_path_buf(),
+            line: None,
+            message: "invalid UTF-16 text".to_string(),
+        })
+    };
+    if b.starts_with(&[0xff, 0xfe]) {
+        return utf16(u16::from_le_bytes);
+    }
+    if b.starts_with(&[0xfe, 0xff]) {
+        return utf16(u16::from_be_bytes);
+    }
+    let b = b.strip_prefix(&[0xef, 0xbb, 0xbf]).unwrap_or(b);
+    match std::str::from_utf8(b) {
+        Ok(s) => Ok(s.to_string()),
+        Err(e) => {
+            let before = &b[..e.valid_up_to()];
+            let line = before.iter().filter(|&&c| c == b'\n').count() + 1;
+            let column = before.len()
+                - before
+                    .iter()
+                    .rposition(|&c| c == b'\n')
+                    .map_or(0, |i| i + 1)
+                + 1;
+            Err(ComposeError::Yaml {
+                path: path.to_path_buf(),
+                line: Some(line),
+                message: format!(
+                    "invalid UTF-8 at line {line}, column {column}: save the file as UTF-8"
+                ),
+            })
+        }
+    }
 }
 
 /// The variables interpolation sees: the env files (`--env-file`, else the
@@ -1214,7 +1365,7 @@ impl Loader {
             let lookup = |name: &str| env.get(name).cloned();
             for f in files {
                 let (text, shown) = self.read(f)?;
-                for doc in serde_yaml::Deserializer::from_str(&text) {
+                for doc in crate::compose::yaml::Deserializer::from_str(&text) {
                     // Syntax errors are reported when the file is loaded; a
                     // failed document also ends the stream.
                     let m = match Value::deserialize(doc) {
@@ -1229,6 +1380,10 @@ impl Loader {
                                 message: e.with_path("name").to_string(),
                             }
                         })?;
+                        // compose 2.40 normalises a `name:` from a file (lower
+                        // case, invalid characters dropped); only `-p` and
+                        // COMPOSE_PROJECT_NAME must already be valid.
+                        let n = normalize_project_name(&n);
                         if !n.is_empty() {
                             given = Some((n, "name"));
                             from = shown.clone();
@@ -1367,8 +1522,43 @@ fn env_files(
                     .map(|(_, v)| v.clone())
             })
         };
-        let pairs = dotenv::parse_env_file(&text, &path, &lookup)?;
+        let format = it.get("format").and_then(scalar_text);
+        let pairs = match format.as_deref() {
+            None | Some("") => dotenv::parse_env_file(&text, &path, &lookup)?,
+            Some("raw") => raw_env_file(&text, &path)?,
+            Some(other) => {
+                return Err(invalid(
+                    file,
+                    &format!("{at}.format"),
+                    &format!("unsupported env_file format `{other}`; use `raw` or leave it out"),
+                ))
+            }
+        };
         out.extend(pairs);
+    }
+    Ok(out)
+}
+
+/// compose 2.40's `format: raw` env file: `KEY=VALUE` lines taken verbatim
+/// (no quotes removed, no interpolation, no comments after values); blank
+/// lines, `#` lines and lines without `=` are skipped.
+fn raw_env_file(text: &str, path: &Path) -> Result<Vec<(String, String)>, ComposeError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if k.is_empty() || k.contains(char::is_whitespace) {
+            return Err(invalid(
+                path,
+                &format!("line {}", i + 1),
+                &format!("variable `{k}` contains whitespace"),
+            ));
+        }
+        out.push((k.to_string(), v.to_string()));
     }
     Ok(out)
 }
@@ -1471,6 +1661,8 @@ const BUILD_KEYS: &[&str] = &[
     "platforms",
     "privileged",
     "entitlements",
+    "provenance",
+    "sbom",
 ];
 
 fn build(
@@ -1601,13 +1793,17 @@ fn build(
     }
     if let Some(x) = get("shm_size") {
         let s = scalar(file, &sub("shm_size"), x)?;
-        spec.shm_size = Some(parse_bytes(&s).ok_or_else(|| {
-            invalid(
-                file,
-                &sub("shm_size"),
-                "must be a size such as `256m` or `1gb`",
-            )
-        })?);
+        // compose accepts a negative size and BuildKit ignores it: no limit.
+        let s = s.trim();
+        if !s.starts_with('-') {
+            spec.shm_size = Some(parse_bytes(s).ok_or_else(|| {
+                invalid(
+                    file,
+                    &sub("shm_size"),
+                    "must be a size such as `256m` or `1gb`",
+                )
+            })?);
+        }
     }
     if let Some(x) = get("tags") {
         spec.tags = string_list(file, &sub("tags"), x)?;
@@ -1687,6 +1883,7 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compose::render;
 
     fn load_str(yaml: &str, env: &[(&str, &str)]) -> Result<Project, ComposeError> {
         let dir = tempfile::tempdir().unwrap();
@@ -1980,10 +2177,305 @@ mod tests {
 
     #[test]
     fn invalid_project_name_is_an_error() {
-        let err = load_str("name: My_App\nservices: {}\n", &[])
+        // compose 2.40 checks a name given by -p or COMPOSE_PROJECT_NAME ...
+        let err = load_str("services: {}\n", &[("COMPOSE_PROJECT_NAME", "My_App")])
             .unwrap_err()
             .to_string();
         assert!(err.contains("invalid project name"), "{err}");
+    }
+
+    #[test]
+    fn name_from_a_file_is_normalised() {
+        // ... and lower-cases a `name:` from a file (issue 14, item 6).
+        let p = load_str("name: myProject\nservices: {}\n", &[]).unwrap();
+        assert_eq!(p.name, "myproject");
+    }
+
+    fn svc_json(p: &Project, svc: &str) -> serde_json::Value {
+        serde_json::Value::Object(p.services[svc].config.clone())
+    }
+
+    #[test]
+    fn nested_merge_keys_expand() {
+        // Issue 14, item 1: a merged mapping with a merge key of its own.
+        let p = load_str(
+            "x-r: &r {restart: unless-stopped}\nx-d: &d {<<: *r, image: busybox}\nservices: {app: {<<: *d}}\n",
+            &[],
+        )
+        .unwrap();
+        let c = svc_json(&p, "app");
+        assert_eq!(c["image"], "busybox");
+        assert_eq!(c["restart"], "unless-stopped");
+        // A list of merges: the earlier mapping wins, keys present win.
+        let p = load_str(
+            "x-a: &a {image: a, restart: always}\nx-b: &b {image: b, user: u}\nservices: {s: {<<: [*a, *b], user: me}}\n",
+            &[],
+        )
+        .unwrap();
+        let c = svc_json(&p, "s");
+        assert_eq!(
+            (&c["image"], &c["restart"], &c["user"]),
+            (&"a".into(), &"always".into(), &"me".into())
+        );
+        let err = load_str("services: {s: {<<: 5, image: x}}\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("services.s.<<"), "{err}");
+    }
+
+    #[test]
+    fn include_resolves_against_its_project_directory() {
+        // Issue 14, item 2: `env_file` and the build context of an included
+        // file resolve against `project_directory` (as compose 2.40 does).
+        let (d, p) = load_dir(
+            &[
+                (
+                    "compose.yaml",
+                    "include:\n  - path: inc/compose.yaml\n    project_directory: sub\n",
+                ),
+                (
+                    "inc/compose.yaml",
+                    "services:\n  a:\n    build: ctx\n    env_file: app.env\n",
+                ),
+                ("sub/app.env", "A=1\n"),
+            ],
+            &[],
+            &[],
+        );
+        let p = p.unwrap();
+        assert_eq!(svc_json(&p, "a")["environment"]["A"], "1");
+        assert_eq!(
+            p.services["a"].build.as_ref().unwrap().context,
+            d.path().join("sub/ctx").to_string_lossy()
+        );
+    }
+
+    #[test]
+    fn lifecycle_hooks_and_240_keys_load() {
+        // Issue 14, items 3 and 8.
+        let p = load_str(
+            "models:\n  m: {model: ai/smollm2}\nservices:\n  a:\n    image: x\n    models: [m]\n    post_start: [{command: echo hi, user: root}]\n    pre_stop: [{command: [echo, bye]}]\n    develop:\n      watch: [{path: ., action: rebuild, include: ['*.go']}]\n    build:\n      context: .\n      provenance: mode=max\n      sbom: true\n",
+            &[],
+        )
+        .unwrap();
+        let c = svc_json(&p, "a");
+        assert_eq!(c["post_start"][0]["user"], "root");
+        assert_eq!(c["build"]["provenance"], "mode=max");
+        assert_eq!(c["build"]["sbom"], "true");
+    }
+
+    #[test]
+    fn raw_env_files_keep_quotes() {
+        // Issue 14, item 8: `format: raw` takes values verbatim.
+        let (_d, p) = load_dir(
+            &[
+                ("compose.yaml", "services:\n  a:\n    image: x\n    env_file:\n      - path: r.env\n        format: raw\n"),
+                ("r.env", "A=\"quoted\"\nB=x # c\nC=${A}\n# comment\nG\nH=a=b\n"),
+            ],
+            &[],
+            &[],
+        );
+        let p = p.unwrap();
+        let env = &svc_json(&p, "a")["environment"];
+        assert_eq!(env["A"], "\"quoted\"");
+        assert_eq!(env["B"], "x # c");
+        assert_eq!(env["C"], "${A}");
+        assert_eq!(env["H"], "a=b");
+        assert!(env.get("G").is_none(), "{env}");
+    }
+
+    #[test]
+    fn reset_and_override_through_extends() {
+        // Issue 14, item 4: `!reset` in a service that extends another.
+        let p = load_str(
+            "services:\n  init: {image: busybox, command: echo hi}\n  base:\n    extends: {service: init}\n    command: !reset\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(svc_json(&p, "base")["command"], serde_json::Value::Null);
+        // Item 5: the middle file of an `extends` chain applies its own
+        // `!override` and `!reset`.
+        let (_d, p) = load_dir(
+            &[
+                ("base.yaml", "services:\n  a:\n    image: busybox\n    dns: [1.1.1.1]\n    command: echo base\n"),
+                ("mid.yaml", "services:\n  b:\n    extends: {file: base.yaml, service: a}\n    dns: !override [2.2.2.2]\n    command: !reset\n"),
+                ("compose.yaml", "services:\n  c:\n    extends: {file: mid.yaml, service: b}\n    dns: [3.3.3.3]\n"),
+            ],
+            &[],
+            &[],
+        );
+        let c = svc_json(&p.unwrap(), "c");
+        assert_eq!(c["dns"], serde_json::json!(["2.2.2.2", "3.3.3.3"]));
+        assert_eq!(c["command"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn files_compose_rejects_are_rejected() {
+        // Issue 14, item 7: each is rejected by compose 2.40.3; the error
+        // names the key.
+        let cases: &[(&str, &str)] = &[
+            ("", "empty compose file"),
+            ("# only a comment\n", "empty compose file"),
+            ("---\n", "top-level object must be a mapping"),
+            ("services:\n", "`services`"),
+            ("services:\n  a:\n", "`services.a`"),
+            ("services:\n  a:\n    restart: always\n", "neither an `image` nor a `build`"),
+            ("services:\n  a:\n    image: x\n    build: {context: ., args: }\n", "services.a.build.args"),
+            ("services:\n  a:\n    image: x\n    environment:\n", "services.a.environment"),
+            ("services:\n  a:\n    image: x\n    environment: 5\n", "services.a.environment"),
+            ("services:\n  a:\n    image: x\n    depends_on: 5\n", "services.a.depends_on"),
+            ("services:\n  a:\n    image: x\n    profiles: x\n", "services.a.profiles"),
+            ("services:\n  a:\n    image: x\n    labels: {1: a}\n", "non-string key `1`"),
+            ("services:\n  a:\n    image: x\n    labels: {true: a}\n", "non-string key `true`"),
+            ("services:\n  a:\n    image: x\n    labels: {~: a}\n", "non-string key `null`"),
+            ("services:\n  a:\n    image: x\n    labels:\n      ? [a]\n      : a\n", "non-string key"),
+            ("services:\n  a:\n    image: x\n    build: {context: ., additional_contexts: [1, 2]}\n", "additional_contexts[0]"),
+            ("services:\n  a:\n    image: x\n    build: {context: ., secrets: [nope]}\n", "undefined build secret `nope`"),
+            ("services:\n  a:\n    image: x\n    develop: {watch: [{path: ., action: sync}]}\n", "`target` is required"),
+        ];
+        for (yaml, want) in cases {
+            let err = match load_str(yaml, &[]) {
+                Ok(_) => panic!("accepted: {yaml:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(want), "{yaml:?}: {err}");
+            assert!(err.contains("compose.yaml"), "{yaml:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn files_compose_accepts_are_accepted() {
+        // Issue 14, item 7, the other way.
+        load_str("\u{feff}services:\n  a:\n    image: x\n", &[]).unwrap();
+        let p = load_str(
+            "services:\n  a:\n    image: x\n    shm_size: -1\n    build: {context: ., shm_size: -1}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(p.services["a"].build.as_ref().unwrap().shm_size, None);
+        for bom_and_text in [
+            [
+                &[0xff_u8, 0xfe][..],
+                &utf16("services:\n  a:\n    image: x\n", u16::to_le_bytes),
+            ]
+            .concat(),
+            [
+                &[0xfe_u8, 0xff][..],
+                &utf16("services:\n  a:\n    image: x\n", u16::to_be_bytes),
+            ]
+            .concat(),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("compose.yaml"), bom_and_text).unwrap();
+            let p = load(&LoadOptions {
+                cwd: dir.path().to_path_buf(),
+                ..Default::default()
+            })
+            .unwrap();
+            assert_eq!(p.services["a"].image.as_deref(), Some("x"));
+        }
+    }
+
+    fn utf16(s: &str, f: fn(u16) -> [u8; 2]) -> Vec<u8> {
+        s.encode_utf16().flat_map(f).collect()
+    }
+
+    #[test]
+    fn bad_yaml_is_an_error_naming_file_and_line() {
+        // Issue 14 "bad input": each fails fast with the file and a line or
+        // key, never a hang or a huge allocation.
+        let laughs = {
+            let mut y = String::from("x-a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+            for i in 1..10 {
+                let p = (b'a' + i - 1) as char;
+                let c = (b'a' + i) as char;
+                y += &format!(
+                    "x-{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+                );
+            }
+            y + "services: {s: {image: x, labels: *j}}\n"
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                b"services:\n  a:\n    image: x\n  image: [\n".to_vec(),
+                "line",
+            ),
+            (
+                b"services:\n  a:\n    image: x\n    image: y\n".to_vec(),
+                "duplicate",
+            ),
+            (
+                b"services:\n  a:\n    image: \xff\n".to_vec(),
+                "line 3, column 12",
+            ),
+            (laughs.into_bytes(), "compose.yaml"),
+            (b"services:\n\tbad: tab\n".to_vec(), "line"),
+        ];
+        for (bytes, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("compose.yaml"), &bytes).unwrap();
+            let err = load(&LoadOptions {
+                cwd: dir.path().to_path_buf(),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ComposeError::Yaml { .. } | ComposeError::Invalid { .. }
+                ),
+                "{err:?}"
+            );
+            let err = err.to_string();
+            assert!(err.contains("compose.yaml") && err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn config_prints_commands_healthchecks_expose_and_extensions_as_compose_240() {
+        // Issue 14, item 9 (part): outputs of docker compose 2.40.3.
+        let p = load_str(
+            "x-e: &e {a: 1, x-n: 2}\nservices:\n  a:\n    image: x\n    command: echo \"a b\" c\\ d 'e f'\n    entrypoint: /bin/sh -c\n    expose: [80, '90']\n    healthcheck: {test: curl -f http://x || exit 1}\n  b:\n    image: x\n    command: ''\n    healthcheck: {test: [CMD, 'true']}\n",
+            &[],
+        )
+        .unwrap();
+        let json = render::project_json(&p);
+        let a = &json["services"]["a"];
+        assert_eq!(
+            a["command"],
+            serde_json::json!(["echo", "a b", "c d", "e f"])
+        );
+        assert_eq!(a["entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+        assert_eq!(a["expose"], serde_json::json!(["80", "90"]));
+        assert_eq!(
+            a["healthcheck"]["test"],
+            serde_json::json!(["CMD-SHELL", "curl -f http://x || exit 1"])
+        );
+        let b = &json["services"]["b"];
+        assert_eq!(b["command"], serde_json::json!([]));
+        assert_eq!(b["healthcheck"]["test"], serde_json::json!(["CMD", "true"]));
+        assert_eq!(json["x-e"], serde_json::json!({"a": 1, "x-n": 2}));
+    }
+
+    #[test]
+    fn pwd_defaults_to_the_working_directory() {
+        // Issue 14, item 10.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            "services:\n  a:\n    image: x\n    working_dir: $PWD\n",
+        )
+        .unwrap();
+        let p = load(&LoadOptions {
+            cwd: dir.path().to_path_buf(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            p.services["a"].config["working_dir"],
+            dir.path().to_string_lossy().as_ref()
+        );
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! [`resolve_tags`]). See `override/merge.go` and `override/uncity.go` in
 //! compose-spec/compose-go for the tables this module mirrors.
 
-use serde_yaml::{Mapping, Value};
+use super::yaml::{Mapping, Value};
 
 /// A mapping key as text (YAML keys that are numbers or booleans included).
 pub fn key_text(k: &Value) -> String {
@@ -281,7 +281,7 @@ fn index_of(kind: Index, v: &Value) -> String {
         (Index::EnvFile, Value::Mapping(m)) => {
             m.get("path").and_then(scalar_text).unwrap_or_default()
         }
-        (_, other) => serde_yaml::to_string(other).unwrap_or_default(),
+        (_, other) => crate::compose::yaml::to_string(other).unwrap_or_default(),
     }
 }
 
@@ -370,6 +370,67 @@ pub fn resolve_tags(
     }
 }
 
+/// Expands YAML merge keys (`<<: *anchor`, `<<: [*a, *b]`) everywhere in
+/// `v`, innermost first, so a merged mapping that has merge keys of its own
+/// (`x-d: {<<: *r, image: i}` merged into a service) is expanded too, as
+/// go-yaml does. Keys already present win over merged ones; in a list, an
+/// earlier mapping wins over a later one. The error is the key path and
+/// what is wrong.
+pub fn apply_merge_keys(v: &mut Value, path: &mut Vec<String>) -> Result<(), (String, String)> {
+    match v {
+        Value::Mapping(m) => {
+            for (k, e) in m.iter_mut() {
+                path.push(key_text(k));
+                let r = apply_merge_keys(e, path);
+                path.pop();
+                r?;
+            }
+            if let Some(merged) = m.remove("<<") {
+                let sources = match merged {
+                    Value::Mapping(src) => vec![src],
+                    Value::Sequence(items) => items
+                        .into_iter()
+                        .map(|it| match it {
+                            Value::Mapping(src) => Ok(src),
+                            _ => Err(()),
+                        })
+                        .collect::<Result<Vec<_>, ()>>()
+                        .map_err(|()| merge_error(path))?,
+                    _ => return Err(merge_error(path)),
+                };
+                for src in sources {
+                    for (k, e) in src {
+                        if !m.contains_key(&k) {
+                            m.insert(k, e);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        Value::Sequence(items) => {
+            for (i, e) in items.iter_mut().enumerate() {
+                path.push(i.to_string());
+                let r = apply_merge_keys(e, path);
+                path.pop();
+                r?;
+            }
+            Ok(())
+        }
+        Value::Tagged(t) => apply_merge_keys(&mut t.value, path),
+        _ => Ok(()),
+    }
+}
+
+fn merge_error(path: &[String]) -> (String, String) {
+    let mut key = path.to_vec();
+    key.push("<<".to_string());
+    (
+        key.join("."),
+        "a merge key must refer to a mapping or a list of mappings".to_string(),
+    )
+}
+
 /// Deletes the mapping keys at `paths` (from [`resolve_tags`]) in `v`.
 pub fn apply_resets(v: &mut Value, paths: &[Vec<String>]) {
     fn walk(v: &mut Value, path: &mut Vec<String>, paths: &[Vec<String>]) {
@@ -396,7 +457,7 @@ mod tests {
     use super::*;
 
     fn y(s: &str) -> Value {
-        serde_yaml::from_str(s).unwrap()
+        crate::compose::yaml::from_str(s).unwrap()
     }
 
     fn merged(a: &str, b: &str) -> Value {

@@ -10,6 +10,8 @@ pub mod interpolate;
 pub mod load;
 pub mod merge;
 pub mod render;
+pub mod schema;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

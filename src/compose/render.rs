@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
+use super::yaml::{Mapping, Value};
 use serde_json::{json, Map, Value as Json};
-use serde_yaml::{Mapping, Value};
 
 use super::load::parse_bytes;
 use super::merge::{key_text, scalar_text};
@@ -42,6 +42,11 @@ pub fn project_json(p: &Project) -> Json {
     for key in ["volumes", "secrets", "configs"] {
         if let Some(v) = p.config.get(key) {
             top.insert(key.into(), v.clone());
+        }
+    }
+    for (k, v) in &p.config {
+        if k.starts_with("x-") {
+            top.insert(k.clone(), v.clone());
         }
     }
     let mut out = Json::Object(top);
@@ -83,6 +88,21 @@ pub fn to_json(v: &Value) -> Json {
                 .collect(),
         ),
         Value::Tagged(t) => to_json(&t.value),
+    }
+}
+
+/// A YAML value as JSON, extension keys included (for the top-level
+/// `x-*` values, which compose prints whole).
+pub fn to_json_all(v: &Value) -> Json {
+    match v {
+        Value::Sequence(s) => Json::Array(s.iter().map(to_json_all).collect()),
+        Value::Mapping(m) => Json::Object(
+            m.iter()
+                .map(|(k, v)| (key_text(k), to_json_all(v)))
+                .collect(),
+        ),
+        Value::Tagged(t) => to_json_all(&t.value),
+        other => to_json(other),
     }
 }
 
@@ -147,6 +167,29 @@ pub(crate) fn service_json(
     }
     if !environment.is_empty() {
         out.insert("environment".into(), Json::Object(environment));
+    }
+    // compose 2.40 prints its model: a command string is split as a shell
+    // would (compose-go uses shellwords), a healthcheck string runs with
+    // CMD-SHELL, and exposed ports are strings.
+    for k in ["command", "entrypoint"] {
+        if let Some(Json::String(c)) = out.get(k) {
+            if let Some(words) = shlex::split(c) {
+                out.insert(k.into(), json!(words));
+            }
+        }
+    }
+    if let Some(Json::Object(h)) = out.get_mut("healthcheck") {
+        if let Some(Json::String(t)) = h.get("test") {
+            let t = json!(["CMD-SHELL", t]);
+            h.insert("test".into(), t);
+        }
+    }
+    if let Some(Json::Array(ports)) = out.get_mut("expose") {
+        for p in ports.iter_mut() {
+            if let Json::Number(n) = p {
+                *p = Json::String(n.to_string());
+            }
+        }
     }
     out.entry("command").or_insert(Json::Null);
     out.entry("entrypoint").or_insert(Json::Null);
@@ -252,6 +295,11 @@ fn build_json(b: &Mapping, env: &HashMap<String, String>) -> Json {
             out.insert(k.into(), Json::Bool(true));
         }
     }
+    for k in ["provenance", "sbom"] {
+        if let Some(v) = text(k) {
+            out.insert(k.into(), Json::String(v));
+        }
+    }
     if let Some(s) = text("shm_size") {
         let v = parse_bytes(&s).map(|n| n.to_string()).unwrap_or(s);
         out.insert("shm_size".into(), Json::String(v));
@@ -266,20 +314,19 @@ fn build_json(b: &Mapping, env: &HashMap<String, String>) -> Json {
                         m.insert(k.into(), Json::String(v));
                     }
                 }
-                match s.get("mode") {
-                    Some(Value::Number(n)) => {
-                        m.insert("mode".into(), to_json(&Value::Number(n.clone())));
-                    }
+                // compose 2.40 prints a file mode as an octal string
+                // (`0440`); a YAML number is the mode itself, a string (say
+                // from a variable) is read as octal.
+                let mode = match s.get("mode") {
+                    Some(Value::Number(n)) => n.as_u64(),
                     Some(Value::String(t)) => {
-                        let parsed = match t.strip_prefix("0o").or_else(|| t.strip_prefix('0')) {
-                            Some(oct) if !oct.is_empty() => u32::from_str_radix(oct, 8).ok(),
-                            _ => t.parse().ok(),
-                        };
-                        if let Some(n) = parsed {
-                            m.insert("mode".into(), json!(n));
-                        }
+                        let oct = t.strip_prefix("0o").unwrap_or(t);
+                        u64::from_str_radix(oct, 8).ok()
                     }
-                    _ => {}
+                    _ => None,
+                };
+                if let Some(n) = mode {
+                    m.insert("mode".into(), Json::String(format!("0{n:o}")));
                 }
                 Json::Object(m)
             })

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::binfile::{open_private, private_dir, write_private, Reader, Writer};
-use super::hash::hash_file;
+use super::hash::hash_entry;
 use super::walk::Entry;
 
 /// Why a file could not be hashed.
@@ -233,7 +233,7 @@ impl HashCache {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = todo.get(k) else { return };
                     let e = &entries[i];
-                    let r = hash_file(&e.abs)
+                    let r = hash_entry(e)
                         .map(|(h, n)| {
                             self.stats.files_hashed.fetch_add(1, Ordering::Relaxed);
                             self.stats.bytes_hashed.fetch_add(n, Ordering::Relaxed);

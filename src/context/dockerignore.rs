@@ -1439,7 +1439,7 @@ pub fn parse_ignore_file(text: &str) -> Result<Vec<IgnoreLine>, IgnoreFileError>
 mod tests {
     use super::*;
 
-    const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/dockerignore");
+    const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/dockerignore");
 
     /// Reads a corpus TSV file (no quoting): header names and rows of fields.
     fn read_tsv(name: &str) -> (Vec<String>, Vec<Vec<String>>) {

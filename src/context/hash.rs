@@ -8,13 +8,15 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
+use super::walk::Entry;
+
 /// Files at least this large are hashed with memory mapping and several
 /// threads (BLAKE3's tree mode).
 const MMAP_THRESHOLD: u64 = 4 << 20;
 
 /// The BLAKE3 hash of the file at `path`, and how many bytes were read.
 pub fn hash_file(path: &Path) -> io::Result<(blake3::Hash, u64)> {
-    let mut file = match File::open(path) {
+    let file = match File::open(path) {
         Ok(f) => f,
         // fsutil sends a unix socket as an empty regular file (it cannot be
         // opened for reading): hash it as one.
@@ -24,13 +26,57 @@ pub fn hash_file(path: &Path) -> io::Result<(blake3::Hash, u64)> {
         }
         Err(e) => return Err(e),
     };
+    hash_open(file)
+}
+
+/// The hash of the walked regular file `e`, read only if it is still the
+/// inode the walk listed: the last component is opened without following a
+/// symlink, and a path whose directories were swapped for a symlink since
+/// the walk leads to another inode, which is refused before a byte is read.
+/// So a file outside the context is never read, even while the tree changes.
+pub fn hash_entry(e: &Entry) -> io::Result<(blake3::Hash, u64)> {
+    use rustix::fs::{self as rfs, Mode, OFlags};
+    // O_NONBLOCK: a path swapped for a FIFO must not block the open.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rfs::open(&e.abs, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(err) if err == rustix::io::Errno::NXIO && is_socket(&e.abs) => {
+            return Ok((blake3::hash(b""), 0));
+        }
+        Err(err) if err == rustix::io::Errno::LOOP => return Err(replaced(e)),
+        Err(err) => return Err(err.into()),
+    };
+    let st = rfs::fstat(&fd)?;
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    let same = st.st_dev as u64 == e.dev && st.st_ino as u64 == e.ino;
+    if !same || rfs::FileType::from_raw_mode(st.st_mode as _) != rfs::FileType::RegularFile {
+        return Err(replaced(e));
+    }
+    hash_open(File::from(fd))
+}
+
+fn replaced(e: &Entry) -> io::Error {
+    io::Error::other(format!(
+        "`{}` was replaced while the context was being read; run the build again",
+        e.abs.display()
+    ))
+}
+
+/// Hashes the opened `file`.
+fn hash_open(mut file: File) -> io::Result<(blake3::Hash, u64)> {
     let len = file.metadata()?.len();
     let mut hasher = blake3::Hasher::new();
     if len >= MMAP_THRESHOLD {
-        hasher.update_mmap_rayon(path)?;
-        return Ok((hasher.finalize(), len));
+        // Map the inode already opened, never the path again: the path may
+        // lead elsewhere by now. /proc/self/fd/N reopens that same inode.
+        use std::os::fd::AsRawFd;
+        let own = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        if hasher.update_mmap_rayon(&own).is_ok() {
+            return Ok((hasher.finalize(), len));
+        }
+        hasher.reset();
     }
-    let mut buf = [0u8; 64 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
         let n = match file.read(&mut buf) {
@@ -72,5 +118,39 @@ mod tests {
         let sock = dir.path().join("s.sock");
         let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         assert_eq!(hash_file(&sock).unwrap(), (blake3::hash(b""), 0));
+    }
+
+    #[test]
+    fn a_walked_file_swapped_for_a_link_outside_is_never_read() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("f"), b"secret").unwrap();
+        std::fs::create_dir(outside.path().join("d")).unwrap();
+        std::fs::write(outside.path().join("d/f"), b"secret").unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("f"), b"public").unwrap();
+        std::fs::create_dir(ctx.path().join("d")).unwrap();
+        std::fs::write(ctx.path().join("d/f"), b"public").unwrap();
+        let big: Vec<u8> = vec![7; (MMAP_THRESHOLD + 1) as usize];
+        std::fs::write(ctx.path().join("big"), &big).unwrap();
+        let entries = crate::context::walk::walk(ctx.path(), &Default::default()).unwrap();
+        let entry = |p: &str| entries.iter().find(|e| e.path == p).unwrap().clone();
+        let (f, df, bigf) = (entry("f"), entry("d/f"), entry("big"));
+        assert_eq!(hash_entry(&f).unwrap().0, blake3::hash(b"public"));
+        assert_eq!(hash_entry(&bigf).unwrap().0, blake3::hash(&big));
+
+        // The file itself, then its directory, swapped for symlinks to the
+        // outside after the walk.
+        std::fs::remove_file(ctx.path().join("f")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("f"), ctx.path().join("f")).unwrap();
+        std::fs::remove_dir_all(ctx.path().join("d")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("d"), ctx.path().join("d")).unwrap();
+        for e in [&f, &df] {
+            let err = hash_entry(e).unwrap_err();
+            assert!(err.to_string().contains("was replaced"), "{err}");
+        }
+        // A same-path rewrite is another inode too.
+        std::fs::remove_file(ctx.path().join("big")).unwrap();
+        std::fs::write(ctx.path().join("big"), b"x").unwrap();
+        assert!(hash_entry(&bigf).is_err());
     }
 }

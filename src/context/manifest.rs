@@ -1,10 +1,12 @@
 //! The minimal context of one build as BuildKit receives it, and its digest.
 //!
-//! [`Manifest::build`] walks the context directory exactly as the FileSync sender does for the
-//! main context (see [`super::walk`]): `exclude-patterns` from the ignore file, `followpaths`
-//! from the Dockerfile ([`super::dockerfile`]). Every regular file that would be sent is hashed
-//! through the [`HashCache`], so an unchanged file is never read twice, and a file that is not
-//! sent is never read at all.
+//! A report view over [`super::listing`], for `cbuild context`: [`Manifest::build`] takes the
+//! listing FileSync would serve of the main context ([`super::listing::hashed_walk`]) with
+//! `exclude-patterns` from the ignore file ([`super::ignorefile`]) and `followpaths` from the
+//! Dockerfile ([`super::dockerfile`]), and adds what a report needs: what the ignore file kept
+//! out and why, sizes per directory. Every regular file that would be sent is hashed through the
+//! [`HashCache`], so an unchanged file is never read twice, and a file that is not sent is never
+//! read at all.
 //!
 //! # Context digest
 //!
@@ -36,8 +38,9 @@ use std::sync::atomic::Ordering;
 
 use super::cache::{HashCache, HashError};
 use super::digest::ListingDigest;
-use super::dockerignore::{IgnoreLine, PatternMatcher};
-use super::walk::{self, Entry, WalkError, WalkOptions};
+use super::dockerignore::PatternMatcher;
+use super::listing::{self, ListingError};
+use super::walk::{self, Entry, Root, WalkError, WalkOptions};
 
 /// The type of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -113,6 +116,15 @@ pub fn digest(entries: &[ManifestEntry]) -> String {
     d.finish()
 }
 
+impl From<ListingError> for ManifestError {
+    fn from(e: ListingError) -> Self {
+        match e {
+            ListingError::Walk(e) => ManifestError::Walk(e),
+            ListingError::Hash(e) => ManifestError::Hash(e),
+        }
+    }
+}
+
 /// Why a manifest could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -133,14 +145,7 @@ pub enum ManifestError {
     },
 }
 
-/// The ignore file in effect for a build.
-#[derive(Debug, Clone)]
-pub struct IgnoreFile {
-    /// Where it was read from.
-    pub path: PathBuf,
-    /// Its patterns, with line numbers.
-    pub lines: Vec<IgnoreLine>,
-}
+pub use super::ignorefile::IgnoreFile;
 
 /// What to walk.
 #[derive(Debug, Clone, Default)]
@@ -234,10 +239,7 @@ impl Manifest {
         opts: &ManifestOptions,
         cache: &HashCache,
     ) -> Result<Manifest, ManifestError> {
-        let root = std::fs::canonicalize(root).map_err(|source| WalkError::Root {
-            path: root.to_path_buf(),
-            source,
-        })?;
+        let root = Root::open(root)?;
         let exclude: Vec<String> = opts
             .ignore
             .as_ref()
@@ -245,7 +247,7 @@ impl Manifest {
             .unwrap_or_default();
         if opts.follow_paths.as_ref().is_some_and(|f| f.is_empty()) {
             return Ok(Manifest {
-                root,
+                root: root.path().to_path_buf(),
                 entries: Vec::new(),
                 digest: digest(&[]),
                 excluded: Vec::new(),
@@ -255,20 +257,21 @@ impl Manifest {
             });
         }
         let follow_paths = opts.follow_paths.clone().unwrap_or_default();
-        let sent = walk::walk(
+        let before = (
+            cache.stats.files_hashed.load(Ordering::Relaxed),
+            cache.stats.bytes_hashed.load(Ordering::Relaxed),
+            cache.stats.hits.load(Ordering::Relaxed),
+        );
+        // What FileSync serves of a plain directory with these filters.
+        let sent = listing::hashed_walk(
             &root,
             &WalkOptions {
                 include_patterns: Vec::new(),
                 exclude_patterns: exclude.clone(),
                 follow_paths: follow_paths.clone(),
             },
+            cache,
         )?;
-        let before = (
-            cache.stats.files_hashed.load(Ordering::Relaxed),
-            cache.stats.bytes_hashed.load(Ordering::Relaxed),
-            cache.stats.hits.load(Ordering::Relaxed),
-        );
-        let hashes = cache.hash_all(&sent)?;
         let counters = CacheCounters {
             files_read: cache.stats.files_hashed.load(Ordering::Relaxed) - before.0,
             bytes_read: cache.stats.bytes_hashed.load(Ordering::Relaxed) - before.1,
@@ -276,8 +279,7 @@ impl Manifest {
         };
         let entries: Vec<ManifestEntry> = sent
             .iter()
-            .zip(hashes)
-            .map(|(e, h)| ManifestEntry::from_walk(e, h))
+            .map(|(e, h)| ManifestEntry::from_walk(e, *h))
             .collect();
 
         // What the ignore file kept out: the same walk without it, minus what is sent. Only
@@ -293,7 +295,7 @@ impl Manifest {
             })?;
             let sent_paths: std::collections::HashSet<&str> =
                 entries.iter().map(|e| e.path.as_str()).collect();
-            walk::walk_each(
+            walk::walk_root_each(
                 &root,
                 &WalkOptions {
                     include_patterns: Vec::new(),
@@ -312,7 +314,7 @@ impl Manifest {
         }
         let digest = digest(&entries);
         Ok(Manifest {
-            root,
+            root: root.path().to_path_buf(),
             entries,
             digest,
             excluded,

@@ -10,6 +10,8 @@ pub mod digest;
 pub mod dockerfile;
 pub mod dockerignore;
 pub mod hash;
+pub mod ignorefile;
+pub mod listing;
 pub mod manifest;
 pub mod tar;
 pub mod walk;

@@ -37,14 +37,16 @@
 //! not UTF-8 are an error when such an entry would be sent (Go would fail to encode the STAT).
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::{self, Metadata};
 use std::io;
 use std::ops::ControlFlow;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{self as rfs, OFlags};
 
 use super::dockerignore::{self, MatchInfo, PatternError, PatternMatcher};
 
@@ -290,6 +292,13 @@ pub enum WalkError {
         /// The I/O error.
         #[source]
         source: io::Error,
+    },
+    /// A directory was replaced (by a symlink or another directory) between
+    /// being listed and being read.
+    #[error("`{}` was replaced while the context was being read; run the build again", path.display())]
+    Changed {
+        /// The directory.
+        path: PathBuf,
     },
     /// An entry to send has a name (or symlink target) that is not valid UTF-8, which a STAT
     /// cannot carry.
@@ -672,8 +681,9 @@ struct Frame {
     /// Relative path ("" for the root).
     rel: String,
     abs: PathBuf,
-    /// The open directory, to `lstat` children by name.
-    handle: Option<fs::File>,
+    /// The open directory: its children are listed, `lstat`ed and opened
+    /// by name relative to it.
+    dir: OwnedFd,
     /// Whether the path holds a name that is not UTF-8.
     non_utf8: bool,
     /// Whether its STAT was sent (always true for the root, which is never sent).
@@ -699,25 +709,74 @@ fn canonical_root(root: &Path) -> Result<PathBuf, WalkError> {
     Ok(resolved)
 }
 
-/// Lists a directory, sorted byte-wise by name, with a handle on it to
-/// `lstat` the children by name. `None` if it vanished.
-fn read_children(abs: &Path) -> io::Result<Option<(Vec<Child>, Option<fs::File>)>> {
-    let entries = match fs::read_dir(abs) {
-        Ok(entries) => entries,
-        Err(e) if is_not_exist(&e) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    // Without it the children are stat'ed by full path: slower, same result.
-    let handle = fs::File::open(abs).ok();
+/// A context root, open: the walk reads every directory relative to this
+/// handle, and the files it lists are opened relative to it when served
+/// ([`crate::context::listing`]), so a path component swapped for a symlink
+/// afterwards is never followed out of the tree.
+#[derive(Debug)]
+pub struct Root {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl Root {
+    /// Resolves `root` (symlinks included, as fsutil does for the root itself)
+    /// and opens it.
+    pub fn open(root: &Path) -> Result<Root, WalkError> {
+        let path = canonical_root(root)?;
+        let fd = rfs::open(
+            &path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rfs::Mode::empty(),
+        )
+        .map_err(|e| WalkError::Root {
+            path: root.to_path_buf(),
+            source: e.into(),
+        })?;
+        Ok(Root { path, fd })
+    }
+
+    /// The canonical path of the root.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open directory.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Opens the directory `name` of `parent` without following a symlink.
+fn open_dir_at(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    Ok(rfs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rfs::Mode::empty(),
+    )?)
+}
+
+/// Lists an open directory, sorted byte-wise by name.
+fn read_children(dir: BorrowedFd<'_>) -> io::Result<Vec<Child>> {
+    let entries = rfs::Dir::read_from(dir)?;
     let mut children = Vec::new();
     for entry in entries {
         let entry = entry?;
+        let bytes = entry.file_name().to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        let name = OsStr::from_bytes(bytes).to_os_string();
         let is_dir = match entry.file_type() {
-            Ok(t) => t.is_dir(),
-            Err(e) if is_not_exist(&e) => continue,
-            Err(e) => return Err(e),
+            rfs::FileType::Directory => true,
+            rfs::FileType::Unknown => match StatData::lstat_at(dir, &name) {
+                Ok(meta) => meta.mode & S_IFMT == S_IFDIR,
+                Err(e) if is_not_exist(&e) => continue,
+                Err(e) => return Err(e),
+            },
+            _ => false,
         };
-        let name = entry.file_name();
         let (text, non_utf8) = match name.to_str() {
             Some(s) => (s.to_string(), false),
             None => (name.to_string_lossy().into_owned(), true),
@@ -730,7 +789,7 @@ fn read_children(abs: &Path) -> io::Result<Option<(Vec<Child>, Option<fs::File>)
         });
     }
     children.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-    Ok(Some((children, handle)))
+    Ok(children)
 }
 
 /// What `lstat` says of an entry.
@@ -752,64 +811,36 @@ fn nanos(secs: i64, nsec: i64) -> i64 {
 }
 
 impl StatData {
-    fn of(meta: &Metadata) -> Self {
+    // The field types of `struct stat` differ between targets.
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    fn of(st: &rfs::Stat) -> Self {
         Self {
-            mode: meta.mode(),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            size: meta.size(),
-            mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
-            ctime_ns: nanos(meta.ctime(), meta.ctime_nsec()),
-            ino: meta.ino(),
-            dev: meta.dev(),
-            rdev: meta.rdev(),
-            nlink: meta.nlink(),
+            mode: st.st_mode as u32,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            size: st.st_size as u64,
+            mtime_ns: nanos(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime_ns: nanos(st.st_ctime as i64, st.st_ctime_nsec as i64),
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+            rdev: st.st_rdev as u64,
+            nlink: st.st_nlink as u64,
         }
     }
 
-    /// `lstat` of `abs`, by `name` relative to its open parent directory
-    /// when there is one: the kernel then resolves one path component, not
-    /// all of them (a no-op check stats every file of a context).
-    fn lstat(abs: &Path, at: Option<(&fs::File, &std::ffi::OsStr)>) -> io::Result<Self> {
-        use std::os::fd::AsRawFd;
-        let Some((dir, name)) = at else {
-            return fs::symlink_metadata(abs).map(|m| Self::of(&m));
-        };
-        let name = std::ffi::CString::new(name.as_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: `name` is a NUL-terminated string and `st` a buffer the
-        // size of `struct stat`, both alive for the call; `dir` is an open
-        // descriptor we own.
-        #[allow(unsafe_code)]
-        let rc = unsafe {
-            libc::fstatat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                st.as_mut_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fstatat succeeded, so it filled the buffer.
-        #[allow(unsafe_code)]
-        let st = unsafe { st.assume_init() };
-        Ok(Self {
-            mode: st.st_mode,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            size: st.st_size as u64,
-            mtime_ns: nanos(st.st_mtime, st.st_mtime_nsec),
-            ctime_ns: nanos(st.st_ctime, st.st_ctime_nsec),
-            ino: st.st_ino,
-            dev: st.st_dev,
-            rdev: st.st_rdev,
-            // `nlink_t` is u32 on some 64-bit targets (aarch64), u64 on x86_64.
-            #[allow(clippy::unnecessary_cast)]
-            nlink: st.st_nlink as u64,
-        })
+    /// `lstat` of `name` in the open directory `dir`: the kernel resolves
+    /// one path component, never a symlink.
+    fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Self> {
+        Ok(Self::of(&rfs::statat(
+            dir,
+            name,
+            rfs::AtFlags::SYMLINK_NOFOLLOW,
+        )?))
+    }
+
+    /// `fstat` of an open file or directory.
+    fn of_fd(fd: BorrowedFd<'_>) -> io::Result<Self> {
+        Ok(Self::of(&rfs::fstat(fd)?))
     }
 }
 
@@ -821,20 +852,22 @@ struct Walker<'a, F> {
 }
 
 impl<F: FnMut(Entry) -> ControlFlow<()>> Walker<'_, F> {
-    /// `lstat`s an entry and builds its STAT. `None` if it vanished.
+    /// `lstat`s the entry `name` of the open directory `dir` and builds its
+    /// STAT. `None` if it vanished.
     fn stat(
         &mut self,
         rel: &str,
         abs: &Path,
         non_utf8: bool,
-        at: Option<(&fs::File, &std::ffi::OsStr)>,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
     ) -> Result<Option<Entry>, WalkError> {
         if non_utf8 {
             return Err(WalkError::NonUtf8 {
                 path: abs.to_path_buf(),
             });
         }
-        let meta = match StatData::lstat(abs, at) {
+        let meta = match StatData::lstat_at(dir, name) {
             Ok(meta) => meta,
             Err(e) if is_not_exist(&e) => return Ok(None),
             Err(source) => {
@@ -844,9 +877,21 @@ impl<F: FnMut(Entry) -> ControlFlow<()>> Walker<'_, F> {
                 })
             }
         };
+        self.entry(rel, abs, meta, Some((dir, name))).map(Some)
+    }
+
+    /// The STAT of an entry from its stat data; `at` (its directory and
+    /// name) reads a symlink's target.
+    fn entry(
+        &mut self,
+        rel: &str,
+        abs: &Path,
+        meta: StatData,
+        at: Option<(BorrowedFd<'_>, &OsStr)>,
+    ) -> Result<Entry, WalkError> {
         let st_mode = meta.mode;
-        let file_type = st_mode & libc::S_IFMT;
-        let is_dir = file_type == libc::S_IFDIR;
+        let file_type = st_mode & S_IFMT;
+        let is_dir = file_type == S_IFDIR;
         let mut entry = Entry {
             path: rel.to_string(),
             abs: abs.to_path_buf(),
@@ -863,7 +908,7 @@ impl<F: FnMut(Entry) -> ControlFlow<()>> Walker<'_, F> {
             devminor: 0,
         };
         if is_dir {
-            return Ok(Some(entry));
+            return Ok(entry);
         }
         // fsutil tests the block and char bits separately, so symlinks and sockets (whose
         // type shares a bit with them) take `rdev` too; it is 0 for them.
@@ -872,18 +917,16 @@ impl<F: FnMut(Entry) -> ControlFlow<()>> Walker<'_, F> {
             entry.devminor = go_minor(meta.rdev);
         }
         entry.size = meta.size;
-        if file_type == libc::S_IFLNK {
-            let target = fs::read_link(abs).map_err(|source| WalkError::ReadLink {
+        if file_type == S_IFLNK {
+            let read_link = |source: io::Error| WalkError::ReadLink {
                 path: abs.to_path_buf(),
                 source,
+            };
+            let (dir, name) = at.ok_or_else(|| read_link(io::ErrorKind::InvalidInput.into()))?;
+            let target = rfs::readlinkat(dir, name, Vec::new()).map_err(|e| read_link(e.into()))?;
+            entry.linkname = target.into_string().map_err(|_| WalkError::NonUtf8 {
+                path: abs.to_path_buf(),
             })?;
-            entry.linkname =
-                target
-                    .into_os_string()
-                    .into_string()
-                    .map_err(|_| WalkError::NonUtf8 {
-                        path: abs.to_path_buf(),
-                    })?;
         } else if meta.nlink > 1 {
             match self.hardlinks.get(&(entry.dev, entry.ino)) {
                 Some(first) => entry.linkname = first.clone(),
@@ -893,37 +936,42 @@ impl<F: FnMut(Entry) -> ControlFlow<()>> Walker<'_, F> {
                 }
             }
         }
-        Ok(Some(entry))
+        Ok(entry)
     }
 
-    /// Sends the directories on the stack that were walked but not sent yet. `false` if one
-    /// vanished (then the entry below it is skipped too).
-    fn emit_parents(&mut self, stack: &mut [Frame]) -> Result<ControlFlow<(), bool>, WalkError> {
+    /// Sends the directories on the stack that were walked but not sent yet,
+    /// with the stat data of the directory actually read (its open handle).
+    fn emit_parents(&mut self, stack: &mut [Frame]) -> Result<ControlFlow<()>, WalkError> {
         for frame in stack.iter_mut().filter(|f| !f.emitted) {
-            match self.stat(&frame.rel, &frame.abs, frame.non_utf8, None)? {
-                Some(entry) => {
-                    frame.emitted = true;
-                    if (self.emit)(entry).is_break() {
-                        return Ok(ControlFlow::Break(()));
-                    }
-                }
-                None => return Ok(ControlFlow::Continue(false)),
+            if frame.non_utf8 {
+                return Err(WalkError::NonUtf8 {
+                    path: frame.abs.clone(),
+                });
+            }
+            let meta = StatData::of_fd(frame.dir.as_fd()).map_err(|source| WalkError::Stat {
+                path: frame.abs.clone(),
+                source,
+            })?;
+            let entry = self.entry(&frame.rel, &frame.abs, meta, None)?;
+            frame.emitted = true;
+            if (self.emit)(entry).is_break() {
+                return Ok(ControlFlow::Break(()));
             }
         }
-        Ok(ControlFlow::Continue(true))
+        Ok(ControlFlow::Continue(()))
     }
 
-    fn run(&mut self, root: PathBuf) -> Result<(), WalkError> {
-        let (children, handle) = read_children(&root)
-            .map_err(|source| WalkError::ReadDir {
-                path: root.clone(),
-                source,
-            })?
-            .unwrap_or_default();
+    fn run(&mut self, root: &Root) -> Result<(), WalkError> {
+        let read_root = |source| WalkError::ReadDir {
+            path: root.path.clone(),
+            source,
+        };
+        let dir = root.fd.try_clone().map_err(read_root)?;
+        let children = read_children(dir.as_fd()).map_err(read_root)?;
         let mut stack = vec![Frame {
             rel: String::new(),
-            abs: root,
-            handle,
+            abs: root.path.clone(),
+            dir,
             non_utf8: false,
             emitted: true,
             include: MatchInfo::default(),
@@ -955,20 +1003,21 @@ impl<F: FnMut(Entry) -> ControlFlow<()>> Walker<'_, F> {
                     exclude,
                 } => (keep, include, exclude),
             };
-            let mut emitted = false;
+            let mut emitted = None;
             if keep {
-                match self.emit_parents(&mut stack)? {
-                    ControlFlow::Break(()) => return Ok(()),
-                    ControlFlow::Continue(false) => continue,
-                    ControlFlow::Continue(true) => {}
+                if self.emit_parents(&mut stack)?.is_break() {
+                    return Ok(());
                 }
-                let parent = stack.last().and_then(|f| f.handle.as_ref());
-                match self.stat(&path, &abs, non_utf8, parent.map(|h| (h, name.as_os_str())))? {
+                let Some(parent) = stack.last() else {
+                    continue;
+                };
+                match self.stat(&path, &abs, non_utf8, parent.dir.as_fd(), &name)? {
                     Some(entry) => {
-                        emitted = true;
+                        let id = (entry.dev, entry.ino, entry.is_dir());
                         if (self.emit)(entry).is_break() {
                             return Ok(());
                         }
+                        emitted = Some(id);
                     }
                     None => continue,
                 }
@@ -976,20 +1025,56 @@ impl<F: FnMut(Entry) -> ControlFlow<()>> Walker<'_, F> {
             if !is_dir {
                 continue;
             }
-            let (children, handle) = match read_children(&abs) {
-                Ok(Some(listed)) => listed,
-                Ok(None) => continue,
+            let Some(parent) = stack.last() else {
+                continue;
+            };
+            // Descend by name from the open parent, never through a symlink:
+            // a directory swapped for a link between `readdir` and here is
+            // not followed out of the context.
+            let swapped = || WalkError::Changed { path: abs.clone() };
+            let dir = match open_dir_at(parent.dir.as_fd(), &name) {
+                Ok(dir) => dir,
+                // No longer a directory (a symlink gives ELOOP): if it was
+                // sent as one, the listing would be false; otherwise it is as
+                // if it had vanished.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ELOOP)
+                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                {
+                    if emitted.is_some() {
+                        return Err(swapped());
+                    }
+                    continue;
+                }
+                Err(e) if is_not_exist(&e) => continue,
                 // fsutil ignores an unreadable directory that is only walked for what may be
                 // kept below it.
+                Err(e) if !keep && e.kind() == io::ErrorKind::PermissionDenied => continue,
+                Err(source) => return Err(WalkError::ReadDir { path: abs, source }),
+            };
+            if let Some((dev, ino, was_dir)) = emitted {
+                // The STAT sent was of another inode (or not a directory): what
+                // would be listed below it is not what was announced.
+                let meta = StatData::of_fd(dir.as_fd()).map_err(|source| WalkError::Stat {
+                    path: abs.clone(),
+                    source,
+                })?;
+                if !was_dir || meta.dev != dev || meta.ino != ino {
+                    return Err(swapped());
+                }
+            }
+            let children = match read_children(dir.as_fd()) {
+                Ok(children) => children,
+                Err(e) if is_not_exist(&e) => continue,
                 Err(e) if !keep && e.kind() == io::ErrorKind::PermissionDenied => continue,
                 Err(source) => return Err(WalkError::ReadDir { path: abs, source }),
             };
             stack.push(Frame {
                 rel: path,
                 abs,
-                handle,
+                dir,
                 non_utf8,
-                emitted,
+                emitted: emitted.is_some(),
                 include,
                 exclude,
                 children,
@@ -1006,14 +1091,31 @@ pub fn walk_each<F>(root: &Path, opts: &WalkOptions, mut emit: F) -> Result<(), 
 where
     F: FnMut(Entry) -> ControlFlow<()>,
 {
-    let root = canonical_root(root)?;
-    let filter = Filter::new(&root, opts)?;
+    walk_root_each(&Root::open(root)?, opts, &mut emit)
+}
+
+/// [`walk_each`] of a root already open.
+pub fn walk_root_each<F>(root: &Root, opts: &WalkOptions, mut emit: F) -> Result<(), WalkError>
+where
+    F: FnMut(Entry) -> ControlFlow<()>,
+{
+    let filter = Filter::new(&root.path, opts)?;
     let mut walker = Walker {
         filter,
         hardlinks: HashMap::new(),
         emit: &mut emit,
     };
     walker.run(root)
+}
+
+/// [`walk`] of a root already open.
+pub fn walk_root(root: &Root, opts: &WalkOptions) -> Result<Vec<Entry>, WalkError> {
+    let mut out = Vec::new();
+    walk_root_each(root, opts, |entry| {
+        out.push(entry);
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
 }
 
 /// Walks `root` as fsutil's sender does: the entries to send, in STAT order (see the module
@@ -1242,6 +1344,33 @@ mod tests {
             follow_links(root, &["loop1/x".to_string()]).unwrap(),
             Some(vec!["loop1".to_string(), "loop2".to_string()])
         );
+    }
+
+    /// A directory swapped for a symlink to a directory outside the context
+    /// between its STAT and its descent is not followed: the walk fails, and
+    /// nothing of the outside directory is listed.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_is_not_followed() {
+        let top = tempfile::tempdir().unwrap();
+        let root = top.path().join("ctx");
+        let outside = top.path().join("outside");
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::write(root.join("d/inside"), "in").unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), "out").unwrap();
+        let mut seen = Vec::new();
+        let result = walk_each(&root, &WalkOptions::default(), |e| {
+            if e.path == "d" {
+                fs::rename(root.join("d"), top.path().join("moved")).unwrap();
+                symlink(&outside, root.join("d")).unwrap();
+            }
+            seen.push(e.path);
+            ControlFlow::Continue(())
+        });
+        assert_eq!(seen, ["d"]);
+        let err = result.unwrap_err();
+        assert!(matches!(err, WalkError::Changed { .. }), "{err:?}");
+        assert!(err.to_string().contains("run the build again"), "{err}");
     }
 
     #[test]

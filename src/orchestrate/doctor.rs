@@ -10,6 +10,8 @@ use crate::engine::{Engine, EngineError, EngineVersion};
 pub struct Checkup {
     /// The builder address cbuild uses.
     pub builder: Address,
+    /// Which setting (and file) named it.
+    pub source: String,
     /// The Docker engine behind the builder, when the builder is one.
     pub engine: Option<Result<EngineVersion, EngineError>>,
     /// What the builder says about itself.
@@ -35,9 +37,10 @@ impl Checkup {
 }
 
 /// Asks the engine (when the builder is a Docker engine at `docker_host`)
-/// and the builder at `builder` about themselves.
+/// and the builder at `builder` (named by `source`) about themselves.
 pub async fn checkup(
     builder: Address,
+    source: String,
     docker_host: &str,
     docker_tls: Option<&TlsFiles>,
 ) -> Checkup {
@@ -77,6 +80,7 @@ pub async fn checkup(
     };
     Checkup {
         builder,
+        source,
         engine,
         buildkit,
     }

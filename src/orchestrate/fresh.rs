@@ -19,9 +19,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::buildkit::session::filesync::listing_digest;
-use crate::buildkit::session::Served;
 use crate::context::binfile::write_private;
+use crate::context::listing::{listing_digest, listing_files, Served};
 use crate::engine::{Engine, ImageInfo};
 
 use super::plan::ServiceBuild;
@@ -229,12 +228,10 @@ pub async fn what_changed(b: &ServiceBuild) -> Option<String> {
     for (served, old) in record.served.iter().zip(before) {
         let local = b.session.locals.get(&served.local)?.clone();
         let opts = served.opts.clone();
-        let now = tokio::task::spawn_blocking(move || {
-            crate::buildkit::session::filesync::listing_files(&local, &opts)
-        })
-        .await
-        .ok()?
-        .ok()?;
+        let now = tokio::task::spawn_blocking(move || listing_files(&local, &opts))
+            .await
+            .ok()?
+            .ok()?;
         let old: BTreeMap<String, String> = old.into_iter().collect();
         let new: BTreeMap<String, String> = now.into_iter().collect();
         let changed: Vec<&String> = new

@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use crate::compose::{Project, Service};
 use crate::context::cache::HashCache;
 use crate::context::dockerfile::{self, ContextUse, DockerfileError};
-use crate::context::dockerignore::{self, IgnoreFileError, PatternMatcher};
+use crate::context::dockerignore::{self, PatternMatcher};
+use crate::context::ignorefile::{self, IgnoreError};
 use crate::context::manifest::{
-    CacheCounters, DirSize, Explanation, IgnoreFile, Manifest, ManifestError, ManifestOptions,
+    CacheCounters, DirSize, Explanation, Manifest, ManifestError, ManifestOptions,
 };
 
 use super::plan::PlanError;
@@ -63,24 +64,9 @@ pub enum InspectError {
         #[source]
         source: DockerfileError,
     },
-    /// The ignore file cannot be read.
-    #[error("cannot read the ignore file `{}`", path.display())]
-    ReadIgnore {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The ignore file is invalid.
-    #[error("invalid ignore file `{}`", path.display())]
-    Ignore {
-        /// The file.
-        path: PathBuf,
-        /// The error, with its line.
-        #[source]
-        source: IgnoreFileError,
-    },
+    /// The ignore file cannot be read or is invalid.
+    #[error(transparent)]
+    Ignore(#[from] IgnoreError),
     /// Walking or hashing the context failed.
     #[error("service `{service}`: cannot read the build context")]
     Manifest {
@@ -247,34 +233,8 @@ fn inspect_service(svc: &Service, opts: &InspectOptions) -> Result<ContextReport
             (path.display().to_string(), text, Some(path))
         }
     };
-    let ignore_path = dockerfile_path
-        .as_ref()
-        .map(|p| {
-            let mut name = p.file_name().unwrap_or_default().to_os_string();
-            name.push(".dockerignore");
-            p.with_file_name(name)
-        })
-        .filter(|p| p.is_file())
-        .or_else(|| Some(context.join(".dockerignore")).filter(|p| p.is_file()));
-    let ignore = match &ignore_path {
-        None => None,
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| InspectError::ReadIgnore {
-                    path: path.clone(),
-                    source,
-                })?;
-            let lines =
-                dockerignore::parse_ignore_file(&text).map_err(|source| InspectError::Ignore {
-                    path: path.clone(),
-                    source,
-                })?;
-            Some(IgnoreFile {
-                path: path.clone(),
-                lines,
-            })
-        }
-    };
+    let ignore = ignorefile::read(&context, dockerfile_path.as_deref())?;
+    let ignore_path = ignore.as_ref().map(|i| i.path.clone());
 
     let mut args: HashMap<String, String> = build
         .args

@@ -702,43 +702,26 @@ fn ignore_patterns(
     dockerfile_local: Option<&LocalDir>,
     attrs: &BTreeMap<String, String>,
 ) -> Result<Vec<String>, PlanError> {
-    let mut candidates = Vec::new();
-    if let (Some(LocalDir::Tracked(t)), Some(name)) = (dockerfile_local, attrs.get("filename")) {
-        candidates.push(t.root.join(format!("{name}.dockerignore")));
-    }
-    candidates.push(context.join(".dockerignore"));
-    for path in candidates {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Err(PlanError::IgnoreFile {
-                    path,
-                    message: e.to_string(),
-                })
+    let dockerfile = match (dockerfile_local, attrs.get("filename")) {
+        (Some(LocalDir::Tracked(t)), Some(name)) => Some(t.root.join(name)),
+        _ => None,
+    };
+    let ignore = crate::context::ignorefile::read(context, dockerfile.as_deref()).map_err(|e| {
+        let mut message = String::new();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            if !message.is_empty() {
+                message.push_str(": ");
             }
-        };
-        let lines = crate::context::dockerignore::parse_ignore_file(&text).map_err(|e| {
-            PlanError::IgnoreFile {
-                path: path.clone(),
-                message: e.to_string(),
-            }
-        })?;
-        // Compile the patterns here, so a mistake is reported with its
-        // file and line before any build starts (BuildKit would only say
-        // "invalid exclude patterns" once the transfer began).
-        let bad = |e: crate::context::dockerignore::PatternError| PlanError::IgnoreFile {
-            path: path.clone(),
-            message: e.to_string(),
-        };
-        let matcher =
-            crate::context::dockerignore::PatternMatcher::from_ignore_lines(&lines).map_err(bad)?;
-        for pattern in matcher.patterns() {
-            pattern.matches("x").map_err(bad)?;
+            message.push_str(&c.to_string());
+            cause = c.source();
         }
-        return Ok(lines.into_iter().map(|l| l.pattern).collect());
-    }
-    Ok(Vec::new())
+        PlanError::IgnoreFile {
+            path: e.path().to_path_buf(),
+            message,
+        }
+    })?;
+    Ok(ignore.map(|i| i.patterns()).unwrap_or_default())
 }
 
 /// A directory served by content, with its hash cache and content clock.

@@ -8,6 +8,7 @@ use crate::orchestrate::doctor::Checkup;
 pub fn print(printer: &Printer, c: &Checkup) {
     printer.data_line(&format!("cbuild {}", env!("CARGO_PKG_VERSION")));
     printer.data_line(&format!("builder:   {}", c.builder));
+    printer.data_line(&format!("from:      {}", c.source));
     match &c.engine {
         Some(Ok(v)) => printer.data_line(&format!(
             "engine:    Docker {} (API {}), storage driver {}{}",

@@ -5,6 +5,7 @@
 
 mod bench;
 mod build;
+mod builders;
 mod cancel;
 mod clock;
 mod common;
@@ -13,6 +14,7 @@ mod compose_features;
 mod content;
 mod context_cmd;
 mod dockerfile;
+mod engines;
 mod errors;
 mod graph;
 mod hang;

@@ -19,14 +19,14 @@ use crate::common::{docker_host, run_in, stderr, Project};
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as
 /// PEM files in `dir` (`ca.pem`, `cert.pem`, `key.pem`: the client's, as
 /// `DOCKER_CERT_PATH` and `--tlsdir` want them).
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     server_chain: Vec<CertificateDer<'static>>,
     server_key: PrivatePkcs8KeyDer<'static>,
     ca: CertificateDer<'static>,
 }
 
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -61,18 +61,18 @@ fn pki() -> Pki {
 }
 
 impl Pki {
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
 }
 
 /// A TLS endpoint in front of the engine; stops with the runtime.
-struct Endpoint {
-    addr: SocketAddr,
+pub(crate) struct Endpoint {
+    pub(crate) addr: SocketAddr,
     _rt: tokio::runtime::Runtime,
 }
 
-fn endpoint(pki: &Pki, buildkitd: bool) -> Endpoint {
+pub(crate) fn endpoint(pki: &Pki, buildkitd: bool) -> Endpoint {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca.clone()).unwrap();

@@ -1,5 +1,8 @@
 //! FileSync: the daemon pulls a local directory from cbuild with fsutil's
 //! DiffCopy protocol, cbuild being the sender (tonistiigi/fsutil `send.go`).
+//! This module is only the packet protocol: what is listed, with which
+//! stamps, and how a listed file is opened safely is
+//! [`crate::context::listing`]'s.
 //!
 //! The exchange, all on one bidirectional stream of `Packet`s:
 //! 1. cbuild sends one STAT per entry, in the order of
@@ -16,22 +19,21 @@
 //! URL-query-escaped when `<key>-encoded` is `1`, BuildKit v0.12+).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{LocalDir, Served, TrackedDir, TransferStats};
+use super::TransferStats;
 use crate::buildkit::proto::fsutil::types::{packet::PacketType, Packet, Stat};
 use crate::buildkit::proto::moby::filesync::v1::file_sync_server::FileSync;
-use crate::context::cache::HashCache;
-use crate::context::digest::ListingDigest;
-use crate::context::walk::{self, Entry, WalkOptions};
+use crate::context::listing::{
+    DiskFile, Item, Listed, Listing, LocalDir, Opened, Purpose, ServeError, Served, Source,
+};
+use crate::context::walk::{Entry, WalkOptions};
 
 /// Size of one DATA packet (fsutil uses 32 KiB; the daemon accepts 16 MiB).
 const CHUNK: usize = 128 * 1024;
@@ -148,15 +150,7 @@ fn hex_val(c: u8) -> Option<u8> {
     (c as char).to_digit(16).map(|d| d as u8)
 }
 
-/// What a REQ id refers to.
-#[derive(Clone)]
-enum Source {
-    /// A file, with the content hash it was listed with.
-    Disk(PathBuf, Option<blake3::Hash>),
-    Memory(Bytes),
-}
-
-/// The STAT packet announcing a walked entry (its real mtime).
+/// The STAT packet announcing a walked entry with its real mtime.
 pub fn stat_packet(e: &Entry) -> Packet {
     Packet {
         r#type: PacketType::PacketStat as i32,
@@ -177,225 +171,38 @@ pub fn stat_packet(e: &Entry) -> Packet {
     }
 }
 
-/// What one DiffCopy call serves: the STAT packets, the files REQs may
-/// ask for, and what the listing digest (see [`crate::context::digest`])
-/// is made of.
-struct Listing {
-    packets: Vec<Packet>,
-    sources: HashMap<u32, Source>,
-    /// The entries in STAT order (a file's REQ id is its index here), with
-    /// their content hashes. A hash is `None` only for a file of a tracked
-    /// directory that its clock has never reported: its stamp is its real
-    /// mtime whatever its content, so it is hashed while it is sent (a cold
-    /// transfer then reads each file once, and the first STAT leaves at
-    /// once), and [`Listing::finish`] fills it in.
-    items: Vec<(Item, Option<blake3::Hash>)>,
-    tracked: Option<TrackedDir>,
-}
-
-/// One entry of a listing.
-enum Item {
-    Entry(Entry),
-    Virtual { name: String, size: u64 },
-}
-
-impl Listing {
-    /// Completes the hashes (`sent`: those computed while sending, by REQ
-    /// id), records them in the tracked directory's cache and clock, and
-    /// returns the listing digest and the per-entry fingerprints.
-    fn finish(
-        mut self,
-        purpose: Purpose,
-        sent: &HashMap<u32, blake3::Hash>,
-    ) -> Result<(String, Vec<(String, String)>), String> {
-        if let Some(t) = &self.tracked {
-            let mut unsent = Vec::new();
-            for (i, (item, h)) in self.items.iter_mut().enumerate() {
-                let Item::Entry(e) = item else { continue };
-                // A hard-link repeat is never asked for, and its content is
-                // not part of the digest (kind `h`): nothing to read.
-                if h.is_some() || !e.is_regular() || !e.linkname.is_empty() {
-                    continue;
-                }
-                match sent.get(&(i as u32)) {
-                    Some(got) => {
-                        t.hashes.record(e, got);
-                        t.clock.record(&e.path, e.mode, e.mtime_ns, got);
-                        *h = Some(*got);
-                    }
-                    None => unsent.push(i),
-                }
+/// The STAT packet announcing a listed entry, with the stamp it is listed
+/// with.
+fn listed_packet(l: &Listed) -> Packet {
+    match &l.item {
+        Item::Entry(e) => {
+            let mut p = stat_packet(e);
+            if let Some(st) = p.stat.as_mut() {
+                st.mod_time = l.stamp;
             }
-            // Files the daemon did not ask for (rare: a fresh generation
-            // means it holds none of them).
-            if !unsent.is_empty() {
-                let entries: Vec<Entry> = unsent
-                    .iter()
-                    .filter_map(|&i| match &self.items[i].0 {
-                        Item::Entry(e) => Some(e.clone()),
-                        Item::Virtual { .. } => None,
-                    })
-                    .collect();
-                let hashes = t.hashes.hash_all(&entries).map_err(hash_error)?;
-                for ((&i, e), h) in unsent.iter().zip(&entries).zip(hashes) {
-                    if let Some(h) = h {
-                        t.clock.record(&e.path, e.mode, e.mtime_ns, &h);
-                        self.items[i].1 = Some(h);
-                    }
-                }
-            }
+            p
         }
-        let mut digest = if purpose == Purpose::Digest {
-            ListingDigest::without_fingerprints()
-        } else {
-            ListingDigest::new()
-        };
-        for (item, h) in &self.items {
-            match item {
-                Item::Entry(e) => digest.add_entry(e, h.as_ref()),
-                Item::Virtual { name, size } => digest.add(name, 0o644, *size, "", h.as_ref()),
-            }
-        }
-        Ok((digest.finish(), digest.fingerprints().to_vec()))
+        Item::Virtual { name, size } => Packet {
+            r#type: PacketType::PacketStat as i32,
+            stat: Some(Stat {
+                path: name.clone(),
+                mode: 0o644,
+                size: *size as i64,
+                mod_time: l.stamp,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
     }
 }
 
-/// A walk error with its causes, for the one-line PACKET_ERR message.
-fn walk_error(e: walk::WalkError) -> String {
-    let mut msg = e.to_string();
-    let mut cur = std::error::Error::source(&e);
-    while let Some(c) = cur {
-        msg.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    msg
-}
-
-fn hash_error(e: crate::context::cache::HashError) -> String {
+/// A serving error with its cause, for the one-line PACKET_ERR message.
+fn serve_error(e: ServeError) -> Packet {
     let mut msg = e.to_string();
     if let Some(src) = std::error::Error::source(&e) {
         msg.push_str(&format!(": {src}"));
     }
-    msg
-}
-
-/// What a listing is for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Purpose {
-    /// Serving a DiffCopy call: STAT packets with stamps, sources, digest
-    /// and per-entry fingerprints.
-    Serve,
-    /// Only the digest (a replay before a build).
-    Digest,
-    /// The digest and the per-entry fingerprints.
-    Files,
-}
-
-fn list(local: &LocalDir, opts: &WalkOptions, purpose: Purpose) -> Result<Listing, String> {
-    let serve = purpose == Purpose::Serve;
-    let mut packets = Vec::new();
-    let mut sources = HashMap::new();
-    let mut items = Vec::new();
-    let mut tracked = None;
-    match local {
-        LocalDir::Disk(root) => {
-            let entries = walk::walk(root, opts).map_err(walk_error)?;
-            let hashes = HashCache::in_memory()
-                .hash_all(&entries)
-                .map_err(hash_error)?;
-            for (i, (e, h)) in entries.into_iter().zip(hashes).enumerate() {
-                if serve {
-                    if e.is_regular() && e.linkname.is_empty() {
-                        sources.insert(i as u32, Source::Disk(e.abs.clone(), h));
-                    }
-                    packets.push(stat_packet(&e));
-                }
-                items.push((Item::Entry(e), h));
-            }
-        }
-        LocalDir::Tracked(t) => {
-            let entries = walk::walk(&t.root, opts).map_err(walk_error)?;
-            let hashes = if serve {
-                t.hashes
-                    .hash_needed(&entries, |e| t.clock.knows(&e.path))
-                    .map_err(hash_error)?
-            } else {
-                t.hashes.hash_all(&entries).map_err(hash_error)?
-            };
-            for (i, (e, h)) in entries.into_iter().zip(hashes).enumerate() {
-                if serve {
-                    let mut packet = stat_packet(&e);
-                    if let (Some(h), Some(st)) = (&h, packet.stat.as_mut()) {
-                        st.mod_time = t.clock.stamp(&e.path, e.mtime_ns, e.mode, h);
-                    }
-                    if e.is_regular() && e.linkname.is_empty() {
-                        sources.insert(i as u32, Source::Disk(e.abs.clone(), h));
-                    }
-                    packets.push(packet);
-                }
-                items.push((Item::Entry(e), h));
-            }
-            tracked = Some(t.clone());
-        }
-        LocalDir::Virtual(files) => {
-            let mut files = files.clone();
-            files.sort_by(|a, b| a.name.cmp(&b.name));
-            for (i, f) in files.iter().enumerate() {
-                items.push((
-                    Item::Virtual {
-                        name: f.name.clone(),
-                        size: f.data.len() as u64,
-                    },
-                    Some(blake3::hash(&f.data)),
-                ));
-                packets.push(Packet {
-                    r#type: PacketType::PacketStat as i32,
-                    stat: Some(Stat {
-                        path: f.name.clone(),
-                        mode: 0o644,
-                        size: f.data.len() as i64,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                });
-                sources.insert(i as u32, Source::Memory(f.data.clone()));
-            }
-        }
-    }
-    Ok(Listing {
-        packets,
-        sources,
-        items,
-        tracked,
-    })
-}
-
-/// The listing digest of what a DiffCopy call with `opts` would serve from
-/// `local` right now (the same code path as serving it).
-pub fn listing_digest(local: &LocalDir, opts: &WalkOptions) -> Result<String, String> {
-    Ok(list(local, opts, Purpose::Digest)?
-        .finish(Purpose::Digest, &HashMap::new())?
-        .0)
-}
-
-/// Each entry's path and fingerprint for what a DiffCopy call with `opts`
-/// would serve from `local` now.
-pub fn listing_files(
-    local: &LocalDir,
-    opts: &WalkOptions,
-) -> Result<Vec<(String, String)>, String> {
-    Ok(list(local, opts, Purpose::Files)?
-        .finish(Purpose::Files, &HashMap::new())?
-        .1)
-}
-
-fn is_socket(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
-}
-
-fn read_error(path: &std::path::Path, e: std::io::Error) -> Packet {
-    err_packet(format!("cannot read `{}`: {e}", path.display()))
+    err_packet(msg)
 }
 
 fn err_packet(msg: impl Into<String>) -> Packet {
@@ -417,12 +224,13 @@ async fn send(
 ) {
     let opts_copy = opts.clone();
     let started = std::time::Instant::now();
-    let listed = tokio::task::spawn_blocking(move || list(&local, &opts, Purpose::Serve)).await;
+    let listed =
+        tokio::task::spawn_blocking(move || Listing::new(&local, &opts, Purpose::Serve)).await;
     tracing::debug!(dir = %dir_name, elapsed = ?started.elapsed(), "listed");
     let (stats_packets, sources, listing) = match listed {
         Ok(Ok(mut l)) => {
-            let packets = std::mem::take(&mut l.packets);
-            let sources = std::mem::take(&mut l.sources);
+            let packets: Vec<Packet> = l.items.iter().map(listed_packet).collect();
+            let sources = l.take_sources();
             (packets, sources, l)
         }
         Ok(Err(msg)) => {
@@ -604,26 +412,25 @@ async fn send_file(
             count(bytes.len() as u64);
             None
         }
-        Source::Disk(path, listed) => {
+        Source::Disk(file) => {
             // One blocking task reads, hashes and sends the whole file: a
             // hop to the blocking pool per read, and a zeroed 128 KiB buffer
             // per read of a 5 KB file, made many small files slow.
             let reader_tx = tx.clone();
-            let sent = match tokio::task::spawn_blocking(move || {
-                read_and_send(id, &path, listed, &reader_tx)
-            })
-            .await
-            {
-                Ok(sent) => sent,
-                Err(e) => {
-                    // The daemon waits for this file: tell it the transfer
-                    // failed rather than leave it waiting.
-                    let _ = tx
-                        .send(Ok(err_packet(format!("reading a file failed: {e}"))))
-                        .await;
-                    Sent::Closed
-                }
-            };
+            let sent =
+                match tokio::task::spawn_blocking(move || read_and_send(id, &file, &reader_tx))
+                    .await
+                {
+                    Ok(sent) => sent,
+                    Err(e) => {
+                        // The daemon waits for this file: tell it the transfer
+                        // failed rather than leave it waiting.
+                        let _ = tx
+                            .send(Ok(err_packet(format!("reading a file failed: {e}"))))
+                            .await;
+                        Sent::Closed
+                    }
+                };
             match sent {
                 Sent::All(n, h) => {
                     count(n);
@@ -649,81 +456,75 @@ enum Sent {
     Closed,
 }
 
-/// Reads `path`, sends it as DATA packets of file `id` and checks it still
-/// has the content it was listed with. Runs on a blocking thread.
-fn read_and_send(
-    id: u32,
-    path: &std::path::Path,
-    listed: Option<blake3::Hash>,
-    tx: &mpsc::Sender<Result<Packet, Status>>,
-) -> Sent {
+/// Sends the listed file as DATA packets of file `id`. Runs on a blocking
+/// thread.
+///
+/// Only bytes of the listed file leave: it is opened without following a
+/// symlink and must still be the listed inode with the listed size
+/// ([`DiskFile::open`]); exactly that many bytes are read, and the last
+/// chunk is held back until the file is known to end there and, when the
+/// listing knows its hash, to hash to it. A file of one chunk (most files)
+/// is thus checked entirely before its first byte is sent; a larger one that
+/// changed under us reaches the daemon truncated, with an error that fails
+/// the transfer.
+fn read_and_send(id: u32, file: &DiskFile, tx: &mpsc::Sender<Result<Packet, Status>>) -> Sent {
     use std::io::Read;
     let send = |p: Packet| tx.blocking_send(Ok(p)).is_ok();
+    let fail = |e: ServeError| {
+        send(serve_error(e));
+        Sent::Closed
+    };
     let data_packet = |data: Vec<u8>| Packet {
         r#type: PacketType::PacketData as i32,
         id,
         data,
         ..Default::default()
     };
-    let mut file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(_) if is_socket(path) => {
-            // fsutil reports sockets as (empty) regular files: the daemon
-            // asks for them and gets just the end of file.
-            return Sent::All(0, blake3::hash(b""));
-        }
-        Err(e) => {
-            send(read_error(path, e));
-            return Sent::Closed;
-        }
+    let mut f = match file.open() {
+        Ok(Opened::File(f)) => f,
+        Ok(Opened::Empty) => return Sent::All(0, blake3::hash(b"")),
+        Err(e) => return fail(e),
     };
-    let mut left = file.metadata().map_or(CHUNK as u64, |m| m.len());
+    let read_err = |source: std::io::Error| ServeError::Io {
+        path: file.abs.clone(),
+        source,
+    };
     let mut hasher = blake3::Hasher::new();
-    let mut total = 0u64;
+    let mut left = file.size;
     loop {
-        // The size the file has now, plus one byte to see it ended there.
-        let want = (left as usize).clamp(1, CHUNK) + usize::from(left < CHUNK as u64);
-        let mut buf = vec![0u8; want.min(CHUNK)];
-        let mut filled = 0;
-        while filled < buf.len() {
-            match file.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    send(read_error(path, e));
-                    return Sent::Closed;
-                }
-            }
+        let want = left.min(CHUNK as u64) as usize;
+        let mut buf = vec![0u8; want];
+        if let Err(e) = f.read_exact(&mut buf) {
+            return fail(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                file.changed("it got shorter")
+            } else {
+                read_err(e)
+            });
         }
-        if filled == 0 {
-            break;
-        }
-        buf.truncate(filled);
         hasher.update(&buf);
-        total += filled as u64;
-        left = left.saturating_sub(filled as u64);
-        let short = filled < buf.len();
+        left -= want as u64;
+        if left == 0 {
+            // The last chunk: it leaves only if the file ends here and is
+            // the content the listing promised (its stamp was chosen for it).
+            let mut probe = [0u8; 1];
+            match f.read(&mut probe) {
+                Ok(0) => {}
+                Ok(_) => return fail(file.changed("it grew")),
+                Err(e) => return fail(read_err(e)),
+            }
+            let hash = hasher.finalize();
+            if file.hash.is_some_and(|h| h != hash) {
+                return fail(file.changed("its content differs from the listing"));
+            }
+            if !buf.is_empty() && !send(data_packet(buf)) {
+                return Sent::Closed;
+            }
+            return Sent::All(file.size, hash);
+        }
         if !send(data_packet(buf)) {
             return Sent::Closed;
         }
-        if short {
-            // The reads stopped before filling the buffer: end of file.
-            break;
-        }
     }
-    // The listing promised this content (its stamp was chosen for it):
-    // bytes that changed in between must not be filed under it.
-    let hash = hasher.finalize();
-    if listed.is_some_and(|h| h != hash) {
-        let msg = format!(
-            "`{}` changed while it was being sent; run the build again",
-            path.display()
-        );
-        send(err_packet(msg));
-        return Sent::Closed;
-    }
-    Sent::All(total, hash)
 }
 
 #[cfg(test)]
@@ -747,6 +548,7 @@ mod protocol_tests {
     use super::*;
     use crate::buildkit::proto::moby::filesync::v1::file_sync_client::FileSyncClient;
     use crate::buildkit::session::{routes, SessionSpec};
+    use crate::context::listing::{listing_digest, TrackedDir};
 
     async fn client_for(
         spec: SessionSpec,
@@ -896,6 +698,187 @@ mod protocol_tests {
         assert_eq!(served.len(), 1);
         let replay = listing_digest(&local, &WalkOptions::default()).unwrap();
         assert_eq!(served[0].digest, replay);
+    }
+
+    /// Reads the listing: each path with its id.
+    async fn read_listing(resp: &mut Streaming<Packet>) -> HashMap<String, u32> {
+        let mut ids = HashMap::new();
+        let mut n = 0u32;
+        while let Some(st) = resp.message().await.unwrap().unwrap().stat {
+            ids.insert(st.path, n);
+            n += 1;
+        }
+        ids
+    }
+
+    async fn req(tx: &mpsc::Sender<Packet>, id: u32) {
+        tx.send(Packet {
+            r#type: PacketType::PacketReq as i32,
+            id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Every packet until the session ends the stream or sends an error.
+    async fn until_end(resp: &mut Streaming<Packet>) -> Vec<Packet> {
+        let mut out = Vec::new();
+        while let Ok(Some(p)) = resp.message().await {
+            let err = p.r#type == PacketType::PacketErr as i32;
+            out.push(p);
+            if err {
+                break;
+            }
+        }
+        out
+    }
+
+    fn error_text(packets: &[Packet]) -> String {
+        packets
+            .iter()
+            .find(|p| p.r#type == PacketType::PacketErr as i32)
+            .map(|p| String::from_utf8_lossy(&p.data).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// A served file (a small one, and one of several chunks) is swapped
+    /// for a symlink to a file outside the context after the listing and
+    /// before the daemon's REQ: none of the outside file's bytes leave, the
+    /// transfer fails with an error naming the file. For a plain and a
+    /// tracked directory (whose files new to the clock have no listed hash).
+    #[tokio::test]
+    async fn a_file_swapped_for_a_symlink_after_the_listing_is_not_sent() {
+        use crate::context::{cache::HashCache, clock::ContentClock};
+        for tracked in [false, true] {
+            for (size, swap_dir) in [(5usize, false), (3 * CHUNK + 7, false), (5, true)] {
+                let top = tempfile::tempdir().unwrap();
+                let root = top.path().join("ctx");
+                std::fs::create_dir_all(root.join("sub")).unwrap();
+                std::fs::write(root.join("sub/f"), vec![b'i'; size]).unwrap();
+                let outside = top.path().join("outside");
+                std::fs::create_dir_all(&outside).unwrap();
+                std::fs::write(outside.join("f"), vec![b'S'; size]).unwrap();
+                let local = if tracked {
+                    LocalDir::Tracked(TrackedDir {
+                        root: root.clone(),
+                        hashes: Arc::new(HashCache::in_memory()),
+                        clock: Arc::new(ContentClock::in_memory("k")),
+                    })
+                } else {
+                    LocalDir::Disk(root.clone())
+                };
+                let spec = SessionSpec {
+                    locals: [("context".to_string(), local)].into(),
+                    ..Default::default()
+                };
+                let (mut client, stats) = client_for(spec).await;
+                let (tx, mut resp) = diff_copy(&mut client, "context").await;
+                let ids = read_listing(&mut resp).await;
+                // The file (or its directory) becomes a link to the outside.
+                let (swap, link) = if swap_dir {
+                    ("sub", outside.clone())
+                } else {
+                    ("sub/f", outside.join("f"))
+                };
+                std::fs::rename(root.join(swap), top.path().join("old")).unwrap();
+                std::os::unix::fs::symlink(&link, root.join(swap)).unwrap();
+                assert_eq!(std::fs::read(root.join("sub/f")).unwrap()[0], b'S');
+                req(&tx, ids["sub/f"]).await;
+                let got = until_end(&mut resp).await;
+                let leaked = got
+                    .iter()
+                    .filter(|p| p.r#type == PacketType::PacketData as i32)
+                    .any(|p| p.data.contains(&b'S'));
+                assert!(
+                    !leaked,
+                    "outside bytes were sent (tracked: {tracked}, size {size}, dir: {swap_dir})"
+                );
+                let err = error_text(&got);
+                assert!(
+                    err.contains("sub/f") && err.contains("run the build again"),
+                    "{err:?}"
+                );
+                assert_eq!(stats.snapshot().files_sent, 0);
+            }
+        }
+    }
+
+    /// A socket is listed as an empty regular file (as fsutil does) and
+    /// served as one.
+    #[tokio::test]
+    async fn a_socket_is_served_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(dir.path().join("s")).unwrap();
+        let spec = SessionSpec {
+            locals: [("context".to_string(), LocalDir::Disk(dir.path().into()))].into(),
+            ..Default::default()
+        };
+        let (mut client, _) = client_for(spec).await;
+        let (tx, mut resp) = diff_copy(&mut client, "context").await;
+        let ids = read_listing(&mut resp).await;
+        req(&tx, ids["s"]).await;
+        let p = resp.message().await.unwrap().unwrap();
+        assert_eq!(p.r#type, PacketType::PacketData as i32, "{p:?}");
+        assert!(p.data.is_empty());
+        fin(&tx, &mut resp).await;
+    }
+
+    /// A file that grows between the listing and the REQ is not sent with
+    /// bytes the listing did not announce.
+    #[tokio::test]
+    async fn a_file_that_grew_after_the_listing_fails_the_transfer() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "abc").unwrap();
+        let spec = SessionSpec {
+            locals: [("context".to_string(), LocalDir::Disk(dir.path().into()))].into(),
+            ..Default::default()
+        };
+        let (mut client, _) = client_for(spec).await;
+        let (tx, mut resp) = diff_copy(&mut client, "context").await;
+        let ids = read_listing(&mut resp).await;
+        std::fs::write(dir.path().join("f"), "abcINJECTED").unwrap();
+        req(&tx, ids["f"]).await;
+        let got = until_end(&mut resp).await;
+        assert!(got
+            .iter()
+            .all(|p| p.r#type != PacketType::PacketData as i32 || p.data.is_empty()));
+        assert!(error_text(&got).contains("changed while it was being sent"));
+    }
+
+    /// A REQ for an id that is not a file of the listing, or for a file
+    /// already requested, ends the transfer with an error naming the id.
+    #[tokio::test]
+    async fn bad_and_repeated_ids_end_the_transfer() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        let spec = SessionSpec {
+            locals: [("context".to_string(), LocalDir::Disk(dir.path().into()))].into(),
+            ..Default::default()
+        };
+        let (mut client, _) = client_for(spec).await;
+        // Out of range, and a directory (listed, but not a file).
+        for bad in [
+            |_: &HashMap<String, u32>| 99,
+            |ids: &HashMap<String, u32>| ids["d"],
+        ] {
+            let (tx, mut resp) = diff_copy(&mut client, "context").await;
+            let ids = read_listing(&mut resp).await;
+            let id = bad(&ids);
+            req(&tx, id).await;
+            let got = until_end(&mut resp).await;
+            assert_eq!(error_text(&got), format!("invalid file id {id}"));
+        }
+        let (tx, mut resp) = diff_copy(&mut client, "context").await;
+        let ids = read_listing(&mut resp).await;
+        req(&tx, ids["f"]).await;
+        req(&tx, ids["f"]).await;
+        let got = until_end(&mut resp).await;
+        assert_eq!(
+            error_text(&got),
+            format!("file id {} requested twice", ids["f"])
+        );
     }
 
     #[tokio::test]

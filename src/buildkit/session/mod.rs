@@ -7,9 +7,11 @@
 //! stream is either a Docker engine's `/session` upgrade or BuildKit's
 //! `Control.Session` bidirectional stream (see [`tunnel`]).
 //!
-//! [`SERVICES`] lists every method cbuild serves; it produces both the router
-//! and the `X-Docker-Expose-Session-Grpc-Method` headers, so what is advertised
-//! and what is served cannot drift apart.
+//! [`REGISTERED`] names every service [`routes`] registers (by the generated
+//! server's `SERVICE_NAME`) with the methods cbuild implements; the
+//! `X-Docker-Expose-Session-Grpc-Method` headers are derived from it
+//! ([`methods`]), and a unit test calls every advertised method through the
+//! router, so what is advertised and what is served cannot drift apart.
 
 pub mod auth;
 pub mod filesync;
@@ -26,72 +28,72 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tonic::service::Routes;
 
-use super::proto::moby::buildkit::secrets::v1::secrets_server::SecretsServer;
-use super::proto::moby::filesync::v1::auth_server::AuthServer;
-use super::proto::moby::filesync::v1::file_sync_server::FileSyncServer;
-use super::proto::moby::sshforward::v1::ssh_server::SshServer;
-use super::proto::moby::upload::v1::upload_server::UploadServer;
+use super::proto::moby::buildkit::secrets::v1::secrets_server::{self, SecretsServer};
+use super::proto::moby::filesync::v1::auth_server::{self, AuthServer};
+use super::proto::moby::filesync::v1::file_sync_server::{self, FileSyncServer};
+use super::proto::moby::sshforward::v1::ssh_server::{self, SshServer};
+use super::proto::moby::upload::v1::upload_server::{self, UploadServer};
 
-/// Every gRPC method the session serves, as advertised to the daemon.
+/// A service the session registers in [`routes`]: its gRPC name and the
+/// methods it implements.
+#[derive(Debug)]
+pub struct Registered {
+    /// The generated server's `SERVICE_NAME` (`package.Service`).
+    pub service: &'static str,
+    /// The methods advertised (a method that only answers `Unimplemented`
+    /// because it is never used, as FileSync's `TarStream`, is left out).
+    pub methods: &'static [&'static str],
+}
+
+/// Every service [`routes`] registers, with its methods.
 ///
-/// The daemon consults this list before calling FileSync (and FileSend); the
-/// other services are called blindly and fall back on `Unimplemented`.
-pub const SERVICES: &[&str] = &[
-    "/grpc.health.v1.Health/Check",
-    "/grpc.health.v1.Health/Watch",
-    "/moby.filesync.v1.FileSync/DiffCopy",
-    "/moby.filesync.v1.FileSync/TarStream",
-    "/moby.filesync.v1.Auth/Credentials",
-    "/moby.filesync.v1.Auth/FetchToken",
-    "/moby.filesync.v1.Auth/GetTokenAuthority",
-    "/moby.filesync.v1.Auth/VerifyTokenAuthority",
-    "/moby.buildkit.secrets.v1.Secrets/GetSecret",
-    "/moby.upload.v1.Upload/Pull",
-    "/moby.sshforward.v1.SSH/CheckAgent",
-    "/moby.sshforward.v1.SSH/ForwardAgent",
+/// The daemon consults the advertised list before calling FileSync (and
+/// FileSend); the other services are called blindly and fall back on
+/// `Unimplemented` (which Auth's token methods answer on purpose: the
+/// daemon then uses `Credentials`).
+pub const REGISTERED: &[Registered] = &[
+    Registered {
+        service: tonic_health::pb::health_server::SERVICE_NAME,
+        methods: &["Check", "Watch"],
+    },
+    Registered {
+        service: file_sync_server::SERVICE_NAME,
+        methods: &["DiffCopy"],
+    },
+    Registered {
+        service: auth_server::SERVICE_NAME,
+        methods: &[
+            "Credentials",
+            "FetchToken",
+            "GetTokenAuthority",
+            "VerifyTokenAuthority",
+        ],
+    },
+    Registered {
+        service: secrets_server::SERVICE_NAME,
+        methods: &["GetSecret"],
+    },
+    Registered {
+        service: upload_server::SERVICE_NAME,
+        methods: &["Pull"],
+    },
+    Registered {
+        service: ssh_server::SERVICE_NAME,
+        methods: &["CheckAgent", "ForwardAgent"],
+    },
 ];
 
-/// One directory the daemon may pull from the session, by local name
-/// (`context`, `dockerfile`, or a named context).
-#[derive(Clone, Debug)]
-pub enum LocalDir {
-    /// A directory on disk.
-    Disk(PathBuf),
-    /// A directory on disk whose files are reported by content: hashed
-    /// (through a persistent cache) and stamped by a content clock, so a
-    /// content change always reaches BuildKit and a touch never does.
-    Tracked(TrackedDir),
-    /// A directory that exists only in memory (an inline Dockerfile).
-    Virtual(Vec<VirtualFile>),
+/// Every gRPC method the session serves, as advertised to the daemon
+/// (`/package.Service/Method`).
+pub fn methods() -> impl Iterator<Item = String> {
+    REGISTERED
+        .iter()
+        .flat_map(|r| r.methods.iter().map(move |m| format!("/{}/{m}", r.service)))
 }
 
-/// A directory served by content (see [`LocalDir::Tracked`]).
-#[derive(Clone)]
-pub struct TrackedDir {
-    /// The directory.
-    pub root: PathBuf,
-    /// Its hash cache.
-    pub hashes: Arc<crate::context::cache::HashCache>,
-    /// The clock that stamps its files.
-    pub clock: Arc<crate::context::clock::ContentClock>,
-}
-
-impl std::fmt::Debug for TrackedDir {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrackedDir")
-            .field("root", &self.root)
-            .finish()
-    }
-}
-
-/// One regular file of a [`LocalDir::Virtual`] directory.
-#[derive(Clone, Debug)]
-pub struct VirtualFile {
-    /// File name (no slashes).
-    pub name: String,
-    /// Contents.
-    pub data: Bytes,
-}
+// What a session serves of a directory is defined by `context`, which owns
+// what BuildKit sees; the session only speaks the protocol over it.
+pub use crate::context::listing::{LocalDir, Served, TrackedDir, VirtualFile};
 
 /// What a session serves.
 #[derive(Clone, Debug, Default)]
@@ -128,24 +130,6 @@ pub struct TransferStats {
     pub context_bytes_sent: AtomicU64,
     /// Every DiffCopy call served, in order.
     pub served: std::sync::Mutex<Vec<Served>>,
-}
-
-/// One DiffCopy call: which local the daemon asked for, with which
-/// filters, and the listing digest of what it was shown. Replaying these
-/// requests later tells whether a build's inputs changed.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Served {
-    /// The local name (`context`, `dockerfile`…).
-    pub local: String,
-    /// The filters the daemon sent.
-    pub opts: crate::context::walk::WalkOptions,
-    /// The listing digest.
-    pub digest: String,
-    /// Each entry's path and fingerprint (see
-    /// [`crate::context::digest::ListingDigest::fingerprints`]); kept apart
-    /// from the record, to say which files changed.
-    #[serde(skip)]
-    pub files: Vec<(String, String)>,
 }
 
 impl TransferStats {
@@ -204,16 +188,13 @@ pub fn headers(id: &str, shared_key: &str) -> Vec<(String, String)> {
             shared_key.to_string(),
         ),
     ];
-    for m in SERVICES {
-        h.push((
-            "X-Docker-Expose-Session-Grpc-Method".to_string(),
-            (*m).to_string(),
-        ));
+    for m in methods() {
+        h.push(("X-Docker-Expose-Session-Grpc-Method".to_string(), m));
     }
     h
 }
 
-/// The tonic router serving every service in [`SERVICES`].
+/// The tonic router serving every service in [`REGISTERED`].
 pub(crate) fn routes(spec: &SessionSpec, stats: Arc<TransferStats>) -> Routes {
     let (_reporter, health) = tonic_health::server::health_reporter();
     let locals = Arc::new(spec.locals.clone());
@@ -277,4 +258,80 @@ pub(crate) async fn test_channel(io: tokio::io::DuplexStream) -> tonic::transpor
         }))
         .await
         .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tower::ServiceExt;
+
+    /// A request body of one gRPC message (an empty one: every field at its
+    /// default).
+    struct OneMessage(Option<Bytes>);
+
+    impl hyper::body::Body for OneMessage {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.take().map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+    }
+
+    /// The status a call of `path` through the session's router answers
+    /// with in its headers (`None` when the call is accepted and streams),
+    /// and its message.
+    async fn call(path: &str) -> (Option<String>, Option<String>) {
+        let routes = routes(&SessionSpec::default(), Arc::default());
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://session{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(tonic::body::boxed(OneMessage(Some(Bytes::from_static(&[
+                0, 0, 0, 0, 0,
+            ])))))
+            .unwrap();
+        let resp = routes.oneshot(req).await.unwrap();
+        let header = |k: &str| {
+            resp.headers()
+                .get(k)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        (header("grpc-status"), header("grpc-message"))
+    }
+
+    /// Every advertised method reaches an implementation: the router's own
+    /// answer for a method it does not route is a bare `Unimplemented`.
+    #[tokio::test]
+    async fn every_advertised_method_is_routed() {
+        let unimplemented = Some((tonic::Code::Unimplemented as i32).to_string());
+        let (status, message) = call("/moby.filesync.v1.FileSync/NoSuchMethod").await;
+        assert_eq!((&status, &message), (&unimplemented, &None));
+        let (status, message) = call("/no.such.Service/Method").await;
+        assert_eq!((&status, &message), (&unimplemented, &None));
+
+        let advertised: Vec<String> = methods().collect();
+        assert!(advertised.contains(&"/moby.filesync.v1.FileSync/DiffCopy".to_string()));
+        assert!(!advertised.iter().any(|m| m.ends_with("/TarStream")));
+        for m in &advertised {
+            let (status, message) = call(m).await;
+            assert!(
+                status != unimplemented || message.is_some(),
+                "{m} is advertised but not routed"
+            );
+        }
+        let h = headers("id", "key");
+        let listed: Vec<&String> = h
+            .iter()
+            .filter(|(k, _)| k == "X-Docker-Expose-Session-Grpc-Method")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(listed.len(), advertised.len());
+    }
 }

@@ -63,12 +63,12 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
     };
     // The engine's image store tells whether a build can be skipped.
     let engine = if client.address().is_docker() {
-        crate::engine::Engine::connect(
-            &settings::docker_host(&env),
-            settings::docker_tls(&env).as_ref(),
-        )
-        .await
-        .ok()
+        // The builder's own engine: a named builder may be another one
+        // than DOCKER_HOST's.
+        let (host, tls) = settings::engine_for(client.address(), &env);
+        crate::engine::Engine::connect(&host, tls.as_ref())
+            .await
+            .ok()
     } else {
         None
     };

@@ -39,7 +39,7 @@ pub fn run(global: &GlobalArgs, args: &ConfigArgs, printer: &Printer) -> ExitSta
     let model = crate::compose::render::project_json(&project);
     let out = match args.format {
         ConfigFormat::Json => serde_json::to_string_pretty(&model).map_err(anyhow::Error::from),
-        ConfigFormat::Yaml => serde_yaml::to_string(&model).map_err(anyhow::Error::from),
+        ConfigFormat::Yaml => crate::compose::yaml::to_string(&model).map_err(anyhow::Error::from),
     };
     match out {
         Ok(s) => {

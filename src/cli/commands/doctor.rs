@@ -8,15 +8,15 @@ use crate::ui::{self, Printer};
 
 pub async fn run(global: &GlobalArgs, printer: &Printer) -> ExitStatus {
     let env = settings::environment();
-    let address = match settings::address(global, &env) {
-        Ok(a) => a,
+    let builder = match settings::builder(global, &env) {
+        Ok(b) => b,
         Err(e) => {
             report_error(printer, &e, None);
             return ExitStatus::Error;
         }
     };
-    let tls = settings::docker_tls(&env);
-    let report = checkup(address, &settings::docker_host(&env), tls.as_ref()).await;
+    let (host, tls) = settings::engine_for(&builder.address, &env);
+    let report = checkup(builder.address, builder.source, &host, tls.as_ref()).await;
     ui::doctor::print(printer, &report);
     if report.ok() {
         ExitStatus::Success

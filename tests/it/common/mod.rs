@@ -18,6 +18,145 @@ pub fn docker_host() -> String {
     }
 }
 
+/// A variable `scripts/engine up` exports. A missing one fails loudly, naming
+/// the command that sets it, rather than skipping the test.
+fn engine_env(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{var} is not set: run the tests through the README's test command (scripts/test), \
+             which starts the engines and registries with `scripts/engine up --stable`"
+        ),
+    }
+}
+
+/// The Docker host of one of the engines `scripts/engine` runs: `d28` (Docker
+/// 28.5, graph driver), `d28-containerd` (28.5, containerd image store), `d26`
+/// (26.1) or `stable` (Debian's 20.10).
+pub fn engine(name: &str) -> String {
+    let var = match name {
+        "d28" => "CBUILD_D28_DOCKER_HOST",
+        "d28-containerd" => "CBUILD_D28_CONTAINERD_DOCKER_HOST",
+        "d26" => "CBUILD_D26_DOCKER_HOST",
+        "stable" => "CBUILD_STABLE_DOCKER_HOST",
+        _ => panic!("no engine called {name:?} (d28, d28-containerd, d26, stable)"),
+    };
+    engine_env(var)
+}
+
+/// The local plain-http registry, `127.0.0.1:PORT`. It holds
+/// `cbuild-base:latest`, so `{registry()}/cbuild-base:latest` can be pulled.
+pub fn registry() -> String {
+    engine_env("CBUILD_REGISTRY")
+}
+
+/// The local registry that wants a user and password (htpasswd).
+pub struct AuthRegistry {
+    /// `127.0.0.1:PORT`
+    pub host: String,
+    pub user: String,
+    pub password: String,
+}
+
+pub fn auth_registry() -> AuthRegistry {
+    AuthRegistry {
+        host: engine_env("CBUILD_AUTH_REGISTRY"),
+        user: engine_env("CBUILD_AUTH_REGISTRY_USER"),
+        password: engine_env("CBUILD_AUTH_REGISTRY_PASSWORD"),
+    }
+}
+
+/// The docker-compose 2.40 binary (runs standalone or as a CLI plugin).
+pub fn compose_240() -> PathBuf {
+    PathBuf::from(engine_env("CBUILD_COMPOSE_240"))
+}
+
+/// The docker-buildx 0.29 binary.
+pub fn buildx_029() -> PathBuf {
+    PathBuf::from(engine_env("CBUILD_BUILDX_029"))
+}
+
+/// A registry's answer to one request.
+#[derive(Debug)]
+pub struct RegistryReply {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+/// `METHOD http://REGISTRY/PATH` with the manifest types a registry must not
+/// refuse in `Accept`, and basic auth when given. Plain HTTP/1.0 over a TCP
+/// stream: the registry is on loopback, and this keeps an HTTP client out of
+/// the test dependencies.
+pub fn registry_request(
+    registry: &str,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+) -> RegistryReply {
+    use base64::Engine as _;
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(registry)
+        .unwrap_or_else(|e| panic!("cannot connect to the registry at {registry}: {e}"));
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {registry}\r\nAccept: \
+         application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+         application/vnd.docker.distribution.manifest.list.v2+json, \
+         application/vnd.docker.distribution.manifest.v2+json\r\n"
+    );
+    if let Some((user, password)) = auth {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        req.push_str(&format!("Authorization: Basic {token}\r\n"));
+    }
+    req.push_str("\r\n");
+    conn.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP reply from {registry}: {raw:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    RegistryReply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// The digest the registry holds for `repo:reference`, or `None` when it
+/// holds no such manifest.
+pub fn registry_digest(
+    registry: &str,
+    repo: &str,
+    reference: &str,
+    auth: Option<(&str, &str)>,
+) -> Option<String> {
+    let r = registry_request(
+        registry,
+        "HEAD",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        auth,
+    );
+    match r.status {
+        200 => Some(
+            r.headers
+                .get("docker-content-digest")
+                .cloned()
+                .expect("a Docker-Content-Digest header"),
+        ),
+        404 => None,
+        s => panic!("HEAD /v2/{repo}/manifests/{reference} on {registry}: HTTP {s}"),
+    }
+}
+
 /// A scratch project directory.
 pub struct Project {
     pub dir: tempfile::TempDir,
@@ -68,6 +207,8 @@ impl Project {
             .env("DOCKER_HOST", docker_host())
             .env("CBUILD_CACHE_DIR", self.cache.path())
             .env_remove("BUILDKIT_HOST")
+            .env_remove("BUILDX_BUILDER")
+            .env_remove("DOCKER_CONTEXT")
             .env_remove("COMPOSE_FILE")
             .env_remove("COMPOSE_PROJECT_NAME")
             .arg("-p")
@@ -99,20 +240,25 @@ impl Project {
 
 impl Drop for Project {
     fn drop(&mut self) {
-        // Remove the images this project built (best effort).
+        // Remove the images this project named (best effort), by name, not
+        // ID: a test may tag `cbuild-base` itself under the project's name,
+        // and removing that ID would take `cbuild-base:latest` with it (as it
+        // does on the containerd image store).
         let out = docker(&[
             "images",
-            "-q",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
             "--filter",
             &format!("reference={}-*", self.name),
         ]);
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
+            .filter(|l| !l.contains("<none>"))
             .map(str::to_string)
             .collect();
-        if !ids.is_empty() {
+        if !names.is_empty() {
             let mut args = vec!["rmi", "-f"];
-            args.extend(ids.iter().map(String::as_str));
+            args.extend(names.iter().map(String::as_str));
             let _ = docker(&args);
         }
     }
@@ -122,6 +268,15 @@ impl Drop for Project {
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")
         .env("DOCKER_HOST", docker_host())
+        .args(args)
+        .output()
+        .expect("the docker CLI is needed by the tests")
+}
+
+/// Runs the docker CLI against the engine at `host` (see [`engine`]).
+pub fn docker_at(host: &str, args: &[&str]) -> Output {
+    Command::new("docker")
+        .env("DOCKER_HOST", host)
         .args(args)
         .output()
         .expect("the docker CLI is needed by the tests")
