@@ -117,7 +117,16 @@ impl ServiceBuild {
     pub fn hash_counts(&self) -> HashCounts {
         use std::sync::atomic::Ordering::Relaxed;
         let mut counts = HashCounts::default();
+        // The counts describe the build context; the Dockerfile's directory
+        // is tracked too (for its clock), but it is not context.
+        let dockerfile = match self.session.locals.get("dockerfile") {
+            Some(LocalDir::Tracked(d)) => Some(&d.clock),
+            _ => None,
+        };
         for t in &self.tracked {
+            if dockerfile.is_some_and(|c| Arc::ptr_eq(c, &t.clock)) {
+                continue;
+            }
             counts.files_hashed += t.hashes.stats.files_hashed.load(Relaxed);
             counts.bytes_hashed += t.hashes.stats.bytes_hashed.load(Relaxed);
             counts.cache_hits += t.hashes.stats.hits.load(Relaxed);
