@@ -9,6 +9,8 @@ pub mod status;
 pub mod tls;
 pub mod transport;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -30,6 +32,10 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// How long a build whose session ended waits for the Solve call's own
 /// answer before reporting the session's end instead.
 const SESSION_GRACE: Duration = Duration::from_secs(3);
+/// How long the last progress updates may take to arrive after the solve.
+const STATUS_GRACE: Duration = Duration::from_secs(5);
+/// The same when the daemon sent no progress at all before failing.
+const STATUS_GRACE_NO_JOB: Duration = Duration::from_millis(300);
 
 /// A connection to one BuildKit daemon.
 #[derive(Clone)]
@@ -179,6 +185,8 @@ impl Client {
 
         let mut status_client = self.control.clone();
         let status_ref = reference.clone();
+        let heard = Arc::new(AtomicBool::new(false));
+        let heard_in_task = heard.clone();
         let mut status_task = AbortOnDrop(tokio::spawn(async move {
             let stream = status_client
                 .status(pb::StatusRequest { r#ref: status_ref })
@@ -186,6 +194,7 @@ impl Client {
             let Ok(stream) = stream else { return };
             let mut stream = stream.into_inner();
             while let Ok(Some(msg)) = stream.message().await {
+                heard_in_task.store(true, Ordering::Relaxed);
                 if progress.send(StatusUpdate::from(msg)).is_err() {
                     return;
                 }
@@ -208,8 +217,15 @@ impl Client {
             }
         };
         // The status stream ends with the job; give it a moment to deliver
-        // the last updates (the failing step's logs come last).
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut status_task.0).await;
+        // the last updates (the failing step's logs come last). A solve the
+        // daemon refused before it made a job has no stream that will end:
+        // waiting the whole grace period then only delays the error.
+        let grace = if solved.is_err() && !heard.load(Ordering::Relaxed) {
+            STATUS_GRACE_NO_JOB
+        } else {
+            STATUS_GRACE
+        };
+        let _ = tokio::time::timeout(grace, &mut status_task.0).await;
         let transfer = session.stats.snapshot();
         drop(session);
         match solved {

@@ -60,29 +60,6 @@ pub enum Address {
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 impl Address {
-    /// Chooses the daemon the way the Docker CLI and buildctl do: an explicit
-    /// builder address wins, then `BUILDKIT_HOST`, then `DOCKER_HOST`, then the
-    /// local engine's default socket.
-    pub fn resolve(
-        builder: Option<&str>,
-        buildkit_host: Option<&str>,
-        docker_host: Option<&str>,
-        tls: &TlsChoice,
-    ) -> Result<Self, BuildkitError> {
-        if let Some(b) = builder.filter(|b| !b.is_empty() && *b != "default" && *b != "docker") {
-            return Self::parse_buildkit(b, tls);
-        }
-        if builder.is_none() {
-            if let Some(h) = buildkit_host.filter(|h| !h.is_empty()) {
-                return Self::parse_buildkit(h, tls);
-            }
-        }
-        match docker_host.filter(|h| !h.is_empty()) {
-            Some(h) => Self::parse_docker(h, tls.docker.as_ref()),
-            None => Ok(Address::DockerUnix(PathBuf::from(DEFAULT_DOCKER_SOCKET))),
-        }
-    }
-
     /// Parses a buildkitd address: `unix:///path`, `tcp://host:port`, or
     /// `docker+unix:///path` (`docker+tcp://…`) for a Docker engine named
     /// explicitly.
@@ -445,22 +422,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resolve_precedence() {
+    fn addresses() {
+        // Which address wins is decided in `cli::builders`; here, parsing.
         let no = &TlsChoice::default();
-        let a = Address::resolve(None, None, None, no).unwrap();
-        assert_eq!(a, Address::DockerUnix(DEFAULT_DOCKER_SOCKET.into()));
-        let a =
-            Address::resolve(None, Some("unix:///run/b.sock"), Some("unix:///d.sock"), no).unwrap();
+        let a = Address::parse_buildkit("unix:///run/b.sock", no).unwrap();
         assert_eq!(a, Address::BuildkitUnix("/run/b.sock".into()));
-        let a = Address::resolve(None, None, Some("unix:///d.sock"), no).unwrap();
+        let a = Address::parse_docker("unix:///d.sock", None).unwrap();
         assert_eq!(a, Address::DockerUnix("/d.sock".into()));
-        let a = Address::resolve(Some("tcp://127.0.0.1:1234"), None, None, no).unwrap();
+        let a = Address::parse_buildkit("tcp://127.0.0.1:1234", no).unwrap();
         assert_eq!(a, Address::BuildkitTcp("127.0.0.1:1234".into(), None));
-        let a =
-            Address::resolve(Some("default"), Some("unix:///b"), Some("unix:///d"), no).unwrap();
+        let a = Address::parse_buildkit("docker+unix:///d", no).unwrap();
         assert_eq!(a, Address::DockerUnix("/d".into()));
-        assert!(Address::resolve(Some("ssh://x"), None, None, no).is_err());
-        assert!(Address::resolve(Some("tcp://nohost"), None, None, no).is_err());
+        assert!(Address::parse_buildkit("ssh://x", no).is_err());
+        assert!(Address::parse_buildkit("tcp://nohost", no).is_err());
         // TLS files that cannot be read are an address error naming the file.
         let tls = TlsChoice {
             buildkit: Some(TlsFiles {
@@ -469,7 +443,7 @@ mod tests {
             }),
             docker: None,
         };
-        let e = Address::resolve(Some("tcp://127.0.0.1:1234"), None, None, &tls)
+        let e = Address::parse_buildkit("tcp://127.0.0.1:1234", &tls)
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");

@@ -95,8 +95,11 @@ pub fn candidates(context: &Path, dockerfile: Option<&Path>) -> Vec<PathBuf> {
 /// began).
 pub fn read(context: &Path, dockerfile: Option<&Path>) -> Result<Option<IgnoreFile>, IgnoreError> {
     for path in candidates(context, dockerfile) {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
+        // Go reads the file as bytes: invalid UTF-8 is no error for BuildKit
+        // (compose builds such a context), so it is none here either. Such
+        // a sequence reads as U+FFFD, and the other lines keep their meaning.
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(source) => return Err(IgnoreError::Read { path, source }),
         };
@@ -156,5 +159,18 @@ mod tests {
         let err = read(d.path(), None).unwrap_err();
         assert!(matches!(err, IgnoreError::Pattern { .. }), "{err:?}");
         assert!(err.to_string().contains(".dockerignore"), "{err}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_read_as_buildkit_does() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join(".dockerignore"),
+            b"node_modules\n\xff\xfe*.log\nlogs\n",
+        )
+        .unwrap();
+        let got = read(d.path(), None).unwrap().unwrap();
+        assert_eq!(got.patterns()[0], "node_modules");
+        assert_eq!(got.patterns()[2], "logs");
     }
 }

@@ -294,6 +294,10 @@ async fn build_one(
     for t in &b.tracked {
         t.clock.release();
     }
+    let refusal = match &result {
+        Err(e) => cache_refusal(b, client, &e.to_string()),
+        Ok(_) => None,
+    };
     let outcome = match result {
         Ok(r) => ServiceOutcome {
             image: b.image.clone(),
@@ -311,8 +315,11 @@ async fn build_one(
         Err(e) => ServiceOutcome {
             image: b.image.clone(),
             image_id: None,
-            hint: e.hint(),
-            error: Some(e.to_string()),
+            hint: refusal
+                .as_ref()
+                .map(|(_, h)| h.clone())
+                .or_else(|| e.hint()),
+            error: Some(refusal.map(|(m, _)| m).unwrap_or_else(|| e.to_string())),
             elapsed: started.elapsed(),
             transfer: Default::default(),
             hashing,
@@ -380,4 +387,28 @@ impl StepCounter {
             }
         }
     }
+}
+
+/// A builder's refusal of a cache backend (`unknown cache exporter:
+/// "registry"`), said with the Compose key that asked for it and the builder,
+/// with what to do instead. The builder decides before it builds anything.
+fn cache_refusal(b: &ServiceBuild, client: &Client, message: &str) -> Option<(String, String)> {
+    let (key, entries, rest) = if let Some(i) = message.find("unknown cache exporter: ") {
+        ("cache_to", &b.solve.cache_exports, &message[i + 24..])
+    } else if let Some(i) = message.find("unknown cache importer: ") {
+        ("cache_from", &b.solve.cache_imports, &message[i + 24..])
+    } else {
+        return None;
+    };
+    let kind = rest.split('"').nth(1)?;
+    let index = entries.iter().position(|e| e.kind == kind)?;
+    Some((
+        format!(
+            "`services.{}.build.{key}[{index}]`: the builder at `{}` cannot {} cache of `type={kind}`",
+            b.service,
+            client.address(),
+            if key == "cache_to" { "export" } else { "import" },
+        ),
+        "a Docker engine with the graph driver exports only `type=inline` cache; use `type=inline`, or build on an engine with the containerd image store or a standalone buildkitd (`--builder`)".into(),
+    ))
 }

@@ -214,6 +214,14 @@ pub enum PlanError {
         /// What is wrong.
         message: String,
     },
+    /// A `cache_from`/`cache_to` entry cbuild cannot use.
+    #[error("`{key}`: {message}")]
+    Cache {
+        /// `services.NAME.build.cache_to[I]`.
+        key: String,
+        /// What is wrong, and what to write instead.
+        message: String,
+    },
     /// A feature cbuild does not support yet.
     #[error("service `{service}`: {what} is not supported yet")]
     Unsupported {
@@ -667,16 +675,8 @@ fn plan_service(
             frontend_attrs: attrs,
             exporters: vec![exporter],
             entitlements,
-            cache_imports: build
-                .cache_from
-                .iter()
-                .filter_map(|c| cache_entry(c))
-                .collect(),
-            cache_exports: build
-                .cache_to
-                .iter()
-                .filter_map(|c| cache_entry(c))
-                .collect(),
+            cache_imports: cache_entries(&svc.name, "cache_from", &build.cache_from, opts)?,
+            cache_exports: cache_entries(&svc.name, "cache_to", &build.cache_to, opts)?,
         },
         session: SessionSpec {
             shared_key,
@@ -961,23 +961,162 @@ fn shared_key(project: &str, service: &str, context: &Path) -> String {
     format!("cbuild-{}", &h.finalize().to_hex()[..32])
 }
 
-/// `type=registry,ref=x` (or a bare image reference) as a cache entry.
-fn cache_entry(spec: &str) -> Option<ExporterSpec> {
-    let mut kind = String::from("registry");
-    let mut attrs = BTreeMap::new();
-    if !spec.contains('=') {
-        attrs.insert("ref".to_string(), spec.to_string());
-        return Some(ExporterSpec { kind, attrs });
-    }
-    for part in spec.split(',') {
-        let (k, v) = part.split_once('=')?;
-        if k == "type" {
-            kind = v.to_string();
-        } else {
-            attrs.insert(k.to_string(), v.to_string());
+/// The cache backends BuildKit knows (moby/buildkit `cmd/buildkitd`):
+/// anything else is a typo, refused before any build starts.
+const CACHE_TYPES: &[&str] = &["registry", "local", "inline", "gha", "s3", "azblob"];
+
+/// A service's `cache_from` or `cache_to` list as BuildKit cache entries,
+/// read as buildx reads them (`util/buildflags/cache.go`), which is what
+/// compose does with these keys.
+fn cache_entries(
+    service: &str,
+    key: &str,
+    specs: &[String],
+    opts: &BuildOptions,
+) -> Result<Vec<ExporterSpec>, PlanError> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let bad = |message: String| PlanError::Cache {
+                key: format!("services.{service}.build.{key}[{i}]"),
+                message,
+            };
+            let mut e = cache_entry(spec).map_err(bad)?;
+            match (e.kind.as_str(), key) {
+                ("registry", _) if e.attrs.get("ref").is_none_or(|r| r.is_empty()) => {
+                    return Err(bad("`type=registry` needs `ref=IMAGE`".into()));
+                }
+                // The client serves a local cache directory to BuildKit
+                // through the session's content store, which cbuild does not
+                // provide yet: refuse it rather than fail after the build.
+                ("local", _) => {
+                    return Err(bad(
+                        "`type=local` cache is not supported by cbuild yet; use `type=registry` (or `type=inline`)".into(),
+                    ));
+                }
+                ("inline", "cache_from") => {
+                    return Err(bad(
+                        "`type=inline` only exports; to import an inline cache, name the image (`cache_from: [IMAGE]`)".into(),
+                    ));
+                }
+                // As buildx: credentials from the environment unless given
+                // (a GitHub Actions runner's token and cache URL; AWS keys).
+                ("gha", _) => fill_from_env(
+                    &mut e,
+                    &[("token", "ACTIONS_RUNTIME_TOKEN"), ("url", "ACTIONS_CACHE_URL")],
+                    opts,
+                ),
+                ("s3", _) => fill_from_env(
+                    &mut e,
+                    &[
+                        ("access_key_id", "AWS_ACCESS_KEY_ID"),
+                        ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                        ("session_token", "AWS_SESSION_TOKEN"),
+                    ],
+                    opts,
+                ),
+                _ => {}
+            }
+            Ok(e)
+        })
+        .collect()
+}
+
+/// Sets each attribute the entry lacks from its environment variable, if set.
+fn fill_from_env(e: &mut ExporterSpec, pairs: &[(&str, &str)], opts: &BuildOptions) {
+    for (attr, var) in pairs {
+        if let Some(v) = opts.environment.get(*var).filter(|v| !v.is_empty()) {
+            e.attrs.entry(attr.to_string()).or_insert_with(|| v.clone());
         }
     }
-    Some(ExporterSpec { kind, attrs })
+}
+
+/// One `cache_from`/`cache_to` entry: CSV `key=value` fields
+/// (`type=registry,ref=reg/app:cache,mode=max`), or a bare image reference,
+/// which means `type=registry,ref=…`.
+fn cache_entry(spec: &str) -> Result<ExporterSpec, String> {
+    let fields = csv_fields(spec)?;
+    if let [only] = fields.as_slice() {
+        if !only.contains('=') {
+            if only.trim().is_empty() {
+                return Err("empty cache entry; give `type=…` or an image reference".into());
+            }
+            return Ok(ExporterSpec {
+                kind: "registry".into(),
+                attrs: [("ref".to_string(), only.clone())].into(),
+            });
+        }
+    }
+    let mut kind = None;
+    let mut attrs = BTreeMap::new();
+    for field in fields {
+        let Some((k, v)) = field.split_once('=') else {
+            return Err(format!("`{field}` is not `key=value` (in `{spec}`)"));
+        };
+        let k = k.trim().to_ascii_lowercase();
+        if k == "type" {
+            kind = Some(v.to_string());
+        } else {
+            attrs.insert(k, v.to_string());
+        }
+    }
+    let kind = kind.ok_or_else(|| format!("`type=` is missing (in `{spec}`)"))?;
+    if !CACHE_TYPES.contains(&kind.as_str()) {
+        return Err(format!(
+            "unknown cache type `{kind}`; BuildKit knows {}",
+            CACHE_TYPES
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(ExporterSpec { kind, attrs })
+}
+
+/// The fields of one CSV record as Go's `encoding/csv` reads them, which is
+/// what buildx uses: `"…"` quotes a field (with `""` for a quote), so a value
+/// may hold a comma. Hand-written because it is one line with Go's rules, not
+/// a file.
+fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => return Err(format!("unterminated quote in `{line}`")),
+                }
+            }
+            if !matches!(chars.peek(), None | Some(',')) {
+                return Err(format!("text after a closing quote in `{line}`"));
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                if c == '"' {
+                    return Err(format!("a quote inside an unquoted field in `{line}`"));
+                }
+                field.push(c);
+                chars.next();
+            }
+        }
+        fields.push(field);
+        if chars.next().is_none() {
+            return Ok(fields);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1140,13 +1279,90 @@ mod tests {
     }
 
     #[test]
-    fn cache_entries() {
+    fn cache_entries_read_like_buildx() {
         let e = cache_entry("reg/app:cache").unwrap();
         assert_eq!(e.kind, "registry");
         assert_eq!(e.attrs["ref"], "reg/app:cache");
+        let e = cache_entry("type=registry,ref=reg/app:c,mode=max").unwrap();
+        assert_eq!(e.kind, "registry");
+        assert_eq!(e.attrs["ref"], "reg/app:c");
+        assert_eq!(e.attrs["mode"], "max");
         let e = cache_entry("type=local,src=/tmp/c").unwrap();
         assert_eq!(e.kind, "local");
         assert_eq!(e.attrs["src"], "/tmp/c");
+        // Keys are case-insensitive; a quoted value may hold a comma.
+        let e = cache_entry(r#"Type=s3,"name=a,b",region=x"#).unwrap();
+        assert_eq!(e.kind, "s3");
+        assert_eq!(e.attrs["name"], "a,b");
+        assert_eq!(e.attrs["region"], "x");
+        let e = cache_entry("type=inline").unwrap();
+        assert_eq!(e.kind, "inline");
+        assert!(e.attrs.is_empty());
+    }
+
+    #[test]
+    fn bad_cache_entries_are_refused() {
+        for (spec, says) in [
+            ("type=regsitry,ref=x", "unknown cache type `regsitry`"),
+            ("ref=x,mode=max", "`type=` is missing"),
+            ("type=registry,x", "`x` is not `key=value`"),
+            (r#"type=registry,"ref=x"#, "unterminated quote"),
+            ("", "empty cache entry"),
+        ] {
+            let e = cache_entry(spec).expect_err(spec);
+            assert!(e.contains(says), "{spec}: {e}");
+        }
+        let opts = BuildOptions::default();
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let e = cache_entries(
+            "web",
+            "cache_to",
+            &list(&["type=inline", "type=foo"]),
+            &opts,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("`services.web.build.cache_to[1]`: unknown cache type `foo`"),
+            "{e}"
+        );
+        let e = cache_entries(
+            "web",
+            "cache_from",
+            &list(&["type=registry,mode=max"]),
+            &opts,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("cache_from[0]") && e.contains("needs `ref=IMAGE`"),
+            "{e}"
+        );
+        let env = BuildOptions {
+            environment: [
+                ("ACTIONS_RUNTIME_TOKEN".to_string(), "tok".to_string()),
+                ("AWS_ACCESS_KEY_ID".to_string(), "AK".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let e = cache_entries(
+            "web",
+            "cache_to",
+            &list(&["type=gha", "type=s3,access_key_id=mine"]),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(e[0].attrs["token"], "tok");
+        assert!(!e[0].attrs.contains_key("url"));
+        assert_eq!(e[1].attrs["access_key_id"], "mine", "a given value wins");
+        let e = cache_entries("web", "cache_from", &list(&["type=local,src=/c"]), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cache_from[0]") && e.contains("not supported"),
+            "{e}"
+        );
     }
 
     #[test]

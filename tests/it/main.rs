@@ -6,6 +6,7 @@
 mod bench;
 mod build;
 mod builders;
+mod cache;
 mod cancel;
 mod clock;
 mod common;
