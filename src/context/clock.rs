@@ -212,6 +212,19 @@ impl ContentClock {
         }
     }
 
+    /// For a directory whose upload BuildKit keeps under a key this clock
+    /// does not choose: the Dockerfile's directory, which the Dockerfile
+    /// frontend keys by the session's shared key and its local name, and
+    /// which frontends before BuildKit 0.10 (Docker 20.10) diff by size and
+    /// mtime like any context. A new generation here is then no new key
+    /// there, so no file may be reported with its real mtime: every stamp
+    /// is content-derived or kept (the files are small; hashing them first
+    /// costs nothing).
+    pub fn keyed_elsewhere(mut self) -> Self {
+        self.fresh = false;
+        self
+    }
+
     /// The BuildKit shared key for this clock's generation.
     pub fn shared_key(&self) -> String {
         format!("{}-{}", self.base, self.generation)

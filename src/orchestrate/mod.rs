@@ -230,8 +230,26 @@ async fn build_one(
         image: b.image.clone(),
     });
     // Another cbuild building this service goes first; this build then
-    // starts from what that one left.
-    lock_clocks(b).await;
+    // starts from what that one left. Its build may take long: Ctrl-C while
+    // waiting stops this one at once (nothing was sent, so the clock and
+    // the record stay valid; the waiting thread ends with the process).
+    let locked = tokio::select! {
+        () = lock_clocks(b) => true,
+        () = shutdown.requested() => false,
+    };
+    if !locked {
+        b.save_hashes();
+        let outcome = ServiceOutcome {
+            error: Some(BuildkitError::Cancelled.to_string()),
+            hashing: b.hash_counts(),
+            ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
+        };
+        reporter.report(BuildEvent::Finished {
+            service: b.service.clone(),
+            outcome: outcome.clone(),
+        });
+        return outcome;
+    }
     let (tx, mut rx) = mpsc::unbounded_channel::<StatusUpdate>();
     let mut build = Box::pin(client.build(&b.solve, &b.session, tx));
     let mut steps = StepCounter::default();

@@ -117,7 +117,16 @@ impl ServiceBuild {
     pub fn hash_counts(&self) -> HashCounts {
         use std::sync::atomic::Ordering::Relaxed;
         let mut counts = HashCounts::default();
+        // The counts describe the build context; the Dockerfile's directory
+        // is tracked too (for its clock), but it is not context.
+        let dockerfile = match self.session.locals.get("dockerfile") {
+            Some(LocalDir::Tracked(d)) => Some(&d.clock),
+            _ => None,
+        };
         for t in &self.tracked {
+            if dockerfile.is_some_and(|c| Arc::ptr_eq(c, &t.clock)) {
+                continue;
+            }
             counts.files_hashed += t.hashes.stats.files_hashed.load(Relaxed);
             counts.bytes_hashed += t.hashes.stats.bytes_hashed.load(Relaxed);
             counts.cache_hits += t.hashes.stats.hits.load(Relaxed);
@@ -531,7 +540,19 @@ fn plan_service(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "Dockerfile".into());
-        locals.insert("dockerfile".to_string(), LocalDir::Disk(dir));
+        // Served by content like the context: BuildKit before 0.10 keeps
+        // the Dockerfile's directory from the last build and skips a file
+        // whose size and mtime it already holds, so a same-size edit with
+        // the mtime kept would build the old Dockerfile.
+        let key = shared_key(&project.name, &format!("{}\0dockerfile", svc.name), &dir);
+        let (hashes, clock) = open_tracking(&dir, &key, opts);
+        let t = TrackedDir {
+            root: dir,
+            hashes: Arc::new(hashes),
+            clock: Arc::new(clock.keyed_elsewhere()),
+        };
+        locals.insert("dockerfile".to_string(), LocalDir::Tracked(t.clone()));
+        tracked.push(t);
         attrs.insert("filename".into(), name);
     }
 
@@ -691,7 +712,7 @@ fn ignore_patterns(
     attrs: &BTreeMap<String, String>,
 ) -> Result<Vec<String>, PlanError> {
     let dockerfile = match (dockerfile_local, attrs.get("filename")) {
-        (Some(LocalDir::Disk(dir)), Some(name)) => Some(dir.join(name)),
+        (Some(LocalDir::Tracked(t)), Some(name)) => Some(t.root.join(name)),
         _ => None,
     };
     let ignore = crate::context::ignorefile::read(context, dockerfile.as_deref()).map_err(|e| {
@@ -714,15 +735,22 @@ fn ignore_patterns(
 
 /// A directory served by content, with its hash cache and content clock.
 fn track(dir: &Path, key: &str, opts: &BuildOptions) -> TrackedDir {
-    let fresh = opts.no_cache;
-    let (hashes, clock) = match &opts.cache_dir {
-        Some(c) => (HashCache::open(c, dir), ContentClock::open(c, key, fresh)),
-        None => (HashCache::in_memory(), ContentClock::in_memory(key)),
-    };
+    let (hashes, clock) = open_tracking(dir, key, opts);
     TrackedDir {
         root: dir.to_path_buf(),
         hashes: Arc::new(hashes),
         clock: Arc::new(clock),
+    }
+}
+
+/// The hash cache of `dir` and the content clock `key`.
+fn open_tracking(dir: &Path, key: &str, opts: &BuildOptions) -> (HashCache, ContentClock) {
+    match &opts.cache_dir {
+        Some(c) => (
+            HashCache::open(c, dir),
+            ContentClock::open(c, key, opts.no_cache),
+        ),
+        None => (HashCache::in_memory(), ContentClock::in_memory(key)),
     }
 }
 

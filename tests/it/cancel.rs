@@ -123,3 +123,96 @@ fn unsafe_sigint(pid: u32) {
         .unwrap();
     assert!(ok.success());
 }
+
+/// Ctrl-C on a cbuild that waits for another cbuild building the same
+/// service stops it at once, not when the other build ends (that one may
+/// take minutes); the other build goes on undisturbed. The first run's RUN
+/// step waits for this test over loopback, so it holds the clock's lock for
+/// exactly as long as the test needs.
+#[test]
+fn ctrl_c_while_waiting_for_another_cbuild_stops_at_once() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let p = Project::new("cancelwait");
+    p.file(
+        "compose.yaml",
+        "services:\n  app:\n    build:\n      context: .\n      network: host\n",
+    )
+    .file(
+        "Dockerfile",
+        &format!(
+            "FROM cbuild-base\nCOPY data.txt /\nRUN busybox wget -q -O- http://127.0.0.1:{port}/ > /gate\n"
+        ),
+    )
+    .file("data.txt", &p.name);
+    let cbuild = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cbuild"));
+        cmd.current_dir(p.path())
+            .env("DOCKER_HOST", docker_host())
+            .env("CBUILD_CACHE_DIR", p.cache.path())
+            .env_remove("BUILDKIT_HOST")
+            .args(["-p", &p.name, "--progress", "plain", "build"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let first = cbuild().spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(listener.accept().map(|(s, _)| s));
+    });
+    let mut gate = rx
+        .recv_timeout(Duration::from_secs(600))
+        .expect("the first run's RUN step never called")
+        .unwrap();
+
+    // The second run waits for the first one's lock.
+    let mut second = cbuild().spawn().unwrap();
+    let mut lines = BufReader::new(second.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("waiting for another cbuild") {
+            break;
+        }
+    }
+    assert!(seen.contains("waiting for another cbuild"), "{seen}");
+
+    unsafe_sigint(second.id());
+    // The first run is still held at the gate: without the fix the second
+    // one would wait for it forever. The deadline only keeps a failing test
+    // from hanging.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "cbuild did not exit after Ctrl-C while waiting for another cbuild:\n{seen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest = rest.join("\n");
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(rest.contains("cancelled"), "{rest}");
+    assert!(!rest.contains("panicked"), "{rest}");
+
+    // The first run was not disturbed.
+    let mut request = [0u8; 1024];
+    let _ = gate.read(&mut request).unwrap();
+    gate.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+        .unwrap();
+    drop(gate);
+    let first = first.wait_with_output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(run_in(&p.image("app"), "cat /gate"), "ok\n");
+}

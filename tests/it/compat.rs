@@ -119,6 +119,45 @@ fn builds_on_debian_stable_engine_20_10() {
         .output();
 }
 
+/// A same-size Dockerfile edit with its mtime put back reaches the image on
+/// both engines. BuildKit 0.8 (Docker 20.10) keeps the Dockerfile's
+/// directory from the last build and skips a file whose size and mtime it
+/// already holds: served with its real mtime, it built the old Dockerfile,
+/// and then called that image up to date.
+#[test]
+fn a_same_size_dockerfile_edit_reaches_the_image_on_both_engines() {
+    let stable = std::env::var("CBUILD_STABLE_DOCKER_HOST").unwrap_or_else(|_| {
+        panic!("CBUILD_STABLE_DOCKER_HOST is not set: the README's test command starts it with `scripts/engine up --stable`")
+    });
+    for (engine, host) in [("stable", stable), ("main", docker_host())] {
+        let p = Project::new(&format!("dfedit{engine}"));
+        p.file("compose.yaml", "services:\n  app:\n    build: .\n");
+        let df = p.path().join("Dockerfile");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for v in ["AAAA", "BBBB", "CCCC"] {
+            p.file(
+                "Dockerfile",
+                &format!("FROM cbuild-base\nRUN echo {v} > /v\n"),
+            );
+            set_mtime(&df, old);
+            for _ in 0..2 {
+                let out = p.cbuild_env(&["build"], &[("DOCKER_HOST", &host)]);
+                assert!(out.status.success(), "{engine}: {}", stderr(&out));
+            }
+            let run = Command::new("docker")
+                .env("DOCKER_HOST", &host)
+                .args(["run", "--rm", &p.image("app"), "cat", "/v"])
+                .output()
+                .unwrap();
+            assert_eq!(stdout(&run), format!("{v}\n"), "{engine}: {}", stderr(&run));
+        }
+        let _ = Command::new("docker")
+            .env("DOCKER_HOST", &host)
+            .args(["rmi", "-f", &p.image("app")])
+            .output();
+    }
+}
+
 /// The session carried inside `Control.Session` (the path a standalone
 /// buildkitd uses), exercised against the engine's own BuildKit.
 #[test]
