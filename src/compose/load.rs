@@ -1243,13 +1243,33 @@ fn read_file(file: &Path) -> Result<(String, PathBuf), ComposeError> {
                 path: shown.clone(),
                 source,
             })?;
-        return Ok((decode_text(&b, &shown)?, shown));
+        let text = decode_text(&b, &shown)?;
+        check_depth(&text, &shown)?;
+        return Ok((text, shown));
     }
     let b = fs_err::read(file).map_err(|source| ComposeError::Read {
         path: file.to_path_buf(),
         source,
     })?;
-    Ok((decode_text(&b, file)?, file.to_path_buf()))
+    let text = decode_text(&b, file)?;
+    check_depth(&text, file)?;
+    Ok((text, file.to_path_buf()))
+}
+
+/// Refuses flow collections nested deeper than the parser handles in
+/// reasonable time (see [`crate::compose::yaml::MAX_FLOW_DEPTH`]).
+fn check_depth(text: &str, path: &Path) -> Result<(), ComposeError> {
+    match crate::compose::yaml::flow_too_deep(text) {
+        None => Ok(()),
+        Some((line, column)) => Err(ComposeError::Yaml {
+            path: path.to_path_buf(),
+            line: Some(line),
+            message: format!(
+                "flow collections (`[`, `{{`) nested deeper than {} levels at line {line} column {column}",
+                crate::compose::yaml::MAX_FLOW_DEPTH
+            ),
+        }),
+    }
 }
 
 /// A Compose file's text. Like go-yaml, this reads UTF-8 (a byte-order

@@ -113,6 +113,32 @@ fn bad_input_is_reported_with_file_and_key() {
 }
 
 #[test]
+fn deeply_nested_compose_flow_is_refused_with_file_and_line() {
+    // libyaml needs minutes for 100,000 nested `[`; cbuild refuses it first.
+    let p = Project::new("deepflow");
+    p.file(
+        "compose.yaml",
+        &format!(
+            "name: x
+services: {}
+",
+            "[".repeat(100_000)
+        ),
+    );
+    for cmd in [&["config"][..], &["build"]] {
+        let out = p.cbuild(cmd);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("compose.yaml"), "{err}");
+        assert!(
+            err.contains("nested deeper than 1000 levels at line 2"),
+            "{err}"
+        );
+        assert_no_panic(&err);
+    }
+}
+
+#[test]
 fn an_invalid_dockerignore_names_the_file_and_line() {
     let p = Project::new("badignore");
     p.file("compose.yaml", "services:\n  a:\n    build: .\n")
