@@ -311,7 +311,8 @@ pub enum WalkError {
 
 /// Whether an I/O error means "not there" the way fsutil's `isNotExist` does (ENOENT, ENOTDIR).
 fn is_not_exist(err: &io::Error) -> bool {
-    err.kind() == io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ENOTDIR)
+    err.kind() == io::ErrorKind::NotFound
+        || err.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1038,8 +1039,8 @@ impl<F: FnMut(Entry) -> ControlFlow<()>> Walker<'_, F> {
                 // sent as one, the listing would be false; otherwise it is as
                 // if it had vanished.
                 Err(e)
-                    if e.raw_os_error() == Some(libc::ELOOP)
-                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                    if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+                        || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
                 {
                     if emitted.is_some() {
                         return Err(swapped());
