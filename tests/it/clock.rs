@@ -156,21 +156,6 @@ fn the_cache_directory_and_its_files_are_private() {
     assert!(seen >= 3, "{seen} files");
 }
 
-/// `cbuild` with the project's settings, not yet started.
-fn cbuild_command(p: &Project, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cbuild"));
-    cmd.current_dir(p.path())
-        .env("DOCKER_HOST", docker_host())
-        .env("CBUILD_CACHE_DIR", p.cache.path())
-        .env_remove("BUILDKIT_HOST")
-        .env_remove("COMPOSE_FILE")
-        .env_remove("COMPOSE_PROJECT_NAME")
-        .arg("-p")
-        .arg(&p.name)
-        .args(args);
-    cmd
-}
-
 /// Two cbuild processes build one service, and a same-size edit lands
 /// between their transfers: the second run planned (and loaded the clock)
 /// before the first one transferred, and transfers after it. The second
@@ -196,21 +181,19 @@ fn overlapping_builds_of_one_service_end_with_the_last_bytes() {
     assert_eq!(data_in_image(&p), "AAAA\n");
 
     rewrite_keeping_mtime(&p, "src/data.txt", "BBBB\n");
-    let second = cbuild_command(
-        &p,
-        &[
+    let second = p
+        .command(&[
             "-f",
             "compose.yaml",
             "-f",
             "compose.gate.yaml",
             "build",
             "app",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // The gate step calls: the second run has planned `app`.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -222,7 +205,7 @@ fn overlapping_builds_of_one_service_end_with_the_last_bytes() {
         .unwrap();
 
     // The first run builds `app` with BBBB from start to end.
-    let first = cbuild_command(&p, &["build", "app"]).output().unwrap();
+    let first = p.command(&["build", "app"]).output().unwrap();
     assert!(first.status.success(), "{}", stderr(&first));
     assert_eq!(data_in_image(&p), "BBBB\n");
 

@@ -2,7 +2,7 @@
 //! in ripgrep), and the figures of what was sent are named and counted
 //! the same way in every output.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use crate::common::*;
 
@@ -22,16 +22,7 @@ fn project(tag: &str) -> Project {
 fn with_closed_stdout(p: &Project, args: &[&str]) -> Output {
     let (reader, writer) = rustix::pipe::pipe().unwrap();
     drop(reader);
-    Command::new(env!("CARGO_BIN_EXE_cbuild"))
-        .current_dir(p.path())
-        .env("DOCKER_HOST", docker_host())
-        .env("CBUILD_CACHE_DIR", p.cache.path())
-        .env_remove("BUILDKIT_HOST")
-        .env_remove("COMPOSE_FILE")
-        .env_remove("COMPOSE_PROJECT_NAME")
-        .arg("-p")
-        .arg(&p.name)
-        .args(args)
+    p.command(args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(writer))
         .stderr(Stdio::piped())

@@ -202,6 +202,17 @@ impl Project {
     }
 
     pub fn cbuild_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// `cbuild ARGS` with the project's settings (directory, `-p`, engine,
+    /// cache directory, no builder or Compose variables from the test's own
+    /// environment), not yet started.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cbuild"));
         cmd.current_dir(self.path())
             .env("DOCKER_HOST", docker_host())
@@ -214,10 +225,7 @@ impl Project {
             .arg("-p")
             .arg(&self.name)
             .args(args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
+        cmd
     }
 
     /// Like [`cbuild`](Self::cbuild) but asserts success and returns stderr.
