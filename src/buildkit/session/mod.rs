@@ -12,6 +12,7 @@
 //! and what is served cannot drift apart.
 
 pub mod auth;
+pub mod filesend;
 pub mod filesync;
 pub mod secrets;
 pub mod ssh;
@@ -28,6 +29,7 @@ use tonic::service::Routes;
 
 use super::proto::moby::buildkit::secrets::v1::secrets_server::SecretsServer;
 use super::proto::moby::filesync::v1::auth_server::AuthServer;
+use super::proto::moby::filesync::v1::file_send_server::FileSendServer;
 use super::proto::moby::filesync::v1::file_sync_server::FileSyncServer;
 use super::proto::moby::sshforward::v1::ssh_server::SshServer;
 use super::proto::moby::upload::v1::upload_server::UploadServer;
@@ -41,6 +43,7 @@ pub const SERVICES: &[&str] = &[
     "/grpc.health.v1.Health/Watch",
     "/moby.filesync.v1.FileSync/DiffCopy",
     "/moby.filesync.v1.FileSync/TarStream",
+    "/moby.filesync.v1.FileSend/DiffCopy",
     "/moby.filesync.v1.Auth/Credentials",
     "/moby.filesync.v1.Auth/FetchToken",
     "/moby.filesync.v1.Auth/GetTokenAuthority",
@@ -107,6 +110,8 @@ pub struct SessionSpec {
     pub ssh: HashMap<String, PathBuf>,
     /// Single-use uploads by id, fetched as `http://buildkit-session/<id>`.
     pub uploads: HashMap<String, upload::Upload>,
+    /// Where a file exporter's bytes go (the `docker` exporter's tarball).
+    pub file_send: Option<filesend::FileSendTarget>,
     /// Carry the session inside `Control.Session` even on a Docker engine
     /// (which otherwise gets the `/session` upgrade). This is the only path
     /// a standalone buildkitd has, so it can be exercised against Docker.
@@ -232,6 +237,10 @@ pub(crate) fn routes(spec: &SessionSpec, stats: Arc<TransferStats>) -> Routes {
         .add_service(secrets)
         .add_service(uploads)
         .add_service(SshServer::new(ssh::SshService::new(spec.ssh.clone())))
+        .add_service(
+            FileSendServer::new(filesend::FileSendService::new(spec.file_send.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
 }
 
 /// Largest gRPC message cbuild accepts or sends on the session (the daemon's
