@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod event;
+pub mod export;
 pub mod fresh;
 pub mod inspect;
 pub mod plan;
@@ -235,7 +236,7 @@ async fn build_one(
         t.clock.invalidate();
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<StatusUpdate>();
-    let mut build = Box::pin(client.build(&b.solve, &b.session, tx));
+    let mut build = Box::pin(export::build(client, engine, b, tx));
     let mut steps = StepCounter::default();
     let result = loop {
         tokio::select! {

@@ -12,6 +12,7 @@ mod compose_features;
 mod content;
 mod context_cmd;
 mod errors;
+mod export;
 mod graph;
 mod hang;
 mod ignore_table;

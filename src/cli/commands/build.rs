@@ -87,17 +87,25 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> ExitStatus {
             return ExitStatus::Failure;
         }
     };
-    // The engine's image store tells whether a build can be skipped.
-    let engine = if client.address().is_docker() {
-        crate::engine::Engine::connect(
-            &settings::docker_host(&env),
-            settings::docker_tls(&env).as_ref(),
-        )
-        .await
-        .ok()
-    } else {
-        None
+    // The engine whose image store receives the images and tells whether
+    // a build can be skipped; the builder decides how images get there.
+    let target = match orchestrate::export::connect_target(
+        &client,
+        &settings::docker_host(&env),
+        settings::docker_tls(&env).as_ref(),
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            let hint = e.hint();
+            report_error(&e.into(), Some(&hint));
+            return ExitStatus::Failure;
+        }
     };
+    let mut builds = builds;
+    orchestrate::export::retarget(&mut builds, target.choice.exporter);
+    let engine = target.engine;
     let progress = settings::progress(global, args);
     let reporter: Arc<dyn Reporter> = match progress {
         Progress::Json => Arc::new(JsonReporter),

@@ -4,7 +4,6 @@
 use crate::buildkit::Client;
 use crate::cli::args::GlobalArgs;
 use crate::cli::{report_error, settings, ExitStatus};
-use crate::engine::Engine;
 
 pub async fn run(global: &GlobalArgs) -> ExitStatus {
     let env = settings::environment();
@@ -18,67 +17,74 @@ pub async fn run(global: &GlobalArgs) -> ExitStatus {
     };
     println!("builder:   {address}");
     let mut ok = true;
-    let mut engine_version = None;
-    if address.is_docker() {
-        let host = settings::docker_host(&env);
-        match Engine::connect(&host, settings::docker_tls(&env).as_ref()).await {
-            Ok(engine) => match engine.version().await {
-                Ok(v) => {
-                    engine_version = Some(v.version.clone());
-                    println!(
-                        "engine:    Docker {} (API {}), storage driver {}{}",
-                        v.version,
-                        v.api_version,
-                        v.storage_driver,
-                        if v.containerd_store {
-                            " (containerd image store)"
-                        } else {
-                            ""
-                        }
-                    );
+    match Client::connect(address).await {
+        Ok(client) => {
+            let host = settings::docker_host(&env);
+            let target = crate::orchestrate::export::connect_target(
+                &client,
+                &host,
+                settings::docker_tls(&env).as_ref(),
+            )
+            .await;
+            let mut engine_version = None;
+            match target {
+                Ok(t) => {
+                    if let Some(v) = &t.engine_version {
+                        engine_version = Some(v.version.clone());
+                        println!(
+                            "engine:    Docker {} (API {}) at {host}, storage driver {}{}",
+                            v.version,
+                            v.api_version,
+                            v.storage_driver,
+                            if v.containerd_store {
+                                " (containerd image store)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    if let Some(e) = t.engine_problem {
+                        ok = false;
+                        report_error(
+                            &e.into(),
+                            Some("builds still run, but none can be skipped as up to date"),
+                        );
+                    }
+                    println!("exporter:  {}", t.choice.exporter.kind());
+                    println!("images:    {}", t.choice.store);
                 }
                 Err(e) => {
                     ok = false;
-                    report_error(&e.into(), None);
+                    let hint = e.hint();
+                    report_error(&e.into(), Some(&hint));
                 }
-            },
-            Err(e) => {
-                ok = false;
-                report_error(&e.into(), None);
+            }
+            match client.info().await {
+                Ok(info) => {
+                    println!(
+                        "buildkit:  {}",
+                        crate::orchestrate::export::version_text(
+                            info.buildkit_version.as_deref(),
+                            engine_version
+                                .as_deref()
+                                .filter(|_| client.address().is_docker()),
+                        )
+                    );
+                    for w in &info.workers {
+                        println!("worker:    {} [{}]", w.id, w.platforms.join(", "));
+                    }
+                    if info.workers.is_empty() {
+                        ok = false;
+                        println!("problem:   the builder has no workers");
+                    }
+                }
+                Err(e) => {
+                    ok = false;
+                    let hint = e.hint();
+                    report_error(&e.into(), hint.as_deref());
+                }
             }
         }
-    }
-    match Client::connect(address).await {
-        Ok(client) => match client.info().await {
-            Ok(info) => {
-                let reported = info
-                    .buildkit_version
-                    .clone()
-                    .filter(|v| !v.starts_with("v0.0.0"));
-                let embedded = engine_version
-                    .as_deref()
-                    .and_then(crate::engine::embedded_buildkit)
-                    .map(|v| format!("{v} (embedded in this Docker release)"));
-                println!(
-                    "buildkit:  {}",
-                    reported.or(embedded).unwrap_or_else(|| {
-                        "unknown (older than v0.11, which added the Info call)".into()
-                    })
-                );
-                for w in &info.workers {
-                    println!("worker:    {} [{}]", w.id, w.platforms.join(", "));
-                }
-                if info.workers.is_empty() {
-                    ok = false;
-                    println!("problem:   the builder has no workers");
-                }
-            }
-            Err(e) => {
-                ok = false;
-                let hint = e.hint();
-                report_error(&e.into(), hint.as_deref());
-            }
-        },
         Err(e) => {
             ok = false;
             let hint = e.hint();
