@@ -47,6 +47,16 @@ impl Exporter {
     }
 }
 
+/// The exporter as an input of the image: both of [`Exporter`]'s kinds put
+/// the same image into the engine's store.
+pub fn store_kind(kind: &str) -> &str {
+    if kind == Exporter::DockerLoad.kind() {
+        Exporter::Moby.kind()
+    } else {
+        kind
+    }
+}
+
 /// The exporter chosen for a builder, and where the images end up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Choice {

@@ -149,6 +149,15 @@ fn a_standalone_builder_exports_a_tarball_loaded_into_docker_host() {
         stdout(&out)
     );
 
+    // `status` knows no builder, and agrees.
+    let out = p.cbuild_env(&["status"], &env);
+    assert!(
+        stdout(&out).contains("fresh"),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
     // A content change reaches the image through the same path.
     p.file("hello.txt", "changed\n");
     let out = p.cbuild_env(
@@ -162,6 +171,21 @@ fn a_standalone_builder_exports_a_tarball_loaded_into_docker_host() {
         stdout(&out)
     );
     assert_eq!(run_in(&image, "cat /hello.txt"), "changed\n");
+
+    // A failed build loads nothing: the image stays the last good one.
+    p.file(
+        "Dockerfile",
+        "FROM cbuild-base\nCOPY hello.txt /hello.txt\nRUN false\n",
+    );
+    p.file("hello.txt", "broken\n");
+    let out = p.cbuild_env(&["--builder", &builder, "build"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(run_in(&image, "cat /hello.txt"), "changed\n");
+    p.file(
+        "Dockerfile",
+        "FROM cbuild-base\nCOPY hello.txt /hello.txt\nRUN echo built > /built.txt\n",
+    );
+    p.file("hello.txt", "changed\n");
 
     // A removed image is built again, not reported up to date.
     let _ = docker(&["rmi", "-f", &image]);
