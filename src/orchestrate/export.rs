@@ -91,6 +91,17 @@ pub fn decide(
             store,
         };
     }
+    // The BuildKit of a graph-driver Docker engine reached directly (its
+    // `/grpc` endpoint): its moby worker carries no executor label, unlike
+    // every buildkitd worker and the containerd-store engine's, and it
+    // registers no exporter but `moby` (measured on Docker 26.1 and 28.5:
+    // `exporter "docker" could not be found`).
+    if !workers.is_empty() && workers.iter().all(is_graph_driver_worker) {
+        return Choice {
+            exporter: Exporter::Moby,
+            store: "the image store of the Docker engine this BuildKit belongs to (a graph-driver engine: it has no other exporter)".into(),
+        };
+    }
     let snapshotter = workers
         .iter()
         .find_map(|w| w.labels.get("org.mobyproject.buildkit.worker.snapshotter"));
@@ -103,6 +114,16 @@ pub fn decide(
             None => "a tarball loaded into the Docker engine of DOCKER_HOST".to_string(),
         },
     }
+}
+
+fn is_graph_driver_worker(w: &WorkerInfo) -> bool {
+    let moby = w.id == "moby"
+        || w.labels
+            .keys()
+            .any(|k| k.starts_with("org.mobyproject.buildkit.worker.moby."));
+    moby && !w
+        .labels
+        .contains_key("org.mobyproject.buildkit.worker.executor")
 }
 
 /// The builder's exporter, with the engine that holds the images (for
@@ -159,17 +180,20 @@ pub async fn connect_target(
     };
     let (engine, version, problem) = match connected {
         Ok((e, v)) => (Some(e), Some(v), None),
-        Err(err) if is_engine => (None, None, Some(err)),
-        Err(source) => {
+        Err(err) => (None, None, Some(err)),
+    };
+    let workers = client.workers();
+    let choice = decide(is_engine, version.as_ref().filter(|_| is_engine), &workers);
+    let problem = match problem {
+        Some(source) if choice.exporter == Exporter::DockerLoad => {
             return Err(NoEngine {
                 builder: client.address().to_string(),
                 docker_host: docker_host.to_string(),
                 source,
             })
         }
+        p => p,
     };
-    let workers = client.workers();
-    let choice = decide(is_engine, version.as_ref().filter(|_| is_engine), &workers);
     Ok(Target {
         choice,
         engine,
@@ -362,14 +386,21 @@ mod tests {
         }
     }
 
+    /// A buildkitd worker, as its OCI worker labels it.
     fn worker(snapshotter: &str) -> WorkerInfo {
         WorkerInfo {
             id: "w".into(),
             platforms: vec!["linux/amd64".into()],
-            labels: [(
-                "org.mobyproject.buildkit.worker.snapshotter".to_string(),
-                snapshotter.to_string(),
-            )]
+            labels: [
+                (
+                    "org.mobyproject.buildkit.worker.snapshotter".to_string(),
+                    snapshotter.to_string(),
+                ),
+                (
+                    "org.mobyproject.buildkit.worker.executor".to_string(),
+                    "oci".to_string(),
+                ),
+            ]
             .into(),
         }
     }
@@ -406,6 +437,39 @@ mod tests {
         assert_eq!(c.exporter.kind(), "docker");
         assert!(c.store.contains("snapshotter overlayfs"), "{}", c.store);
         assert_eq!(decide(false, None, &[]).exporter, Exporter::DockerLoad);
+    }
+
+    #[test]
+    fn a_graph_driver_engines_buildkit_reached_directly_keeps_moby() {
+        // Docker 28.5 on overlay2, as ListWorkers reports it.
+        let w = WorkerInfo {
+            id: "71235283-c9b6-46ba-b28d-9af0f386ab45".into(),
+            platforms: vec!["linux/amd64".into()],
+            labels: [(
+                "org.mobyproject.buildkit.worker.moby.host-gateway-ip".to_string(),
+                "172.17.0.1".to_string(),
+            )]
+            .into(),
+        };
+        assert_eq!(decide(false, None, &[w]).exporter, Exporter::Moby);
+        // Docker 20.10: a worker named `moby`, no labels.
+        let old = WorkerInfo {
+            id: "moby".into(),
+            ..Default::default()
+        };
+        assert_eq!(decide(false, None, &[old]).exporter, Exporter::Moby);
+        // The containerd-store engine's worker has an executor: it has the
+        // docker exporter.
+        let mut cd = worker("overlayfs");
+        cd.labels.insert(
+            "org.mobyproject.buildkit.worker.executor".into(),
+            "containerd".into(),
+        );
+        cd.labels.insert(
+            "org.mobyproject.buildkit.worker.moby.host-gateway-ip".into(),
+            "172.17.0.1".into(),
+        );
+        assert_eq!(decide(false, None, &[cd]).exporter, Exporter::DockerLoad);
     }
 
     #[test]
