@@ -42,6 +42,8 @@ const STATUS_GRACE_NO_JOB: Duration = Duration::from_millis(300);
 pub struct Client {
     address: Address,
     control: ControlClient<Channel>,
+    /// The workers the daemon listed when cbuild connected.
+    workers: Vec<WorkerInfo>,
 }
 
 /// What a daemon says about itself.
@@ -103,13 +105,28 @@ impl Client {
                     status: Box::new(status),
                 },
             )),
-            Ok(Ok(_)) => Ok(Self { address, control }),
+            Ok(Ok(list)) => Ok(Self {
+                address,
+                control,
+                workers: list
+                    .into_inner()
+                    .record
+                    .into_iter()
+                    .map(worker_info)
+                    .collect(),
+            }),
         }
     }
 
     /// The daemon's address.
     pub fn address(&self) -> &Address {
         &self.address
+    }
+
+    /// The workers the daemon listed when cbuild connected (their labels
+    /// say which executor and snapshotter build).
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        self.workers.clone()
     }
 
     /// Asks the daemon for its version and workers.
@@ -146,25 +163,7 @@ impl Client {
             .find(|v| !v.is_empty());
         Ok(DaemonInfo {
             buildkit_version: version.or(worker_version),
-            workers: workers
-                .into_iter()
-                .map(|w| WorkerInfo {
-                    id: w.id,
-                    platforms: w
-                        .platforms
-                        .iter()
-                        .map(|p| {
-                            let mut s = format!("{}/{}", p.os, p.architecture);
-                            if !p.variant.is_empty() {
-                                s.push('/');
-                                s.push_str(&p.variant);
-                            }
-                            s
-                        })
-                        .collect(),
-                    labels: w.labels.into_iter().collect(),
-                })
-                .collect(),
+            workers: workers.into_iter().map(worker_info).collect(),
         })
     }
 
@@ -232,11 +231,31 @@ impl Client {
             Ok(resp) => Ok(BuildResult {
                 outcome: SolveOutcome {
                     exporter_response: resp.into_inner().exporter_response,
+                    loaded_id: None,
                 },
                 transfer,
             }),
             Err(status) => Err(solve_error(status, &self.address)),
         }
+    }
+}
+
+fn worker_info(w: proto::moby::buildkit::v1::types::WorkerRecord) -> WorkerInfo {
+    WorkerInfo {
+        id: w.id,
+        platforms: w
+            .platforms
+            .iter()
+            .map(|p| {
+                let mut s = format!("{}/{}", p.os, p.architecture);
+                if !p.variant.is_empty() {
+                    s.push('/');
+                    s.push_str(&p.variant);
+                }
+                s
+            })
+            .collect(),
+        labels: w.labels.into_iter().collect(),
     }
 }
 

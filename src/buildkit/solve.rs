@@ -38,22 +38,27 @@ pub struct ExporterSpec {
 pub struct SolveOutcome {
     /// The exporter's response (`containerimage.digest`, `image.name`…).
     pub exporter_response: HashMap<String, String>,
+    /// The ID the Docker engine gave the image when cbuild loaded the
+    /// exporter's tarball into it: the ID later look-ups compare with.
+    pub loaded_id: Option<String>,
 }
 
 impl SolveOutcome {
     /// The image ID (config digest) where the exporter reported one.
     pub fn image_id(&self) -> Option<&str> {
-        self.exporter_response
-            .get("containerimage.config.digest")
+        self.loaded_id
+            .as_ref()
+            .or_else(|| self.exporter_response.get("containerimage.config.digest"))
             .or_else(|| self.exporter_response.get("containerimage.digest"))
             .map(String::as_str)
     }
 
     /// Every digest the engine may use as the ID of the exported image: the
     /// config digest (Docker's classic image store) and the manifest or
-    /// index digest (the containerd image store), without repeats.
+    /// index digest (the containerd image store), and the ID the engine
+    /// gave a loaded tarball, without repeats.
     pub fn image_digests(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
+        let mut out: Vec<String> = self.loaded_id.iter().cloned().collect();
         for key in ["containerimage.config.digest", "containerimage.digest"] {
             if let Some(d) = self.exporter_response.get(key) {
                 if !d.is_empty() && !out.contains(d) {
@@ -131,6 +136,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            loaded_id: None,
         };
         let both = outcome(&[
             ("containerimage.config.digest", "sha256:c"),
@@ -144,6 +150,12 @@ mod tests {
         ]);
         assert_eq!(same.image_digests(), ["sha256:c"]);
         assert!(outcome(&[]).image_digests().is_empty());
+        let loaded = SolveOutcome {
+            loaded_id: Some("sha256:e".into()),
+            ..both
+        };
+        assert_eq!(loaded.image_id(), Some("sha256:e"));
+        assert_eq!(loaded.image_digests(), ["sha256:e", "sha256:c", "sha256:m"]);
     }
 
     #[test]

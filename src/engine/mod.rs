@@ -21,6 +21,15 @@ pub enum EngineError {
         /// The deadline that passed.
         after: Duration,
     },
+    /// The engine refused an image it was sent.
+    #[error("the Docker engine at `{address}` could not load the image")]
+    Load {
+        /// Where.
+        address: String,
+        /// Why.
+        #[source]
+        source: bollard::errors::Error,
+    },
     /// The engine did not answer or refused.
     #[error("the Docker engine at `{address}` did not answer")]
     Api {
@@ -117,10 +126,11 @@ impl Engine {
         let v = self.docker.version().await.map_err(|e| self.api(e))?;
         let info = self.docker.info().await.map_err(|e| self.api(e))?;
         let driver = info.driver.unwrap_or_default();
+        let status = info.driver_status.unwrap_or_default();
         Ok(EngineVersion {
             version: v.version.unwrap_or_default(),
             api_version: v.api_version.unwrap_or_default(),
-            containerd_store: driver.starts_with("io.containerd.snapshotter"),
+            containerd_store: is_containerd_store(&driver, &status),
             storage_driver: driver,
         })
     }
@@ -148,6 +158,89 @@ impl Engine {
             }) => Ok(None),
             Err(e) => Err(self.api(e)),
         }
+    }
+}
+
+/// How long an image load may take: it carries a whole image, so the
+/// short answer deadline of the other calls does not apply.
+const LOAD_DEADLINE: Duration = Duration::from_secs(3600);
+
+impl Engine {
+    /// The engine's address (`unix://…`, `tcp://…`).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Loads an image archive (`docker save` format, as BuildKit's `docker`
+    /// exporter writes it) streamed from `tar`, as `docker load` does
+    /// (`POST /images/load`). Returns what the engine says it loaded: image
+    /// names (`name:tag`) and, for untagged images, IDs (`sha256:…`).
+    ///
+    /// A stream that never ends is never taken as whole: the caller drops
+    /// this future to abandon a cut-off archive, which aborts the request,
+    /// so the engine loads nothing from it.
+    pub async fn load(
+        &self,
+        tar: impl tokio_stream::Stream<Item = bytes::Bytes> + Send + 'static,
+    ) -> Result<Vec<String>, EngineError> {
+        use tokio_stream::StreamExt;
+        let docker = self.docker.clone().with_timeout(LOAD_DEADLINE);
+        let mut answers = docker.import_image_stream(
+            bollard::image::ImportImageOptions { quiet: true },
+            tar,
+            None,
+        );
+        let mut loaded = Vec::new();
+        while let Some(answer) = answers.next().await {
+            let info = answer.map_err(|source| EngineError::Load {
+                address: self.address.clone(),
+                source,
+            })?;
+            loaded.extend(info.stream.as_deref().and_then(loaded_name));
+        }
+        Ok(loaded)
+    }
+
+    /// Gives image `id` the name `name` (`repo[:tag]`, tag `latest` when
+    /// absent).
+    pub async fn tag(&self, id: &str, name: &str) -> Result<(), EngineError> {
+        let (repo, tag) = split_tag(name);
+        self.docker
+            .tag_image(id, Some(bollard::image::TagImageOptions { repo, tag }))
+            .await
+            .map_err(|e| self.api(e))
+    }
+}
+
+/// Whether `/info`'s storage fields describe the containerd image store.
+/// Docker 24–27 name the snapshotter as the driver
+/// (`io.containerd.snapshotter.v1`); Docker 28 names the snapshotter
+/// (`overlayfs`) and says `driver-type` in the driver status.
+fn is_containerd_store(driver: &str, status: &[Vec<String>]) -> bool {
+    driver.starts_with("io.containerd.snapshotter")
+        || status.iter().any(|kv| {
+            kv.first().map(String::as_str) == Some("driver-type")
+                && kv
+                    .get(1)
+                    .is_some_and(|v| v.starts_with("io.containerd.snapshotter"))
+        })
+}
+
+/// The name or ID in one line of `docker load`'s answer.
+fn loaded_name(line: &str) -> Option<String> {
+    let line = line.trim();
+    let name = line
+        .strip_prefix("Loaded image: ")
+        .or_else(|| line.strip_prefix("Loaded image ID: "))?;
+    Some(name.trim().to_string())
+}
+
+/// `repo[:tag]` as repository and tag; a `:` inside a registry's
+/// `host:port` is not a tag.
+fn split_tag(name: &str) -> (&str, &str) {
+    match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (name, "latest"),
     }
 }
 
@@ -196,6 +289,52 @@ pub fn embedded_buildkit(docker_version: &str) -> Option<&'static str> {
         .iter()
         .find(|(prefix, _)| docker_version.starts_with(prefix))
         .map(|(_, v)| *v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_answers_name_images_or_ids() {
+        assert_eq!(
+            loaded_name("Loaded image: app:latest\n").as_deref(),
+            Some("app:latest")
+        );
+        assert_eq!(
+            loaded_name("Loaded image ID: sha256:abc").as_deref(),
+            Some("sha256:abc")
+        );
+        assert_eq!(loaded_name("Loading layer 1/2"), None);
+    }
+
+    #[test]
+    fn containerd_store_as_docker_24_and_28_report_it() {
+        let kv = |k: &str, v: &str| vec![k.to_string(), v.to_string()];
+        assert!(is_containerd_store("io.containerd.snapshotter.v1", &[]));
+        assert!(is_containerd_store(
+            "overlayfs",
+            &[kv("driver-type", "io.containerd.snapshotter.v1")]
+        ));
+        assert!(!is_containerd_store(
+            "overlay2",
+            &[kv("Backing Filesystem", "extfs")]
+        ));
+    }
+
+    #[test]
+    fn tags_split_after_the_registry_port() {
+        assert_eq!(split_tag("app"), ("app", "latest"));
+        assert_eq!(split_tag("app:v1"), ("app", "v1"));
+        assert_eq!(
+            split_tag("127.0.0.1:5000/app"),
+            ("127.0.0.1:5000/app", "latest")
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:5000/app:v2"),
+            ("127.0.0.1:5000/app", "v2")
+        );
+    }
 }
 
 /// A container of a Compose project.

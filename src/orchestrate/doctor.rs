@@ -3,7 +3,8 @@
 
 use crate::buildkit::tls::TlsFiles;
 use crate::buildkit::{Address, BuildkitError, Client};
-use crate::engine::{Engine, EngineError, EngineVersion};
+use crate::engine::{EngineError, EngineVersion};
+use crate::orchestrate::export::{self, Choice, NoEngine};
 
 /// What `doctor` found.
 #[derive(Debug)]
@@ -12,8 +13,13 @@ pub struct Checkup {
     pub builder: Address,
     /// Which setting (and file) named it.
     pub source: String,
-    /// The Docker engine behind the builder, when the builder is one.
+    /// The Docker engine the images land in: the builder itself when it
+    /// is a Docker engine, else the engine of `DOCKER_HOST` (`None` when the
+    /// builder did not answer).
     pub engine: Option<Result<EngineVersion, EngineError>>,
+    /// The exporter and image store the builder's images go through, or
+    /// why no engine can take them.
+    pub export: Option<Result<Choice, NoEngine>>,
     /// What the builder says about itself.
     pub buildkit: Result<BuilderInfo, BuildkitError>,
 }
@@ -32,56 +38,62 @@ impl Checkup {
     /// Whether everything answered and the builder can build.
     pub fn ok(&self) -> bool {
         !matches!(self.engine, Some(Err(_)))
+            && !matches!(self.export, Some(Err(_)))
             && matches!(&self.buildkit, Ok(b) if !b.workers.is_empty())
     }
 }
 
-/// Asks the engine (when the builder is a Docker engine at `docker_host`)
-/// and the builder at `builder` (named by `source`) about themselves.
+/// Asks the builder at `builder` (named by `source`) and the engine its
+/// images go to (at `docker_host`) about themselves.
 pub async fn checkup(
     builder: Address,
     source: String,
     docker_host: &str,
     docker_tls: Option<&TlsFiles>,
 ) -> Checkup {
-    let engine = if builder.is_docker() {
-        Some(match Engine::connect(docker_host, docker_tls).await {
-            Ok(engine) => engine.version().await,
-            Err(e) => Err(e),
-        })
-    } else {
-        None
+    let client = match Client::connect(builder.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Checkup {
+                builder,
+                source,
+                engine: None,
+                export: None,
+                buildkit: Err(e),
+            }
+        }
+    };
+    let (engine, export) = match export::connect_target(&client, docker_host, docker_tls).await {
+        Ok(t) => {
+            let engine = match (t.engine_version, t.engine_problem) {
+                (Some(v), _) => Some(Ok(v)),
+                (None, Some(e)) => Some(Err(e)),
+                (None, None) => None,
+            };
+            (engine, Some(Ok(t.choice)))
+        }
+        Err(e) => (None, Some(Err(e))),
     };
     let engine_version = match &engine {
-        Some(Ok(v)) => Some(v.version.clone()),
+        Some(Ok(v)) if builder.is_docker() => Some(v.version.clone()),
         _ => None,
     };
-    let buildkit = match Client::connect(builder.clone()).await {
-        Ok(client) => client.info().await.map(|info| {
-            // Docker reports `v0.0.0+unknown` for its embedded BuildKit.
-            let reported = info
-                .buildkit_version
-                .clone()
-                .filter(|v| !v.starts_with("v0.0.0"));
-            let embedded = engine_version
-                .as_deref()
-                .and_then(crate::engine::embedded_buildkit)
-                .map(|v| format!("{v} (embedded in this Docker release)"));
-            BuilderInfo {
-                version: reported.or(embedded),
-                workers: info
-                    .workers
-                    .into_iter()
-                    .map(|w| (w.id, w.platforms))
-                    .collect(),
-            }
-        }),
-        Err(e) => Err(e),
-    };
+    let buildkit = client.info().await.map(|info| BuilderInfo {
+        version: Some(export::version_text(
+            info.buildkit_version.as_deref(),
+            engine_version.as_deref(),
+        )),
+        workers: info
+            .workers
+            .into_iter()
+            .map(|w| (w.id, w.platforms))
+            .collect(),
+    });
     Checkup {
         builder,
         source,
         engine,
+        export,
         buildkit,
     }
 }

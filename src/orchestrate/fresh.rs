@@ -98,7 +98,10 @@ pub fn inputs_digest(b: &ServiceBuild, bases: &BTreeMap<String, String>) -> Stri
         "v": VERSION,
         "frontend": s.frontend,
         "attrs": attrs,
-        "exporters": s.exporters.iter().map(|e| (&e.kind, &e.attrs)).collect::<Vec<_>>(),
+        // Loading a tarball into the engine stores the same image as the
+        // engine's own exporter: which one the builder called for is no
+        // input (and `status`, which knows no builder, agrees with `build`).
+        "exporters": s.exporters.iter().map(|e| (super::export::store_kind(&e.kind), &e.attrs)).collect::<Vec<_>>(),
         "entitlements": s.entitlements,
         "cache_imports": s.cache_imports.iter().map(|e| (&e.kind, &e.attrs)).collect::<Vec<_>>(),
         "cache_exports": s.cache_exports.iter().map(|e| (&e.kind, &e.attrs)).collect::<Vec<_>>(),

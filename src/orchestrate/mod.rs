@@ -3,6 +3,7 @@
 
 pub mod doctor;
 pub mod event;
+pub mod export;
 pub mod fresh;
 pub mod inspect;
 pub mod plan;
@@ -251,7 +252,7 @@ async fn build_one(
         return outcome;
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<StatusUpdate>();
-    let mut build = Box::pin(client.build(&b.solve, &b.session, tx));
+    let mut build = Box::pin(export::build(client, engine, b, tx));
     let mut steps = StepCounter::default();
     let result = loop {
         tokio::select! {

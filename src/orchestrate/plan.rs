@@ -659,8 +659,9 @@ fn plan_service(
 
     let mut names = vec![image.clone()];
     names.extend(build.tags.iter().cloned());
+    // The builder is not known yet: see `export::retarget`.
     let exporter = ExporterSpec {
-        kind: "moby".into(),
+        kind: super::export::Exporter::Moby.kind().into(),
         attrs: [("name".to_string(), names.join(","))].into(),
     };
     let shared_key = tracked
@@ -685,6 +686,7 @@ fn plan_service(
             ssh,
             over_control: opts.session_over_control,
             uploads,
+            file_send: None,
         },
         tracked,
         deps: Vec::new(),

@@ -21,7 +21,18 @@ pub fn print(printer: &Printer, c: &Checkup) {
                 ""
             }
         )),
-        Some(Err(e)) => printer.error(e, None),
+        Some(Err(e)) => printer.error(
+            e,
+            Some("builds still run, but none can be skipped as up to date"),
+        ),
+        None => {}
+    }
+    match &c.export {
+        Some(Ok(choice)) => {
+            printer.data_line(&format!("exporter:  {}", choice.exporter.kind()));
+            printer.data_line(&format!("images:    {}", choice.store));
+        }
+        Some(Err(e)) => printer.error(e, Some(&e.hint())),
         None => {}
     }
     match &c.buildkit {

@@ -17,6 +17,7 @@ mod context_cmd;
 mod dockerfile;
 mod engines;
 mod errors;
+mod export;
 mod graph;
 mod hang;
 mod ignore_table;

@@ -14,6 +14,7 @@
 //! router, so what is advertised and what is served cannot drift apart.
 
 pub mod auth;
+pub mod filesend;
 pub mod filesync;
 pub mod secrets;
 pub mod ssh;
@@ -30,6 +31,7 @@ use tonic::service::Routes;
 
 use super::proto::moby::buildkit::secrets::v1::secrets_server::{self, SecretsServer};
 use super::proto::moby::filesync::v1::auth_server::{self, AuthServer};
+use super::proto::moby::filesync::v1::file_send_server::{self, FileSendServer};
 use super::proto::moby::filesync::v1::file_sync_server::{self, FileSyncServer};
 use super::proto::moby::sshforward::v1::ssh_server::{self, SshServer};
 use super::proto::moby::upload::v1::upload_server::{self, UploadServer};
@@ -58,6 +60,10 @@ pub const REGISTERED: &[Registered] = &[
     },
     Registered {
         service: file_sync_server::SERVICE_NAME,
+        methods: &["DiffCopy"],
+    },
+    Registered {
+        service: file_send_server::SERVICE_NAME,
         methods: &["DiffCopy"],
     },
     Registered {
@@ -109,6 +115,8 @@ pub struct SessionSpec {
     pub ssh: HashMap<String, PathBuf>,
     /// Single-use uploads by id, fetched as `http://buildkit-session/<id>`.
     pub uploads: HashMap<String, upload::Upload>,
+    /// Where a file exporter's bytes go (the `docker` exporter's tarball).
+    pub file_send: Option<filesend::FileSendTarget>,
     /// Carry the session inside `Control.Session` even on a Docker engine
     /// (which otherwise gets the `/session` upgrade). This is the only path
     /// a standalone buildkitd has, so it can be exercised against Docker.
@@ -213,6 +221,10 @@ pub(crate) fn routes(spec: &SessionSpec, stats: Arc<TransferStats>) -> Routes {
         .add_service(secrets)
         .add_service(uploads)
         .add_service(SshServer::new(ssh::SshService::new(spec.ssh.clone())))
+        .add_service(
+            FileSendServer::new(filesend::FileSendService::new(spec.file_send.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
 }
 
 /// Largest gRPC message cbuild accepts or sends on the session (the daemon's

@@ -61,17 +61,22 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
         Ok(c) => c,
         Err(status) => return status,
     };
-    // The engine's image store tells whether a build can be skipped.
-    let engine = if client.address().is_docker() {
-        // The builder's own engine: a named builder may be another one
-        // than DOCKER_HOST's.
-        let (host, tls) = settings::engine_for(client.address(), &env);
-        crate::engine::Engine::connect(&host, tls.as_ref())
-            .await
-            .ok()
-    } else {
-        None
+    // The engine whose image store receives the images and tells whether
+    // a build can be skipped: the builder's own when it is a Docker engine
+    // (a named builder may be another one than DOCKER_HOST's), else the
+    // Docker CLI's, where tarball exports are loaded.
+    let (host, tls) = settings::engine_for(client.address(), &env);
+    let target = match orchestrate::export::connect_target(&client, &host, tls.as_ref()).await {
+        Ok(t) => t,
+        Err(e) => {
+            let hint = e.hint();
+            report_error(printer, &e.into(), Some(&hint));
+            return ExitStatus::Failure;
+        }
     };
+    let mut builds = builds;
+    orchestrate::export::retarget(&mut builds, target.choice.exporter);
+    let engine = target.engine;
     let (trigger, shutdown) = orchestrate::Shutdown::new();
     let ctrl_c = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

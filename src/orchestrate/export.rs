@@ -1,0 +1,521 @@
+//! Where a built image goes: the one place that picks the exporter from
+//! what the builder is, and that carries a tarball export into the Docker
+//! engine.
+//!
+//! The choice follows buildx's drivers. A Docker engine's own BuildKit
+//! (buildx's `docker` driver) gets the `moby` exporter, which writes into
+//! the engine's image store: on the graph driver store that is moby's image
+//! store exporter, on the containerd image store moby registers its
+//! containerd-backed image exporter under the same name (moby
+//! `builder/builder-next/exporter`), so the image lands in containerd with
+//! the engine's own names. Any other BuildKit (buildx's `docker-container`
+//! and `remote` drivers, a hosted buildkitd) has no engine behind it: it gets
+//! the `docker` exporter, whose tarball comes back through the session's
+//! FileSend service and is loaded into the engine of `DOCKER_HOST`, as
+//! `buildx --load` does.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::buildkit::session::filesend::{Chunk, FileSendTarget};
+use crate::buildkit::{BuildResult, BuildkitError, Client, StatusUpdate, WorkerInfo};
+use crate::engine::{Engine, EngineError, EngineVersion};
+
+use super::plan::ServiceBuild;
+
+/// How images leave the builder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum Exporter {
+    /// Into the image store of the Docker engine the builder is part of.
+    #[default]
+    Moby,
+    /// As a `docker save` tarball through the session, loaded into the
+    /// Docker engine of `DOCKER_HOST`.
+    DockerLoad,
+}
+
+impl Exporter {
+    /// BuildKit's name for it.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Exporter::Moby => "moby",
+            Exporter::DockerLoad => "docker",
+        }
+    }
+}
+
+/// The exporter as an input of the image: both of [`Exporter`]'s kinds put
+/// the same image into the engine's store.
+pub fn store_kind(kind: &str) -> &str {
+    if kind == Exporter::DockerLoad.kind() {
+        Exporter::Moby.kind()
+    } else {
+        kind
+    }
+}
+
+/// The exporter chosen for a builder, and where the images end up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    /// The exporter.
+    pub exporter: Exporter,
+    /// The image store the images go to, in words.
+    pub store: String,
+}
+
+/// Picks the exporter. `engine` is what the Docker engine said of itself
+/// when the builder is that engine's BuildKit (`None` when it is not, or
+/// did not say); `workers` are the builder's workers.
+pub fn decide(
+    builder_is_engine: bool,
+    engine: Option<&EngineVersion>,
+    workers: &[WorkerInfo],
+) -> Choice {
+    if builder_is_engine {
+        let store = match engine {
+            Some(v) if v.containerd_store => format!(
+                "the engine's containerd image store (snapshotter {})",
+                v.storage_driver
+            ),
+            Some(v) => format!(
+                "the engine's image store (graph driver {})",
+                v.storage_driver
+            ),
+            None => "the engine's image store".to_string(),
+        };
+        return Choice {
+            exporter: Exporter::Moby,
+            store,
+        };
+    }
+    // The BuildKit of a graph-driver Docker engine reached directly (its
+    // `/grpc` endpoint): its moby worker carries no executor label, unlike
+    // every buildkitd worker and the containerd-store engine's, and it
+    // registers no exporter but `moby` (measured on Docker 26.1 and 28.5:
+    // `exporter "docker" could not be found`).
+    if !workers.is_empty() && workers.iter().all(is_graph_driver_worker) {
+        return Choice {
+            exporter: Exporter::Moby,
+            store: "the image store of the Docker engine this BuildKit belongs to (a graph-driver engine: it has no other exporter)".into(),
+        };
+    }
+    let snapshotter = workers
+        .iter()
+        .find_map(|w| w.labels.get("org.mobyproject.buildkit.worker.snapshotter"));
+    Choice {
+        exporter: Exporter::DockerLoad,
+        store: match snapshotter {
+            Some(s) => format!(
+                "a tarball loaded into the Docker engine of DOCKER_HOST (builder snapshotter {s})"
+            ),
+            None => "a tarball loaded into the Docker engine of DOCKER_HOST".to_string(),
+        },
+    }
+}
+
+fn is_graph_driver_worker(w: &WorkerInfo) -> bool {
+    let moby = w.id == "moby"
+        || w.labels
+            .keys()
+            .any(|k| k.starts_with("org.mobyproject.buildkit.worker.moby."));
+    moby && !w
+        .labels
+        .contains_key("org.mobyproject.buildkit.worker.executor")
+}
+
+/// The builder's exporter, with the engine that holds the images (for
+/// freshness checks, and for loading tarballs).
+pub struct Target {
+    /// What was chosen.
+    pub choice: Choice,
+    /// The engine, where one answered.
+    pub engine: Option<Engine>,
+    /// What the engine said of itself.
+    pub engine_version: Option<EngineVersion>,
+    /// Why the engine could not be used, when it could not (a Docker
+    /// engine's builder still builds).
+    pub engine_problem: Option<EngineError>,
+}
+
+/// No Docker engine to load images into.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the builder at `{builder}` is not a Docker engine, so cbuild loads each image it builds into the Docker engine of DOCKER_HOST (`{docker_host}`), which cannot be reached"
+)]
+pub struct NoEngine {
+    /// The builder's address.
+    pub builder: String,
+    /// Where the engine was looked for.
+    pub docker_host: String,
+    /// Why it could not be used.
+    #[source]
+    pub source: EngineError,
+}
+
+impl NoEngine {
+    /// What to do.
+    pub fn hint(&self) -> String {
+        "set DOCKER_HOST to a running Docker engine (the images are loaded there); cbuild cannot push to a registry instead yet".into()
+    }
+}
+
+/// Connects to the engine the images go to and picks the exporter. A
+/// Docker engine's builder works without the engine API (nothing can then
+/// be skipped); any other builder needs the engine of `docker_host`.
+pub async fn connect_target(
+    client: &Client,
+    docker_host: &str,
+    tls: Option<&crate::tls::TlsFiles>,
+) -> Result<Target, NoEngine> {
+    let is_engine = client.address().is_docker();
+    let connected = match Engine::connect(docker_host, tls).await {
+        Ok(e) => match e.version().await {
+            Ok(v) => Ok((e, v)),
+            Err(err) => Err(err),
+        },
+        Err(err) => Err(err),
+    };
+    let (engine, version, problem) = match connected {
+        Ok((e, v)) => (Some(e), Some(v), None),
+        Err(err) => (None, None, Some(err)),
+    };
+    let workers = client.workers();
+    let choice = decide(is_engine, version.as_ref().filter(|_| is_engine), &workers);
+    let problem = match problem {
+        Some(source) if choice.exporter == Exporter::DockerLoad => {
+            return Err(NoEngine {
+                builder: client.address().to_string(),
+                docker_host: docker_host.to_string(),
+                source,
+            })
+        }
+        p => p,
+    };
+    Ok(Target {
+        choice,
+        engine,
+        engine_version: version,
+        engine_problem: problem,
+    })
+}
+
+/// Points every planned build at `exporter` (the plan asks for `moby`
+/// before the builder is known).
+pub fn retarget(builds: &mut [ServiceBuild], exporter: Exporter) {
+    for b in builds {
+        for e in &mut b.solve.exporters {
+            if e.kind == Exporter::Moby.kind() {
+                e.kind = exporter.kind().to_string();
+            }
+        }
+    }
+}
+
+/// The words for a builder's BuildKit version. A Docker engine's BuildKit
+/// built by a distribution, like a buildkitd built from source, reports
+/// `v0.0.0+unknown`: that is no release, but says nothing about its age.
+pub fn version_text(reported: Option<&str>, engine_version: Option<&str>) -> String {
+    let embedded = engine_version
+        .and_then(crate::engine::embedded_buildkit)
+        .map(|v| format!("{v} (embedded in this Docker release)"));
+    match reported {
+        Some(v) if !v.starts_with("v0.0.0") => v.to_string(),
+        Some(v) => embedded.unwrap_or_else(|| format!("{v} (built from source, no release tag)")),
+        None => embedded
+            .unwrap_or_else(|| "unknown (older than v0.11, which added the Info call)".into()),
+    }
+}
+
+/// Runs one build, loading the image into `engine` when the exporter is a
+/// tarball. The image is loaded only whole and only after the solve
+/// succeeded; the outcome then names the image as the engine does.
+pub(crate) async fn build(
+    client: &Client,
+    engine: Option<&Engine>,
+    b: &ServiceBuild,
+    progress: mpsc::UnboundedSender<StatusUpdate>,
+) -> Result<BuildResult, BuildkitError> {
+    let tarball = b
+        .solve
+        .exporters
+        .iter()
+        .any(|e| e.kind == Exporter::DockerLoad.kind());
+    if !tarball {
+        return client.build(&b.solve, &b.session, progress).await;
+    }
+    let Some(engine) = engine else {
+        return Err(BuildkitError::Solve {
+            message: "no Docker engine to load the image into (set DOCKER_HOST)".into(),
+        });
+    };
+    let (target, rx) = FileSendTarget::channel();
+    let mut session = b.session.clone();
+    session.file_send = Some(target.clone());
+    let loader = engine.clone();
+    // Dropped with this future: a cancelled or failed build aborts the
+    // load request, so the engine keeps nothing of a cut-off tarball.
+    let mut load = AbortOnDrop(tokio::spawn(async move {
+        let mut body = Body {
+            rx,
+            first: None,
+            done: false,
+        };
+        match body.rx.recv().await {
+            Some(Chunk::Data(b)) => body.first = Some(b),
+            _ => return Ok(None),
+        }
+        loader.load(body).await.map(Some)
+    }));
+    let mut result = client.build(&b.solve, &session, progress).await?;
+    drop(session);
+    if !target.is_complete() {
+        return Err(BuildkitError::Solve {
+            message: "the builder finished but sent no complete image tarball".into(),
+        });
+    }
+    let loaded = match (&mut load.0).await {
+        Ok(Ok(Some(loaded))) => loaded,
+        Ok(Ok(None)) => {
+            return Err(BuildkitError::Solve {
+                message: "the builder sent an empty image tarball".into(),
+            })
+        }
+        Ok(Err(e)) => return Err(load_error(&e)),
+        Err(e) => {
+            return Err(BuildkitError::Solve {
+                message: format!("loading the image stopped: {e}"),
+            })
+        }
+    };
+    let names: Vec<String> = b
+        .solve
+        .exporters
+        .iter()
+        .filter_map(|e| e.attrs.get("name"))
+        .flat_map(|n| n.split(',').map(str::to_string))
+        .filter(|n| !n.is_empty())
+        .collect();
+    // The tarball names its images; an engine that loads it untagged
+    // reports the ID instead, which then gets the names.
+    let id = loaded.iter().find(|l| l.starts_with("sha256:"));
+    for name in &names {
+        let present = engine.image(name).await.map_err(|e| load_error(&e))?;
+        if present.is_none() {
+            let Some(id) = id else {
+                return Err(BuildkitError::Solve {
+                    message: format!(
+                        "the Docker engine at `{}` loaded the image but not under `{name}`",
+                        engine.address()
+                    ),
+                });
+            };
+            engine.tag(id, name).await.map_err(|e| load_error(&e))?;
+        }
+    }
+    if let Some(first) = names.first() {
+        if let Ok(Some(img)) = engine.image(first).await {
+            result.outcome.loaded_id = Some(img.id);
+        }
+    }
+    Ok(result)
+}
+
+fn load_error(e: &EngineError) -> BuildkitError {
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    BuildkitError::Solve { message }
+}
+
+/// The tarball as the engine reads it: the chunks until the daemon's
+/// [`Chunk::End`]. A channel that closes without it never ends the body
+/// (ending it would pass a cut-off tarball as whole); the build's failure
+/// then drops the load.
+struct Body {
+    rx: mpsc::Receiver<Chunk>,
+    first: Option<Bytes>,
+    done: bool,
+}
+
+impl tokio_stream::Stream for Body {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(b) = self.first.take() {
+            return Poll::Ready(Some(b));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Chunk::Data(b))) => Poll::Ready(Some(b)),
+            Poll::Ready(Some(Chunk::End)) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(containerd: bool, driver: &str) -> EngineVersion {
+        EngineVersion {
+            version: "28.5.2".into(),
+            api_version: "1.51".into(),
+            storage_driver: driver.into(),
+            containerd_store: containerd,
+        }
+    }
+
+    /// A buildkitd worker, as its OCI worker labels it.
+    fn worker(snapshotter: &str) -> WorkerInfo {
+        WorkerInfo {
+            id: "w".into(),
+            platforms: vec!["linux/amd64".into()],
+            labels: [
+                (
+                    "org.mobyproject.buildkit.worker.snapshotter".to_string(),
+                    snapshotter.to_string(),
+                ),
+                (
+                    "org.mobyproject.buildkit.worker.executor".to_string(),
+                    "oci".to_string(),
+                ),
+            ]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn graph_driver_engine_gets_moby() {
+        let c = decide(true, Some(&engine(false, "overlay2")), &[]);
+        assert_eq!(c.exporter, Exporter::Moby);
+        assert!(c.store.contains("graph driver overlay2"), "{}", c.store);
+    }
+
+    #[test]
+    fn containerd_store_engine_gets_its_containerd_backed_moby() {
+        let c = decide(
+            true,
+            Some(&engine(true, "io.containerd.snapshotter.v1.overlayfs")),
+            &[worker("overlayfs")],
+        );
+        assert_eq!(c.exporter, Exporter::Moby);
+        assert!(c.store.contains("containerd image store"), "{}", c.store);
+    }
+
+    #[test]
+    fn engine_that_did_not_say_keeps_moby() {
+        assert_eq!(decide(true, None, &[]).exporter, Exporter::Moby);
+    }
+
+    #[test]
+    fn any_other_builder_gets_the_docker_tarball() {
+        // Even when it is an engine's BuildKit reached directly: cbuild
+        // cannot know the engine behind it is the one of DOCKER_HOST.
+        let c = decide(false, None, &[worker("overlayfs")]);
+        assert_eq!(c.exporter, Exporter::DockerLoad);
+        assert_eq!(c.exporter.kind(), "docker");
+        assert!(c.store.contains("snapshotter overlayfs"), "{}", c.store);
+        assert_eq!(decide(false, None, &[]).exporter, Exporter::DockerLoad);
+    }
+
+    #[test]
+    fn a_graph_driver_engines_buildkit_reached_directly_keeps_moby() {
+        // Docker 28.5 on overlay2, as ListWorkers reports it.
+        let w = WorkerInfo {
+            id: "71235283-c9b6-46ba-b28d-9af0f386ab45".into(),
+            platforms: vec!["linux/amd64".into()],
+            labels: [(
+                "org.mobyproject.buildkit.worker.moby.host-gateway-ip".to_string(),
+                "172.17.0.1".to_string(),
+            )]
+            .into(),
+        };
+        assert_eq!(decide(false, None, &[w]).exporter, Exporter::Moby);
+        // Docker 20.10: a worker named `moby`, no labels.
+        let old = WorkerInfo {
+            id: "moby".into(),
+            ..Default::default()
+        };
+        assert_eq!(decide(false, None, &[old]).exporter, Exporter::Moby);
+        // The containerd-store engine's worker has an executor: it has the
+        // docker exporter.
+        let mut cd = worker("overlayfs");
+        cd.labels.insert(
+            "org.mobyproject.buildkit.worker.executor".into(),
+            "containerd".into(),
+        );
+        cd.labels.insert(
+            "org.mobyproject.buildkit.worker.moby.host-gateway-ip".into(),
+            "172.17.0.1".into(),
+        );
+        assert_eq!(decide(false, None, &[cd]).exporter, Exporter::DockerLoad);
+    }
+
+    #[test]
+    fn versions_from_source_are_not_called_old() {
+        assert_eq!(version_text(Some("v0.25.1"), None), "v0.25.1");
+        let src = version_text(Some("v0.0.0+unknown"), None);
+        assert!(
+            src.contains("v0.0.0+unknown") && !src.contains("older"),
+            "{src}"
+        );
+        assert!(version_text(Some("v0.0.0+unknown"), Some("28.5.2")).starts_with("v0.25.0"));
+        assert!(version_text(None, None).contains("older than v0.11"));
+        assert!(version_text(None, Some("26.1.5")).starts_with("v0.13.1"));
+    }
+
+    #[tokio::test]
+    async fn body_ends_only_at_the_daemons_end() {
+        use tokio_stream::{Stream, StreamExt};
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Chunk::Data(Bytes::from_static(b"b")))
+            .await
+            .unwrap();
+        tx.send(Chunk::End).await.unwrap();
+        let body = Body {
+            rx,
+            first: Some(Bytes::from_static(b"a")),
+            done: false,
+        };
+        let all: Vec<Bytes> = body.collect().await;
+        assert_eq!(all, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Chunk::Data(Bytes::from_static(b"a")))
+            .await
+            .unwrap();
+        drop(tx);
+        let mut body = Body {
+            rx,
+            first: None,
+            done: false,
+        };
+        assert_eq!(body.next().await, Some(Bytes::from_static(b"a")));
+        // Cut off: the body neither ends nor yields.
+        let pending =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_next(cx).is_pending()))
+                .await;
+        assert!(pending);
+    }
+}

@@ -1,0 +1,254 @@
+//! A builder that is not the Docker engine of DOCKER_HOST: cbuild asks it
+//! for the `docker` exporter, takes the tarball through the session
+//! (FileSend) and loads it into the engine of DOCKER_HOST.
+//!
+//! The builder is Docker 28.5's BuildKit on the containerd image store,
+//! reached in "buildkitd mode": a plain TCP endpoint that makes the
+//! engine's `POST /grpc` upgrade first, so what answers is BuildKit's own
+//! gRPC API as a standalone buildkitd serves it (CI cannot run one). cbuild
+//! cannot tell a Docker engine is behind it, and the images must end up in
+//! the test engine of DOCKER_HOST, which is another engine.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{docker, docker_host, run_in, stderr, stdout, Project};
+
+/// The engine whose BuildKit plays the standalone builder.
+fn builder_engine_socket() -> PathBuf {
+    let host = std::env::var("CBUILD_D28_CONTAINERD_DOCKER_HOST").unwrap_or_else(|_| {
+        panic!(
+            "CBUILD_D28_CONTAINERD_DOCKER_HOST is not set: run the tests through scripts/test \
+             (`eval \"$(scripts/engine env)\"` exports it with the Docker 28.5 containerd-store engine)"
+        )
+    });
+    PathBuf::from(
+        host.strip_prefix("unix://")
+            .expect("the containerd-store engine is on a unix socket"),
+    )
+}
+
+/// A TCP endpoint in front of the engine's BuildKit; stops with the runtime.
+struct Buildkitd {
+    addr: SocketAddr,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn buildkitd() -> Buildkitd {
+    let socket = builder_engine_socket();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                let Ok(mut engine) = tokio::net::UnixStream::connect(&socket).await else {
+                    return;
+                };
+                if upgrade_to_grpc(&mut engine).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut engine).await;
+            });
+        }
+    });
+    Buildkitd { addr, _rt: rt }
+}
+
+/// `POST /grpc` with `Upgrade: h2c`, reading the answer's header byte by
+/// byte so nothing after it is taken.
+async fn upgrade_to_grpc(engine: &mut tokio::net::UnixStream) -> std::io::Result<()> {
+    engine
+        .write_all(
+            b"POST /grpc HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+        )
+        .await?;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        if engine.read(&mut b).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(b[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&head).into_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn project(tag: &str) -> Project {
+    let p = Project::new(tag);
+    p.file(
+        "compose.yaml",
+        "services:\n  app:\n    build: .\n    image: ${IMG}\n",
+    )
+    .file(
+        "Dockerfile",
+        "FROM cbuild-base\nCOPY hello.txt /hello.txt\nRUN echo built > /built.txt\n",
+    )
+    .file("hello.txt", "through the session\n");
+    p
+}
+
+/// Whether `image` is in the engine at `host`.
+fn present_on(host: &str, image: &str) -> bool {
+    std::process::Command::new("docker")
+        .env("DOCKER_HOST", host)
+        .args(["image", "inspect", image])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn a_standalone_builder_exports_a_tarball_loaded_into_docker_host() {
+    let bk = buildkitd();
+    let builder = format!("tcp://{}", bk.addr);
+    let p = project("export");
+    let image = format!("{}-app:v1", p.name);
+    let env = [("IMG", image.as_str())];
+    let out = p.cbuild_env(
+        &["--builder", &builder, "--progress", "json", "build"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The image is in DOCKER_HOST's engine, loaded there, with its tag…
+    assert_eq!(
+        run_in(&image, "cat /hello.txt /built.txt"),
+        "through the session\nbuilt\n"
+    );
+    // …and not in the store of the engine whose BuildKit built it.
+    let builder_host = format!("unix://{}", builder_engine_socket().display());
+    assert!(
+        !present_on(&builder_host, &image),
+        "{image} was exported into the builder's engine"
+    );
+
+    // The engine's ID after the load is what the next run compares with.
+    let out = p.cbuild_env(
+        &["--builder", &builder, "--progress", "json", "build"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("\"up_to_date\":true"),
+        "{}",
+        stdout(&out)
+    );
+
+    // `status` knows no builder, and agrees.
+    let out = p.cbuild_env(&["status"], &env);
+    assert!(
+        stdout(&out).contains("fresh"),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // A content change reaches the image through the same path.
+    p.file("hello.txt", "changed\n");
+    let out = p.cbuild_env(
+        &["--builder", &builder, "--progress", "json", "build"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stdout(&out).contains("\"up_to_date\":true"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(run_in(&image, "cat /hello.txt"), "changed\n");
+
+    // A failed build loads nothing: the image stays the last good one.
+    p.file(
+        "Dockerfile",
+        "FROM cbuild-base\nCOPY hello.txt /hello.txt\nRUN false\n",
+    );
+    p.file("hello.txt", "broken\n");
+    let out = p.cbuild_env(&["--builder", &builder, "build"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(run_in(&image, "cat /hello.txt"), "changed\n");
+    p.file(
+        "Dockerfile",
+        "FROM cbuild-base\nCOPY hello.txt /hello.txt\nRUN echo built > /built.txt\n",
+    );
+    p.file("hello.txt", "changed\n");
+
+    // A removed image is built again, not reported up to date.
+    let _ = docker(&["rmi", "-f", &image]);
+    let out = p.cbuild_env(
+        &["--builder", &builder, "--progress", "json", "build"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stdout(&out).contains("\"up_to_date\":true"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(run_in(&image, "cat /hello.txt"), "changed\n");
+}
+
+#[test]
+fn a_standalone_builder_without_an_engine_is_a_clear_error() {
+    let bk = buildkitd();
+    let builder = format!("tcp://{}", bk.addr);
+    let p = project("export-noengine");
+    let image = format!("{}-app", p.name);
+    let gone = tempfile::tempdir().unwrap();
+    let host = format!("unix://{}", gone.path().join("docker.sock").display());
+    let out = p.cbuild_env(
+        &["--builder", &builder, "build"],
+        &[("IMG", image.as_str()), ("DOCKER_HOST", host.as_str())],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&builder) && err.contains(&host), "{err}");
+    assert!(err.contains("hint: set DOCKER_HOST"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!present_on(&docker_host(), &image));
+}
+
+#[test]
+fn doctor_names_the_exporter_and_store() {
+    let bk = buildkitd();
+    let builder = format!("tcp://{}", bk.addr);
+    let p = Project::new("export-doctor");
+    let out = p.cbuild(&["--builder", &builder, "doctor"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.contains("exporter:  docker"), "{text}");
+    assert!(
+        text.contains("loaded into the Docker engine of DOCKER_HOST"),
+        "{text}"
+    );
+    // Debian's Docker 28.5 reports `v0.0.0+unknown`; reached directly it
+    // is a BuildKit built from source, not an old one.
+    assert!(!text.contains("older than"), "{text}");
+
+    let out = p.cbuild_env(
+        &["doctor"],
+        &[(
+            "DOCKER_HOST",
+            &std::env::var("CBUILD_D28_CONTAINERD_DOCKER_HOST").unwrap(),
+        )],
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.contains("exporter:  moby"), "{text}");
+    assert!(text.contains("containerd image store"), "{text}");
+    assert!(text.contains("buildkit:  v0.25.0 (embedded"), "{text}");
+}
