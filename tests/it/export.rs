@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{docker, docker_host, run_in, stderr, stdout, Project};
+use crate::common::{docker_at, docker_host, stderr, stdout, Project};
 
 /// The engine whose BuildKit plays the standalone builder.
 fn builder_engine_socket() -> PathBuf {
@@ -119,7 +119,21 @@ fn a_standalone_builder_exports_a_tarball_loaded_into_docker_host() {
     let builder = format!("tcp://{}", bk.addr);
     let p = project("export");
     let image = format!("{}-app:v1", p.name);
-    let env = [("IMG", image.as_str())];
+    // The images go to the engine of DOCKER_HOST; when the suite runs on the
+    // builder's own engine, another engine plays that part.
+    let builder_host = format!("unix://{}", builder_engine_socket().display());
+    let target = if docker_host() == builder_host {
+        std::env::var("CBUILD_D28_DOCKER_HOST")
+            .expect("CBUILD_D28_DOCKER_HOST is set by scripts/engine")
+    } else {
+        docker_host()
+    };
+    let env = [("IMG", image.as_str()), ("DOCKER_HOST", target.as_str())];
+    let run_in = |image: &str, script: &str| {
+        let out = docker_at(&target, &["run", "--rm", image, "sh", "-c", script]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     let out = p.cbuild_env(
         &["--builder", &builder, "--progress", "json", "build"],
         &env,
@@ -131,7 +145,6 @@ fn a_standalone_builder_exports_a_tarball_loaded_into_docker_host() {
         "through the session\nbuilt\n"
     );
     // …and not in the store of the engine whose BuildKit built it.
-    let builder_host = format!("unix://{}", builder_engine_socket().display());
     assert!(
         !present_on(&builder_host, &image),
         "{image} was exported into the builder's engine"
@@ -188,7 +201,7 @@ fn a_standalone_builder_exports_a_tarball_loaded_into_docker_host() {
     p.file("hello.txt", "changed\n");
 
     // A removed image is built again, not reported up to date.
-    let _ = docker(&["rmi", "-f", &image]);
+    let _ = docker_at(&target, &["rmi", "-f", &image]);
     let out = p.cbuild_env(
         &["--builder", &builder, "--progress", "json", "build"],
         &env,
