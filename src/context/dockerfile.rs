@@ -52,8 +52,8 @@
 //! known (a `$VAR` set only there expands to nothing), `ONBUILD` triggers of base images are
 //! not run, a `# syntax=` frontend other than the standard one is assumed to behave the same,
 //! named contexts (`additional_contexts`, which upstream lets replace an image or stage of the
-//! same name) are not consulted, and `${VAR#…}`/`${VAR%…}`/`${VAR/…}` substitutions are
-//! reported as errors.
+//! same name) are not consulted, and special parameters (`$1`, `${@}`) are reported as
+//! errors (the service is then never skipped).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -871,7 +871,14 @@ struct Expander {
     escape: char,
     /// Bytes of expanded text produced so far, for [`MAX_EXPANSION_BYTES`].
     used: std::cell::Cell<usize>,
+    /// Pattern-matching work done so far, for [`MAX_MATCH_WORK`].
+    work: std::cell::Cell<usize>,
 }
+
+/// How much `${VAR#…}`/`${VAR%…}`/`${VAR/…}` matching one Dockerfile may ask for, counted as
+/// pattern length times value length per substitution (what a regex search costs at worst).
+/// Real files spend a few thousand; a hostile one could otherwise ask for hours.
+const MAX_MATCH_WORK: usize = 1 << 28;
 
 /// Why a word could not be expanded (the line is added by the caller).
 enum Fail {
@@ -904,6 +911,7 @@ impl Expander {
         Expander {
             escape,
             used: std::cell::Cell::new(0),
+            work: std::cell::Cell::new(0),
         }
     }
 
@@ -918,13 +926,14 @@ impl Expander {
     }
 
     /// Expands `$VAR`, `${VAR}`, `${VAR:-w}`, `${VAR-w}`, `${VAR:+w}`, `${VAR+w}`,
-    /// `${VAR:?w}` and `${VAR?w}`, removes quotes (nothing inside `'…'` is expanded) and
-    /// escape characters.
+    /// `${VAR:?w}`, `${VAR?w}`, `${VAR#p}`, `${VAR##p}`, `${VAR%p}`, `${VAR%%p}` (also after a
+    /// `:`, as upstream), `${VAR/p/r}` and `${VAR//p/r}`; removes quotes (nothing inside `'…'`
+    /// is expanded) and escape characters.
     fn expand(&self, word: &str, scope: &Scope, line: usize) -> Result<String, DockerfileError> {
         let chars: Vec<char> = word.chars().collect();
         let mut pos = 0;
         let out = self
-            .until(&chars, &mut pos, scope, None, 0, 0)
+            .until(&chars, &mut pos, scope, None, 0, 0, false)
             .map_err(|f| match f {
                 Fail::Invalid(message) => DockerfileError {
                     line,
@@ -941,8 +950,26 @@ impl Expander {
         Ok(out)
     }
 
+    /// Counts the work of matching `pattern` against `value`, for [`MAX_MATCH_WORK`].
+    fn charge_match(&self, pattern: &str, value: &str) -> Result<(), Fail> {
+        let cost = (pattern.len() + 1).saturating_mul(value.len() + 1);
+        let work = self.work.get().saturating_add(cost);
+        self.work.set(work);
+        if work > MAX_MATCH_WORK {
+            return Err(Fail::TooLarge(
+                "`${VAR#…}`, `${VAR%…}` and `${VAR/…}` substitutions here match too much text; \
+                 cbuild stops rather than spend unbounded time"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Expands up to `stop` (or the end). `depth` counts the enclosing `${…}`s; `held` the
-    /// bytes their partial results already hold, so the bound covers the whole word.
+    /// bytes their partial results already hold, so the bound covers the whole word. `raw`
+    /// keeps escape characters in the result, as upstream does for patterns (where `\*` is
+    /// a literal star) and replacements.
+    #[allow(clippy::too_many_arguments)]
     fn until(
         &self,
         chars: &[char],
@@ -951,6 +978,7 @@ impl Expander {
         stop: Option<char>,
         depth: usize,
         held: usize,
+        raw: bool,
     ) -> Result<String, Fail> {
         let escape = self.escape;
         let mut out = String::new();
@@ -963,7 +991,15 @@ impl Expander {
                 return Ok(out);
             }
             *pos += 1;
-            if c == escape {
+            if c == escape && raw {
+                // Upstream keeps the escape and takes the next character whatever it is, so
+                // an escaped stop character does not end the word.
+                out.push(c);
+                if let Some(&n) = chars.get(*pos) {
+                    out.push(n);
+                    *pos += 1;
+                }
+            } else if c == escape {
                 match chars.get(*pos) {
                     Some(&n) => {
                         out.push(n);
@@ -999,16 +1035,24 @@ impl Expander {
                             *pos += 1;
                             break;
                         }
-                        Some(&n) if n == escape => match chars.get(*pos + 1) {
-                            Some(&m) if m == '"' || m == '$' || m == escape => {
-                                out.push(m);
-                                *pos += 2;
-                            }
-                            _ => {
+                        Some(&n) if n == escape => {
+                            // In raw mode upstream writes the escape and then either the
+                            // escaped character or, for any other, the escape a second time.
+                            if raw {
                                 out.push(n);
-                                *pos += 1;
                             }
-                        },
+                            match chars.get(*pos + 1) {
+                                Some(&m) if m == '"' || m == '$' || m == escape => {
+                                    out.push(m);
+                                    *pos += 2;
+                                }
+                                Some(_) => {
+                                    out.push(n);
+                                    *pos += 1;
+                                }
+                                None => *pos += 1,
+                            }
+                        }
                         Some('$') => {
                             *pos += 1;
                             let v = self.dollar(chars, pos, scope, depth, held + out.len())?;
@@ -1060,53 +1104,93 @@ impl Expander {
                     return Err("bad substitution: `${` must be followed by a variable name".into());
                 }
                 let value = scope.get(&name);
-                let next = chars.get(*pos).copied();
-                match next {
-                    Some('}') => {
-                        *pos += 1;
-                        Ok(value.unwrap_or_default())
-                    }
-                    Some(':') | Some('-') | Some('+') | Some('?') => {
-                        let colon = next == Some(':');
-                        if colon {
-                            *pos += 1;
-                        }
-                        let op = chars.get(*pos).copied();
-                        if !matches!(op, Some('-') | Some('+') | Some('?')) {
-                            return Err(format!("unsupported modifier in `${{{name}:…}}`").into());
-                        }
-                        *pos += 1;
-                        if depth + 1 > MAX_NESTING {
-                            return Err(Fail::TooLarge(format!(
-                                "`${{…}}` substitutions nested more than {MAX_NESTING} deep; cbuild stops \
-                                 there (declare the defaults as separate ARGs)"
-                            )));
-                        }
-                        let word = self.until(chars, pos, scope, Some('}'), depth + 1, held)?;
-                        *pos += 1;
-                        let set = match &value {
-                            Some(v) => !colon || !v.is_empty(),
-                            None => false,
-                        };
-                        match op {
-                            Some('-') => Ok(if set { value.unwrap_or_default() } else { word }),
-                            Some('+') => Ok(if set { word } else { String::new() }),
-                            _ => {
-                                if set {
-                                    Ok(value.unwrap_or_default())
-                                } else if word.is_empty() {
-                                    Err(format!("`{name}`: is not allowed to be unset").into())
-                                } else {
-                                    Err(format!("`{name}`: {word}").into())
-                                }
-                            }
-                        }
-                    }
-                    Some(c) => Err(format!(
-                        "unsupported modifier `{c}` in substitution of `{name}` (cbuild cannot predict it)"
+                let mut op = chars.get(*pos).copied();
+                if op == Some('}') {
+                    *pos += 1;
+                    return Ok(value.unwrap_or_default());
+                }
+                let colon = op == Some(':');
+                if colon {
+                    *pos += 1;
+                    op = chars.get(*pos).copied();
+                }
+                let Some(op) = op else {
+                    return Err(format!("missing `}}` in substitution of `{name}`").into());
+                };
+                if !matches!(op, '-' | '+' | '?' | '#' | '%' | '/') || (colon && op == '/') {
+                    let shown = if colon {
+                        format!(":{op}")
+                    } else {
+                        op.to_string()
+                    };
+                    return Err(format!(
+                        "unsupported modifier `{shown}` in substitution of `{name}` (BuildKit rejects it too)"
                     )
-                    .into()),
-                    None => Err(format!("missing `}}` in substitution of `{name}`").into()),
+                    .into());
+                }
+                *pos += 1;
+                if depth + 1 > MAX_NESTING {
+                    return Err(Fail::TooLarge(format!(
+                        "`${{…}}` substitutions nested more than {MAX_NESTING} deep; cbuild stops \
+                         there (declare the defaults as separate ARGs)"
+                    )));
+                }
+                if op == '/' {
+                    // `${VAR//p/r}` replaces every match; upstream needs both slashes.
+                    let all = chars.get(*pos) == Some(&'/');
+                    if all {
+                        *pos += 1;
+                    }
+                    let pattern =
+                        self.until(chars, pos, scope, Some('/'), depth + 1, held, true)?;
+                    *pos += 1;
+                    let held = held.saturating_add(pattern.len());
+                    let with = self.until(chars, pos, scope, Some('}'), depth + 1, held, true)?;
+                    *pos += 1;
+                    let value = value.unwrap_or_default();
+                    self.charge_match(&pattern, &value)?;
+                    return replace(
+                        &value,
+                        &pattern,
+                        &with,
+                        all,
+                        held.saturating_add(with.len()),
+                    );
+                }
+                let raw = op == '#' || op == '%';
+                let word = self.until(chars, pos, scope, Some('}'), depth + 1, held, raw)?;
+                *pos += 1;
+                let set = match &value {
+                    Some(v) => !colon || !v.is_empty(),
+                    None => false,
+                };
+                match op {
+                    '-' => Ok(if set { value.unwrap_or_default() } else { word }),
+                    '+' => Ok(if set { word } else { String::new() }),
+                    '#' | '%' => {
+                        // A doubled operator asks for the longest match; upstream looks at the
+                        // pattern after expansion, so `${V#$P}` with `P=#x` is greedy too.
+                        let (longest, pattern) = match word.strip_prefix(op) {
+                            Some(p) => (true, p),
+                            None => (false, word.as_str()),
+                        };
+                        let value = value.unwrap_or_default();
+                        self.charge_match(pattern, &value)?;
+                        if op == '#' {
+                            trim_prefix(&value, pattern, longest)
+                        } else {
+                            trim_suffix(&value, pattern, longest)
+                        }
+                    }
+                    _ => {
+                        if set {
+                            Ok(value.unwrap_or_default())
+                        } else if word.is_empty() {
+                            Err(format!("`{name}`: is not allowed to be unset").into())
+                        } else {
+                            Err(format!("`{name}`: {word}").into())
+                        }
+                    }
                 }
             }
             Some(&c) if is_name_char(c) => {
@@ -1120,6 +1204,152 @@ impl Expander {
             _ => Ok("$".into()),
         }
     }
+}
+
+// Pattern substitutions. Upstream (`convertShellPatternToRegex` in shell/lex.go) turns the
+// pattern into a Go regular expression and lets RE2 pick the match; the `regex` crate has the
+// same leftmost-first semantics (and `.` skips `\n` in both), so building the same expression
+// gives the same answers, quirks included: no `[…]` classes (brackets are literal), `*` is lazy
+// for `#`/`%` and greedy for `##`/`%%`/`/`, and `%` reverses pattern and value to search
+// from the start.
+
+/// The regular expression upstream builds from a shell pattern. Escapes are always `\`
+/// (whatever the Dockerfile's escape character), and only `\*`, `\?`, `\\`, `\}`, `\/` are
+/// valid.
+fn shell_regex(pattern: &str, greedy: bool, anchored: bool) -> Result<regex::Regex, Fail> {
+    let mut re = String::with_capacity(pattern.len() + 4);
+    if anchored {
+        re.push('^');
+    }
+    let mut it = pattern.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '*' => re.push_str(if greedy { ".*" } else { ".*?" }),
+            '?' => re.push('.'),
+            '\\' => {
+                // `\}` and `\/` only keep the `${…}` open; the character itself is literal.
+                if matches!(it.peek(), Some('}') | Some('/')) {
+                    continue;
+                }
+                match it.next() {
+                    Some(n @ ('*' | '?' | '\\')) => {
+                        re.push('\\');
+                        re.push(n);
+                    }
+                    other => {
+                        let shown = other.map(String::from).unwrap_or_default();
+                        return Err(format!(
+                            "invalid pattern `{pattern}` in substitution: invalid escape `\\{shown}`"
+                        )
+                        .into());
+                    }
+                }
+            }
+            _ => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
+        }
+    }
+    regex::Regex::new(&re).map_err(|e| {
+        Fail::Invalid(format!(
+            "pattern `{pattern}` in substitution is too complex for cbuild to predict ({e})"
+        ))
+    })
+}
+
+/// `${VAR#pattern}` (`longest`: `##`): `value` without its shortest (longest) prefix the
+/// pattern matches, or unchanged when none does.
+fn trim_prefix(value: &str, pattern: &str, longest: bool) -> Result<String, Fail> {
+    let re = shell_regex(pattern, longest, true)?;
+    Ok(match re.find(value) {
+        Some(m) => value[m.end()..].to_string(),
+        None => value.to_string(),
+    })
+}
+
+/// `${VAR%pattern}` (`longest`: `%%`), as upstream: the prefix trim of the reversed value by
+/// the reversed pattern, reversed back.
+fn trim_suffix(value: &str, pattern: &str, longest: bool) -> Result<String, Fail> {
+    let reversed: String = value.chars().rev().collect();
+    let trimmed = trim_prefix(&reversed, &reverse_pattern(pattern), longest)?;
+    Ok(trimmed.chars().rev().collect())
+}
+
+/// Reverses a pattern but keeps each `\x` pair in order (`a\*c` → `c\*a`).
+fn reverse_pattern(pattern: &str) -> String {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut units: Vec<&[char]> = Vec::with_capacity(chars.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let n = if chars[i] == '\\' && i + 1 < chars.len() {
+            2
+        } else {
+            1
+        };
+        units.push(&chars[i..i + n]);
+        i += n;
+    }
+    units.iter().rev().flat_map(|u| u.iter()).collect()
+}
+
+/// `${VAR/pattern/with}` (`all`: `//`). The first match is replaced by `with` as written;
+/// every match is replaced by `with` read as a Go `Regexp.Expand` template, as upstream's
+/// `ReplaceAllString` does. `held` is what the enclosing words already hold.
+fn replace(value: &str, pattern: &str, with: &str, all: bool, held: usize) -> Result<String, Fail> {
+    let re = shell_regex(pattern, true, false)?;
+    let mut out = String::new();
+    let mut last = 0;
+    for m in re.find_iter(value) {
+        out.push_str(&value[last..m.start()]);
+        if all {
+            go_expand(&mut out, with, m.as_str());
+        } else {
+            out.push_str(with);
+        }
+        last = m.end();
+        if held.saturating_add(out.len()) > MAX_EXPANSION_BYTES {
+            return Err(Fail::TooLarge(over_budget()));
+        }
+        if !all {
+            break;
+        }
+    }
+    out.push_str(&value[last..]);
+    if held.saturating_add(out.len()) > MAX_EXPANSION_BYTES {
+        return Err(Fail::TooLarge(over_budget()));
+    }
+    Ok(out)
+}
+
+/// Go's `Regexp.Expand` for an expression without groups: `$$` is `$`, `$0`/`${0}` the
+/// match, any other `$name`/`${name}` nothing, and a `$` not starting a name stays.
+fn go_expand(out: &mut String, template: &str, matched: &str) {
+    // Go's names are Unicode letters, digits and `_`; `is_alphanumeric` is close enough here.
+    let name_char = |c: char| c.is_alphanumeric() || c == '_';
+    let mut rest = template;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        if let Some(r) = rest.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+            continue;
+        }
+        let (braced, body) = match rest.strip_prefix('{') {
+            Some(b) => (true, b),
+            None => (false, rest),
+        };
+        let len = body.find(|c: char| !name_char(c)).unwrap_or(body.len());
+        let name = &body[..len];
+        if name.is_empty() || (braced && !body[len..].starts_with('}')) {
+            out.push('$');
+            continue;
+        }
+        // Group 0 only: leading zeros make a name, not a number, in Go.
+        if name == "0" {
+            out.push_str(matched);
+        }
+        rest = &body[len + usize::from(braced)..];
+    }
+    out.push_str(rest);
 }
 
 fn is_name_char(c: char) -> bool {
@@ -1361,7 +1591,7 @@ mod tests {
             ("FROM a\n\nCOPY onlyone\n", 3, "at least two arguments"),
             ("COPY a b\nFROM x\n", 1, "before the first `FROM`"),
             ("FROM a AS 1bad\n", 1, "invalid name"),
-            ("FROM a\nCOPY ${X#y} /\n", 2, "unsupported modifier"),
+            ("FROM a\nCOPY ${X^y} /\n", 2, "unsupported modifier"),
             ("FROM a\nRUN <<EOF\nno end\n", 2, "unterminated heredoc"),
             (
                 "FROM a\nCOPY \\\n x \\\n y\nCOPY --from=7 / /\n",
@@ -1562,7 +1792,127 @@ mod tests {
 
     #[test]
     fn other_errors_are_not_limits() {
-        let e = analyze("FROM a\nCOPY ${X#y} /\n", None, &HashMap::new()).unwrap_err();
+        let e = analyze("FROM a\nCOPY ${X^y} /\n", None, &HashMap::new()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Invalid);
+    }
+
+    fn ex(word: &str, vars: &[(&str, &str)]) -> Result<String, String> {
+        let g: HashMap<String, Option<String>> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+            .collect();
+        Expander::new('\\')
+            .expand(word, &Scope::Global(&g), 1)
+            .map_err(|e| e.message)
+    }
+
+    /// Cases worked out from upstream's lexer (shell/lex.go): pattern → regex, RE2 match.
+    #[test]
+    fn pattern_substitutions_as_upstream() {
+        let v = [
+            ("V", "prefix-app.tar.gz"),
+            ("E", ""),
+            ("W", "a[b]c"),
+            ("S", "a*b*c"),
+            ("B", "x}y"),
+            ("P", "a/b/c"),
+            ("H", "#*."),
+            ("R", "<$0>"),
+            ("D", "$$x$1${0}${0$"),
+            ("N", "a\nb"),
+            ("M", "héllo"),
+        ];
+        let cases: &[(&str, &str)] = &[
+            // Shortest and longest prefix and suffix.
+            ("${V#*.}", "tar.gz"),
+            ("${V##*.}", "gz"),
+            ("${V%.*}", "prefix-app.tar"),
+            ("${V%%.*}", "prefix-app"),
+            ("${V#prefix-}", "app.tar.gz"),
+            ("${V#?}", "refix-app.tar.gz"),
+            ("${V%??}", "prefix-app.tar."),
+            ("${V#p*x}", "-app.tar.gz"),
+            // Nothing matches, empty pattern, empty or unset variable.
+            ("${V#nomatch}", "prefix-app.tar.gz"),
+            ("${V%nomatch}", "prefix-app.tar.gz"),
+            ("${V#}", "prefix-app.tar.gz"),
+            ("${V%%}", "prefix-app.tar.gz"),
+            ("${E#*}", ""),
+            ("${U%%x}", ""),
+            // Upstream also takes them after a colon.
+            ("${V:#prefix-}", "app.tar.gz"),
+            ("${V:%%.*}", "prefix-app"),
+            // Brackets are literal: no character classes.
+            ("${W#a[b]}", "c"),
+            ("${V#[p]}", "prefix-app.tar.gz"),
+            // Escaped wildcards are literal, and `%` keeps `\*` pairs when it reverses.
+            ("${S#*\\*}", "b*c"),
+            ("${S##*\\*}", "c"),
+            ("${S%\\**}", "a*b"),
+            ("${S%%\\**}", "a"),
+            ("${B#x\\}}", "y"),
+            // Quotes do not protect wildcards (upstream removes them first).
+            ("${V#'*.'}", "tar.gz"),
+            // The doubled operator is seen after expansion.
+            ("${V#$H}", "gz"),
+            ("${V#${X:-prefix}-}", "app.tar.gz"),
+            // `.` does not match a newline in RE2, so neither does `*`.
+            ("${N##*}", "\nb"),
+            ("${M#h?}", "llo"),
+            // Replacement: first match, every match, greedy, with nothing.
+            ("${V/a/A}", "prefix-App.tar.gz"),
+            ("${V//a/A}", "prefix-App.tAr.gz"),
+            ("${V/.*/}", "prefix-app"),
+            ("${B//x}/-}", "-y"),
+            ("${V/nomatch/y}", "prefix-app.tar.gz"),
+            ("${V//*/x}", "x"),
+            ("${E/*/x}", "x"),
+            ("${E//*/x}", "x"),
+            ("${U//a/b}", ""),
+            ("${P//\\//-}", "a-b-c"),
+            ("${V/#p/q}", "prefix-app.tar.gz"),
+            // Only the replace-all form reads `$` in the replacement as Go's template.
+            ("${V/a/$R}", "prefix-<$0>pp.tar.gz"),
+            ("${V//a/$R}", "prefix-<a>pp.t<a>r.gz"),
+            ("${V//prefix-app/$D}", "$xprefix-app${0$.tar.gz"),
+        ];
+        for (word, want) in cases {
+            assert_eq!(ex(word, &v).as_deref(), Ok(*want), "{word}");
+        }
+        // Upstream rejects these too.
+        for (word, msg) in [
+            ("${V#\\a}", "invalid escape"),
+            ("${V%x\\}", "missing `}`"),
+            ("${V:/a/b}", "unsupported modifier `:/`"),
+            ("${V/a}", "missing `/`"),
+            ("${V//a/b", "missing `}`"),
+        ] {
+            let e = ex(word, &v).unwrap_err();
+            assert!(e.contains(msg), "{word}: {e}");
+        }
+    }
+
+    #[test]
+    fn pattern_substitutions_are_bounded() {
+        // Each substitution matches a long pattern against a long value.
+        let mut df = format!(
+            "ARG A={}\nARG P={}\n",
+            "a".repeat(60_000),
+            "*a".repeat(2_000)
+        );
+        for _ in 0..200 {
+            df.push_str("ARG B=${A#$P}\n");
+        }
+        df.push_str("FROM a\n");
+        let e = analyze(&df, None, &HashMap::new()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::TooLarge, "{e}");
+        assert!(e.message.contains("unbounded time"), "{e}");
+        // Replacing every character by a long text.
+        let df = format!(
+            "FROM a\nARG A={}\nARG R={}\nCOPY ${{A//?/$R}} /\n",
+            "a".repeat(60_000),
+            "r".repeat(60_000)
+        );
+        too_large_at(&df, 4, "more than 16 MiB");
     }
 }

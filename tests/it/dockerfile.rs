@@ -155,3 +155,42 @@ fn hostile_dockerfiles_are_refused() {
         assert!(!err.contains("panicked"), "{svc}: {err}");
     }
 }
+
+/// `${VAR#…}`, `${VAR%%…}` and `${VAR//…}` sources: `cbuild context` reads the file (it
+/// used to exit 2), the build copies what BuildKit expands them to, and the next build is
+/// up to date; a change under a directory only the unexpanded names point to changes
+/// nothing, one under the expanded source rebuilds.
+#[test]
+fn pattern_substitutions_in_sources_are_predicted() {
+    let p = Project::new("dfpattern");
+    p.file("compose.yaml", "services:\n  pat:\n    build: pat\n")
+        .file(
+            "pat/Dockerfile",
+            "FROM cbuild-base\nARG SRC=prefix-app.tar\nCOPY ${SRC#prefix-}/ /x\n\
+             COPY ${SRC%%.*}/ /y\nCOPY ${SRC//a/o}.txt /z\n",
+        )
+        .file("pat/app.tar/a.txt", "a1\n")
+        .file("pat/prefix-app/b.txt", "b1\n")
+        .file("pat/prefix-opp.tor.txt", "z1\n")
+        .file("pat/prefix-app.tar/unused.txt", "u1\n");
+    let out = p.cbuild(&["context", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        listed["services"][0]["followpaths"],
+        serde_json::json!(["app.tar", "prefix-app", "prefix-opp.tor.txt"]),
+        "{listed}"
+    );
+    p.build_ok(&["build"]);
+    let img = p.image("pat");
+    assert_eq!(run_in(&img, "cat /x/a.txt /y/b.txt /z"), "a1\nb1\nz1\n");
+    let f = finished(&p.cbuild(&["--progress", "json", "build"]));
+    assert_eq!(f["pat"]["up_to_date"], true, "{}", f["pat"]);
+    p.file("pat/prefix-app.tar/unused.txt", "u2\n");
+    let f = finished(&p.cbuild(&["--progress", "json", "build"]));
+    assert_eq!(f["pat"]["up_to_date"], true, "{}", f["pat"]);
+    p.file("pat/app.tar/a.txt", "a2\n");
+    let f = finished(&p.cbuild(&["--progress", "json", "build"]));
+    assert_eq!(f["pat"]["up_to_date"], false, "{}", f["pat"]);
+    assert_eq!(run_in(&p.image("pat"), "cat /x/a.txt"), "a2\n");
+}
