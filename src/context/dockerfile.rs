@@ -1095,11 +1095,7 @@ impl Expander {
         match chars.get(*pos) {
             Some('{') => {
                 *pos += 1;
-                let start = *pos;
-                while chars.get(*pos).is_some_and(|&c| is_name_char(c)) {
-                    *pos += 1;
-                }
-                let name: String = chars[start..*pos].iter().collect();
+                let name = read_name(chars, pos);
                 if name.is_empty() {
                     return Err("bad substitution: `${` must be followed by a variable name".into());
                 }
@@ -1193,12 +1189,8 @@ impl Expander {
                     }
                 }
             }
-            Some(&c) if is_name_char(c) => {
-                let start = *pos;
-                while chars.get(*pos).is_some_and(|&c| is_name_char(c)) {
-                    *pos += 1;
-                }
-                let name: String = chars[start..*pos].iter().collect();
+            Some(&c) if is_name_char(c) || is_special_param(c) => {
+                let name = read_name(chars, pos);
                 Ok(scope.get(&name).unwrap_or_default())
             }
             _ => Ok("$".into()),
@@ -1353,7 +1345,35 @@ fn go_expand(out: &mut String, template: &str, matched: &str) {
 }
 
 fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_'
+    c.is_alphanumeric() || c == '_'
+}
+
+/// The shell's special parameters, which BuildKit reads as one-character
+/// names (and which no ARG or ENV can set, so they expand to nothing).
+fn is_special_param(c: char) -> bool {
+    matches!(c, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0')
+}
+
+/// A variable name after `$` or `${`, read as BuildKit's lexer reads it
+/// (`processName` in shell/lex.go): a name that starts with a digit is the
+/// digits alone (`$1abc` is `$1` then `abc`), a special parameter is one
+/// character, anything else runs over letters, digits and `_`.
+fn read_name(chars: &[char], pos: &mut usize) -> String {
+    let start = *pos;
+    match chars.get(*pos) {
+        Some(c) if c.is_ascii_digit() => {
+            while chars.get(*pos).is_some_and(|c| c.is_ascii_digit()) {
+                *pos += 1;
+            }
+        }
+        Some(&c) if is_special_param(c) => *pos += 1,
+        _ => {
+            while chars.get(*pos).is_some_and(|&c| is_name_char(c)) {
+                *pos += 1;
+            }
+        }
+    }
+    chars[start..*pos].iter().collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1889,6 +1909,27 @@ mod tests {
         ] {
             let e = ex(word, &v).unwrap_err();
             assert!(e.contains(msg), "{word}: {e}");
+        }
+    }
+
+    #[test]
+    fn names_are_read_as_buildkit_reads_them() {
+        let v = [("1", "one"), ("12", "twelve"), ("abc", "ABC"), ("é", "e")];
+        for (word, want) in [
+            // A name that starts with a digit is the digits alone.
+            ("src$1abc", "srconeabc"),
+            ("$12x", "twelvex"),
+            ("${1}", "one"),
+            // Special parameters are one character, and never set.
+            ("a$@b", "ab"),
+            ("a$$b", "ab"),
+            ("${@}x", "x"),
+            ("$#", ""),
+            ("$abc.$é", "ABC.e"),
+            ("a$", "a$"),
+            ("a$/b", "a$/b"),
+        ] {
+            assert_eq!(ex(word, &v).as_deref(), Ok(want), "{word}");
         }
     }
 
