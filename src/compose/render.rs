@@ -191,12 +191,113 @@ pub(crate) fn service_json(
             }
         }
     }
+    if let Some(Json::Array(ports)) = out.get("ports") {
+        let ports = ports.iter().flat_map(port_entries).collect();
+        out.insert("ports".into(), Json::Array(ports));
+    }
     out.entry("command").or_insert(Json::Null);
     out.entry("entrypoint").or_insert(Json::Null);
     if !out.contains_key("networks") && !out.contains_key("network_mode") {
         out.insert("networks".into(), json!({"default": null}));
     }
     out
+}
+
+/// One `ports:` entry in compose-go's long form: `mode` and `protocol`
+/// defaulted, `published` a string, and a short-form range (`9000-9001:90-91`)
+/// split into one entry per port, as docker/go-connections' `ParsePortSpec`
+/// does. An entry that does not parse is kept as written (the loader's
+/// validation is not this printer's job).
+fn port_entries(p: &Json) -> Vec<Json> {
+    let spec = match p {
+        Json::Object(m) => {
+            let mut m = m.clone();
+            m.entry("mode").or_insert(json!("ingress"));
+            m.entry("protocol").or_insert(json!("tcp"));
+            if let Some(Json::Number(n)) = m.get("published") {
+                let s = n.to_string();
+                m.insert("published".into(), Json::String(s));
+            }
+            if let Some(t) = m.get("target").and_then(Json::as_str) {
+                if let Ok(n) = t.parse::<u64>() {
+                    m.insert("target".into(), json!(n));
+                }
+            }
+            return vec![Json::Object(m)];
+        }
+        Json::Number(n) => n.to_string(),
+        Json::String(s) => s.clone(),
+        other => return vec![other.clone()],
+    };
+    parse_port_spec(&spec).unwrap_or_else(|| vec![p.clone()])
+}
+
+/// `[ip:][published:]target[/protocol]`, `ip` possibly in brackets, ports
+/// possibly ranges.
+fn parse_port_spec(spec: &str) -> Option<Vec<Json>> {
+    let (rest, proto) = match spec.rsplit_once('/') {
+        Some((r, p)) => (r, p),
+        None => (spec, "tcp"),
+    };
+    let (ip, published, target) = if let Some(r) = rest.strip_prefix('[') {
+        let (ip, r) = r.split_once(']')?;
+        let r = r.strip_prefix(':')?;
+        let (published, target) = r.split_once(':')?;
+        (ip, published, target)
+    } else {
+        let parts: Vec<&str> = rest.split(':').collect();
+        match parts.as_slice() {
+            [t] => ("", "", *t),
+            [p, t] => ("", *p, *t),
+            [ip, p, t] => (*ip, *p, *t),
+            _ => {
+                let (r, t) = rest.rsplit_once(':')?;
+                let (ip, p) = r.rsplit_once(':')?;
+                (ip, p, t)
+            }
+        }
+    };
+    let range = |s: &str| -> Option<(u64, u64)> {
+        match s.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+            None => {
+                let n = s.parse().ok()?;
+                Some((n, n))
+            }
+        }
+    };
+    let (t0, t1) = range(target)?;
+    let host = if published.is_empty() {
+        None
+    } else {
+        Some(range(published)?)
+    };
+    if t1 < t0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (i, t) in (t0..=t1).enumerate() {
+        let mut m = Map::new();
+        m.insert("mode".into(), json!("ingress"));
+        if !ip.is_empty() {
+            m.insert("host_ip".into(), json!(ip));
+        }
+        m.insert("target".into(), json!(t));
+        match host {
+            // A published range for one target port stays a range.
+            Some((h0, h1)) if t0 == t1 && h0 != h1 => {
+                m.insert("published".into(), json!(format!("{h0}-{h1}")));
+            }
+            Some((h0, h1)) if h1 - h0 == t1 - t0 => {
+                m.insert("published".into(), json!((h0 + i as u64).to_string()));
+            }
+            Some(_) => return None,
+            None => {}
+        }
+        m.insert("protocol".into(), json!(proto));
+        out.push(Json::Object(m));
+    }
+    Some(out)
 }
 
 /// A `build:` mapping (canonical, context already absolute) as compose
@@ -355,4 +456,41 @@ fn build_json(b: &Mapping, env: &HashMap<String, String>) -> Json {
         out.insert("ulimits".into(), Json::Object(m));
     }
     Json::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports(v: Json) -> Json {
+        Json::Array(
+            v.as_array()
+                .unwrap()
+                .iter()
+                .flat_map(port_entries)
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn ports_take_compose_long_form() {
+        let got = ports(json!([
+            "8080:80",
+            "127.0.0.1:9000-9001:90-91/udp",
+            3000,
+            "[::1]:5000:5000",
+            "8000-8002:80",
+            {"target": 70, "published": 7000}
+        ]));
+        let want = json!([
+            {"mode": "ingress", "target": 80, "published": "8080", "protocol": "tcp"},
+            {"mode": "ingress", "host_ip": "127.0.0.1", "target": 90, "published": "9000", "protocol": "udp"},
+            {"mode": "ingress", "host_ip": "127.0.0.1", "target": 91, "published": "9001", "protocol": "udp"},
+            {"mode": "ingress", "target": 3000, "protocol": "tcp"},
+            {"mode": "ingress", "host_ip": "::1", "target": 5000, "published": "5000", "protocol": "tcp"},
+            {"mode": "ingress", "target": 80, "published": "8000-8002", "protocol": "tcp"},
+            {"mode": "ingress", "target": 70, "published": "7000", "protocol": "tcp"}
+        ]);
+        assert_eq!(got, want);
+    }
 }
