@@ -195,12 +195,25 @@ pub(crate) fn service_json(
         let ports = ports.iter().flat_map(port_entries).collect();
         out.insert("ports".into(), Json::Array(ports));
     }
+    if let Some(Json::Object(deps)) = out.get_mut("depends_on") {
+        depends_on_required(deps);
+    }
     out.entry("command").or_insert(Json::Null);
     out.entry("entrypoint").or_insert(Json::Null);
     if !out.contains_key("networks") && !out.contains_key("network_mode") {
         out.insert("networks".into(), json!({"default": null}));
     }
     out
+}
+
+/// compose-go defaults `required` to true in every `depends_on` entry, the
+/// long form included.
+fn depends_on_required(deps: &mut Map<String, Json>) {
+    for d in deps.values_mut() {
+        if let Json::Object(d) = d {
+            d.entry("required").or_insert(Json::Bool(true));
+        }
+    }
 }
 
 /// One `ports:` entry in compose-go's long form: `mode` and `protocol`
@@ -470,6 +483,20 @@ mod tests {
                 .flat_map(port_entries)
                 .collect(),
         )
+    }
+
+    #[test]
+    fn depends_on_entries_are_required_unless_said() {
+        let mut deps = json!({
+            "c": {"condition": "service_healthy", "restart": true},
+            "d": {"condition": "service_started", "required": false}
+        });
+        depends_on_required(deps.as_object_mut().unwrap());
+        let want = json!({
+            "c": {"condition": "service_healthy", "restart": true, "required": true},
+            "d": {"condition": "service_started", "required": false}
+        });
+        assert_eq!(deps, want);
     }
 
     #[test]
