@@ -198,12 +198,124 @@ pub(crate) fn service_json(
     if let Some(Json::Object(deps)) = out.get_mut("depends_on") {
         depends_on_required(deps);
     }
+    if let Some(Json::Array(vols)) = out.get("volumes") {
+        let vols = vols.iter().map(volume_entry).collect();
+        out.insert("volumes".into(), Json::Array(vols));
+    }
     out.entry("command").or_insert(Json::Null);
     out.entry("entrypoint").or_insert(Json::Null);
     if !out.contains_key("networks") && !out.contains_key("network_mode") {
         out.insert("networks".into(), json!({"default": null}));
     }
     out
+}
+
+/// One service `volumes:` entry in compose-go's long form (the loader has
+/// made host paths absolute already). Short form `source:target:options`:
+/// a source that is a path is a bind (compose creates a missing host path),
+/// a name a volume, none an anonymous volume; the options `ro`, `z`/`Z`,
+/// `nocopy` and a propagation mode land where compose-go puts them.
+fn volume_entry(v: &Json) -> Json {
+    let spec = match v {
+        Json::Object(m) => return long_volume(m),
+        Json::String(s) => s,
+        other => return other.clone(),
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target, opts) = match parts.as_slice() {
+        [t] => ("", *t, ""),
+        [s, t] => (*s, *t, ""),
+        [s, t, o] => (*s, *t, *o),
+        _ => return v.clone(),
+    };
+    let bind = source.starts_with(['.', '/', '~']);
+    let mut m = Map::new();
+    let mut sub = Map::new();
+    let kind = if bind { "bind" } else { "volume" };
+    m.insert("type".into(), json!(kind));
+    if !source.is_empty() {
+        m.insert("source".into(), json!(source));
+    }
+    m.insert("target".into(), json!(clean_target(target)));
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => {
+                m.insert("read_only".into(), json!(true));
+            }
+            "z" | "Z" if bind => {
+                sub.insert("selinux".into(), json!(o));
+            }
+            "nocopy" if !bind => {
+                sub.insert("nocopy".into(), json!(true));
+            }
+            "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" if bind => {
+                sub.insert("propagation".into(), json!(o));
+            }
+            _ => {}
+        }
+    }
+    if bind {
+        sub.insert("create_host_path".into(), json!(true));
+    }
+    m.insert(kind.into(), Json::Object(sub));
+    Json::Object(m)
+}
+
+/// A long-form volume entry with the values compose-go types cast (a
+/// boolean or size given as text) and the target cleaned.
+fn long_volume(m: &Map<String, Json>) -> Json {
+    let mut m = m.clone();
+    if let Some(Json::String(t)) = m.get("target") {
+        let t = clean_target(t);
+        m.insert("target".into(), json!(t));
+    }
+    cast_bool(&mut m, "read_only");
+    for (k, flag) in [("bind", "create_host_path"), ("volume", "nocopy")] {
+        if let Some(Json::Object(sub)) = m.get_mut(k) {
+            cast_bool(sub, flag);
+        }
+    }
+    if let Some(Json::Object(t)) = m.get_mut("tmpfs") {
+        let size = match t.get("size") {
+            Some(Json::Number(n)) => Some(n.to_string()),
+            Some(Json::String(s)) => parse_bytes(s).map(|n| n.to_string()),
+            _ => None,
+        };
+        if let Some(size) = size {
+            t.insert("size".into(), json!(size));
+        }
+    }
+    Json::Object(m)
+}
+
+/// `"true"`/`"false"` (say from a variable) as the boolean compose-go reads.
+fn cast_bool(m: &mut Map<String, Json>, key: &str) {
+    if let Some(Json::String(s)) = m.get(key) {
+        if let Ok(b) = s.parse::<bool>() {
+            m.insert(key.into(), json!(b));
+        }
+    }
+}
+
+/// A container path as Go's `path.Clean` leaves it: no trailing slash, no
+/// `.` or `..` steps.
+fn clean_target(t: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in t.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    let joined = out.join("/");
+    if t.starts_with('/') {
+        format!("/{joined}")
+    } else {
+        joined
+    }
 }
 
 /// compose-go defaults `required` to true in every `depends_on` entry, the
@@ -483,6 +595,34 @@ mod tests {
                 .flat_map(port_entries)
                 .collect(),
         )
+    }
+
+    #[test]
+    fn volumes_take_compose_long_form() {
+        let got: Vec<Json> = [
+            json!("/p/src:/code/src:ro"),
+            json!("/code/node_modules"),
+            json!("data:/data:rw,nocopy"),
+            json!("/etc/x/:/etc/x/"),
+            json!("/p:/src:z"),
+            json!("/c:/d:rprivate"),
+            json!({"type": "bind", "source": "/p/long", "target": "/long/", "read_only": "true"}),
+            json!({"type": "tmpfs", "target": "/tmp", "tmpfs": {"size": 1000}}),
+        ]
+        .iter()
+        .map(volume_entry)
+        .collect();
+        let want = vec![
+            json!({"type": "bind", "source": "/p/src", "target": "/code/src", "read_only": true, "bind": {"create_host_path": true}}),
+            json!({"type": "volume", "target": "/code/node_modules", "volume": {}}),
+            json!({"type": "volume", "source": "data", "target": "/data", "volume": {"nocopy": true}}),
+            json!({"type": "bind", "source": "/etc/x/", "target": "/etc/x", "bind": {"create_host_path": true}}),
+            json!({"type": "bind", "source": "/p", "target": "/src", "bind": {"selinux": "z", "create_host_path": true}}),
+            json!({"type": "bind", "source": "/c", "target": "/d", "bind": {"propagation": "rprivate", "create_host_path": true}}),
+            json!({"type": "bind", "source": "/p/long", "target": "/long", "read_only": true}),
+            json!({"type": "tmpfs", "target": "/tmp", "tmpfs": {"size": "1000"}}),
+        ];
+        assert_eq!(got, want);
     }
 
     #[test]
