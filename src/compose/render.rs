@@ -17,33 +17,32 @@ use super::Project;
 pub fn project_json(p: &Project) -> Json {
     let mut top = Map::new();
     top.insert("name".into(), Json::String(p.name.clone()));
-    let mut networks = match p.config.get("networks") {
-        Some(Json::Object(m)) => m.clone(),
-        _ => Map::new(),
-    };
-    let uses_default = p.services.values().any(
-        |s| matches!(s.config.get("networks"), Some(Json::Object(n)) if n.contains_key("default")),
-    );
-    if uses_default && !networks.contains_key("default") {
-        networks.insert(
-            "default".into(),
-            json!({"name": format!("{}_default", p.name), "ipam": {}}),
-        );
-    }
-    if !networks.is_empty() {
-        top.insert("networks".into(), Json::Object(networks));
-    }
     let services: Map<String, Json> = p
         .services
         .iter()
         .map(|(k, s)| (k.clone(), Json::Object(s.config.clone())))
         .collect();
-    top.insert("services".into(), Json::Object(services));
-    for key in ["volumes", "secrets", "configs"] {
-        if let Some(v) = p.config.get(key) {
-            top.insert(key.into(), v.clone());
+    let used = used_resources(&services);
+    let uses_default = used.networks.contains("default");
+    for (key, used) in [
+        ("networks", &used.networks),
+        ("volumes", &used.volumes),
+        ("secrets", &used.secrets),
+        ("configs", &used.configs),
+    ] {
+        let mut defined = match p.config.get(key) {
+            Some(Json::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        if key == "networks" && uses_default && !defined.contains_key("default") {
+            defined.insert("default".into(), json!({}));
+        }
+        let resources = top_level_resources(key, &defined, used, &p.name);
+        if !resources.is_empty() {
+            top.insert(key.into(), Json::Object(resources));
         }
     }
+    top.insert("services".into(), Json::Object(services));
     for (k, v) in &p.config {
         if k.starts_with("x-") {
             top.insert(k.clone(), v.clone());
@@ -51,6 +50,95 @@ pub fn project_json(p: &Project) -> Json {
     }
     let mut out = Json::Object(top);
     escape_dollars(&mut out);
+    out
+}
+
+/// The top-level resources the services refer to.
+#[derive(Default)]
+struct Used {
+    networks: std::collections::BTreeSet<String>,
+    volumes: std::collections::BTreeSet<String>,
+    secrets: std::collections::BTreeSet<String>,
+    configs: std::collections::BTreeSet<String>,
+}
+
+/// Which networks, named volumes, secrets and configs the (rendered)
+/// services use; compose 2.40 prints only those.
+fn used_resources(services: &Map<String, Json>) -> Used {
+    let mut used = Used::default();
+    let source = |e: &Json| match e {
+        Json::String(s) => Some(s.clone()),
+        Json::Object(m) => m.get("source").and_then(Json::as_str).map(String::from),
+        _ => None,
+    };
+    for s in services.values() {
+        if let Some(Json::Object(n)) = s.get("networks") {
+            used.networks.extend(n.keys().cloned());
+        }
+        if let Some(Json::Array(vols)) = s.get("volumes") {
+            for v in vols {
+                if v.get("type").and_then(Json::as_str) == Some("volume") {
+                    used.volumes.extend(source(v));
+                }
+            }
+        }
+        for (key, set) in [
+            ("secrets", &mut used.secrets),
+            ("configs", &mut used.configs),
+        ] {
+            if let Some(Json::Array(list)) = s.get(key) {
+                set.extend(list.iter().filter_map(source));
+            }
+        }
+        if let Some(Json::Array(list)) = s.get("build").and_then(|b| b.get("secrets")) {
+            used.secrets.extend(list.iter().filter_map(source));
+        }
+    }
+    used
+}
+
+/// A top-level `networks`/`volumes`/`secrets`/`configs` section as compose
+/// 2.40 prints it: only the entries some service uses, each with its
+/// `name` (`<project>_<key>`, or the key itself for an external one),
+/// `external` a boolean and left out when false, and networks with an
+/// (empty) `ipam`.
+fn top_level_resources(
+    kind: &str,
+    defined: &Map<String, Json>,
+    used: &std::collections::BTreeSet<String>,
+    project: &str,
+) -> Map<String, Json> {
+    let mut out = Map::new();
+    for (key, v) in defined.iter().filter(|(k, _)| used.contains(*k)) {
+        let mut m = match v {
+            Json::Object(m) => m.clone(),
+            _ => Map::new(),
+        };
+        // The legacy `external: {name: x}` means `name: x, external: true`.
+        if let Some(Json::Object(ext)) = m.get("external") {
+            if let Some(name) = ext.get("name").cloned() {
+                m.insert("name".into(), name);
+            }
+            m.insert("external".into(), Json::Bool(true));
+        }
+        cast_bool(&mut m, "external");
+        if m.get("external") == Some(&Json::Bool(false)) {
+            m.remove("external");
+        }
+        let external = m.get("external") == Some(&Json::Bool(true));
+        if !m.contains_key("name") {
+            let name = if external {
+                key.clone()
+            } else {
+                format!("{project}_{key}")
+            };
+            m.insert("name".into(), Json::String(name));
+        }
+        if kind == "networks" {
+            m.entry("ipam").or_insert(json!({}));
+        }
+        out.insert(key.clone(), Json::Object(m));
+    }
     out
 }
 
@@ -623,6 +711,29 @@ mod tests {
             json!({"type": "tmpfs", "target": "/tmp", "tmpfs": {"size": "1000"}}),
         ];
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn top_level_resources_are_named_and_unused_ones_dropped() {
+        let defined = json!({
+            "n1": {"external": false},
+            "n2": {"driver": "bridge", "name": "custom"},
+            "ext": {"external": "true"},
+            "legacy": {"external": {"name": "real"}},
+            "unused": {}
+        });
+        let used = ["n1", "n2", "ext", "legacy"]
+            .map(String::from)
+            .into_iter()
+            .collect();
+        let got = top_level_resources("networks", defined.as_object().unwrap(), &used, "p");
+        let want = json!({
+            "n1": {"name": "p_n1", "ipam": {}},
+            "n2": {"name": "custom", "driver": "bridge", "ipam": {}},
+            "ext": {"name": "ext", "external": true, "ipam": {}},
+            "legacy": {"name": "real", "external": true, "ipam": {}}
+        });
+        assert_eq!(Json::Object(got), want);
     }
 
     #[test]
