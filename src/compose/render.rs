@@ -290,6 +290,12 @@ pub(crate) fn service_json(
         let vols = vols.iter().map(volume_entry).collect();
         out.insert("volumes".into(), Json::Array(vols));
     }
+    for (key, dir) in [("secrets", Some("/run/secrets/")), ("configs", None)] {
+        if let Some(Json::Array(list)) = out.get(key) {
+            let list = list.iter().map(|e| file_reference(e, dir)).collect();
+            out.insert(key.into(), Json::Array(list));
+        }
+    }
     out.entry("command").or_insert(Json::Null);
     out.entry("entrypoint").or_insert(Json::Null);
     if !out.contains_key("networks") && !out.contains_key("network_mode") {
@@ -404,6 +410,35 @@ fn clean_target(t: &str) -> String {
     } else {
         joined
     }
+}
+
+/// A service's `secrets`/`configs` entry in long form: a bare name is the
+/// `source`; a secret without `target` is mounted at `/run/secrets/<source>`
+/// (`dir`); a `mode` is printed as an octal string (a YAML number is the
+/// mode itself, a string, say from a variable, is read as octal).
+fn file_reference(e: &Json, dir: Option<&str>) -> Json {
+    let mut m = match e {
+        Json::String(s) => {
+            let mut m = Map::new();
+            m.insert("source".into(), json!(s));
+            m
+        }
+        Json::Object(m) => m.clone(),
+        other => return other.clone(),
+    };
+    if let (Some(dir), Some(src)) = (dir, m.get("source").and_then(Json::as_str)) {
+        let target = format!("{dir}{src}");
+        m.entry("target").or_insert(Json::String(target));
+    }
+    let mode = match m.get("mode") {
+        Some(Json::Number(n)) => n.as_u64(),
+        Some(Json::String(t)) => u64::from_str_radix(t.strip_prefix("0o").unwrap_or(t), 8).ok(),
+        _ => None,
+    };
+    if let Some(n) = mode {
+        m.insert("mode".into(), Json::String(format!("0{n:o}")));
+    }
+    Json::Object(m)
 }
 
 /// compose-go defaults `required` to true in every `depends_on` entry, the
@@ -734,6 +769,24 @@ mod tests {
             "legacy": {"name": "real", "external": true, "ipam": {}}
         });
         assert_eq!(Json::Object(got), want);
+    }
+
+    #[test]
+    fn secrets_and_configs_take_long_form() {
+        let secret = |e| file_reference(&e, Some("/run/secrets/"));
+        assert_eq!(
+            secret(json!("db")),
+            json!({"source": "db", "target": "/run/secrets/db"})
+        );
+        assert_eq!(
+            secret(json!({"source": "s", "target": "rel", "mode": "440", "uid": "1000"})),
+            json!({"source": "s", "target": "rel", "mode": "0440", "uid": "1000"})
+        );
+        assert_eq!(
+            secret(json!({"source": "s", "mode": 0o440})),
+            json!({"source": "s", "target": "/run/secrets/s", "mode": "0440"})
+        );
+        assert_eq!(file_reference(&json!("c"), None), json!({"source": "c"}));
     }
 
     #[test]
