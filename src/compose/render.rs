@@ -296,6 +296,14 @@ pub(crate) fn service_json(
             out.insert(key.into(), Json::Array(list));
         }
     }
+    for k in ["labels", "annotations", "sysctls"] {
+        if let Some(v) = m.get(k) {
+            out.insert(k.into(), Json::Object(string_map(v)));
+        }
+    }
+    if let Some(h) = m.get("extra_hosts") {
+        out.insert("extra_hosts".into(), extra_hosts(h));
+    }
     out.entry("command").or_insert(Json::Null);
     out.entry("entrypoint").or_insert(Json::Null);
     if !out.contains_key("networks") && !out.contains_key("network_mode") {
@@ -439,6 +447,35 @@ fn file_reference(e: &Json, dir: Option<&str>) -> Json {
         m.insert("mode".into(), Json::String(format!("0{n:o}")));
     }
     Json::Object(m)
+}
+
+/// A `KEY=VALUE` list or mapping (`labels`, `annotations`, `sysctls`) as
+/// the string map compose-go keeps: a bare key or null value is `""`, a
+/// number or boolean its text.
+fn string_map(v: &Value) -> Map<String, Json> {
+    pairs(v)
+        .into_iter()
+        .map(|(k, v)| (k, Json::String(v.unwrap_or_default())))
+        .collect()
+}
+
+/// `extra_hosts` (list or mapping, `host:ip` or `host=ip`) as compose-go
+/// prints it: `host=ip`, sorted, without duplicates. The first `:` splits,
+/// so an IPv6 address stays whole.
+fn extra_hosts(h: &Value) -> Json {
+    let mut hosts: Vec<String> = pairs(h)
+        .into_iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v}"),
+            None => match k.split_once(':') {
+                Some((h, ip)) => format!("{h}={ip}"),
+                None => k,
+            },
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    Json::Array(hosts.into_iter().map(Json::String).collect())
 }
 
 /// compose-go defaults `required` to true in every `depends_on` entry, the
@@ -620,22 +657,7 @@ fn build_json(b: &Mapping, env: &HashMap<String, String>) -> Json {
         out.insert("ssh".into(), Json::Array(keys));
     }
     if let Some(h) = b.get("extra_hosts") {
-        let mut hosts: Vec<String> = pairs(h)
-            .into_iter()
-            .map(|(k, v)| match v {
-                Some(v) => format!("{k}={v}"),
-                None => match k.split_once(':') {
-                    Some((h, ip)) => format!("{h}={ip}"),
-                    None => k,
-                },
-            })
-            .collect();
-        hosts.sort();
-        hosts.dedup();
-        out.insert(
-            "extra_hosts".into(),
-            Json::Array(hosts.into_iter().map(Json::String).collect()),
-        );
+        out.insert("extra_hosts".into(), extra_hosts(h));
     }
     for k in ["no_cache", "pull", "privileged"] {
         if matches!(b.get(k), Some(Value::Bool(true)))
@@ -787,6 +809,23 @@ mod tests {
             json!({"source": "s", "target": "/run/secrets/s", "mode": "0440"})
         );
         assert_eq!(file_reference(&json!("c"), None), json!({"source": "c"}));
+    }
+
+    #[test]
+    fn labels_are_string_maps_and_extra_hosts_host_eq_ip() {
+        let list: Value = crate::compose::yaml::from_str("[a=b, c, 'n=1']").unwrap();
+        let map: Value = crate::compose::yaml::from_str("{n: 42, e: null, t: true}").unwrap();
+        assert_eq!(
+            Json::Object(string_map(&list)),
+            json!({"a": "b", "c": "", "n": "1"})
+        );
+        assert_eq!(
+            Json::Object(string_map(&map)),
+            json!({"n": "42", "e": "", "t": "true"})
+        );
+        let hosts: Value =
+            crate::compose::yaml::from_str("['h:1.2.3.4', 'g=::1', 'k:::1', 'h:1.2.3.4']").unwrap();
+        assert_eq!(extra_hosts(&hosts), json!(["g=::1", "h=1.2.3.4", "k=::1"]));
     }
 
     #[test]
