@@ -304,6 +304,7 @@ pub(crate) fn service_json(
     if let Some(h) = m.get("extra_hosts") {
         out.insert("extra_hosts".into(), extra_hosts(h));
     }
+    normalize_durations(&mut out);
     out.entry("command").or_insert(Json::Null);
     out.entry("entrypoint").or_insert(Json::Null);
     if !out.contains_key("networks") && !out.contains_key("network_mode") {
@@ -476,6 +477,127 @@ fn extra_hosts(h: &Value) -> Json {
     hosts.sort();
     hosts.dedup();
     Json::Array(hosts.into_iter().map(Json::String).collect())
+}
+
+/// Rewrites every duration of a service in the form Go's
+/// `time.Duration.String` prints (`90s` → `1m30s`), as compose-go keeps
+/// durations as `time.Duration`. A value that does not parse is left as
+/// written.
+fn normalize_durations(svc: &mut Map<String, Json>) {
+    const PATHS: &[&[&str]] = &[
+        &["stop_grace_period"],
+        &["healthcheck", "interval"],
+        &["healthcheck", "timeout"],
+        &["healthcheck", "start_period"],
+        &["healthcheck", "start_interval"],
+        &["deploy", "update_config", "delay"],
+        &["deploy", "update_config", "monitor"],
+        &["deploy", "rollback_config", "delay"],
+        &["deploy", "rollback_config", "monitor"],
+        &["deploy", "restart_policy", "delay"],
+        &["deploy", "restart_policy", "window"],
+    ];
+    for path in PATHS {
+        let Some((last, parents)) = path.split_last() else {
+            continue;
+        };
+        let mut at = Some(&mut *svc);
+        for p in parents {
+            at = at.and_then(|m| m.get_mut(*p)).and_then(Json::as_object_mut);
+        }
+        if let Some(m) = at {
+            if let Some(Json::String(d)) = m.get(*last) {
+                if let Some(ns) = parse_go_duration(d) {
+                    m.insert((*last).into(), Json::String(go_duration(ns)));
+                }
+            }
+        }
+    }
+}
+
+/// Go's `time.ParseDuration` for non-negative values: a sequence of
+/// decimal numbers each with a unit (`1h30m`, `1.5s`, `500ms`), or `0`.
+/// Our own code: the exact Go grammar decides what compose accepts.
+fn parse_go_duration(s: &str) -> Option<u128> {
+    if s == "0" {
+        return Some(0);
+    }
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_end);
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_end);
+        let scale: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return None,
+        };
+        let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+        if whole.is_empty() && frac.is_empty() {
+            return None;
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().ok()?
+        };
+        total += whole * scale;
+        let mut div: u128 = 1;
+        let mut f: u128 = 0;
+        for c in frac.chars().take(20) {
+            f = f * 10 + u128::from(c.to_digit(10)?);
+            div *= 10;
+        }
+        total += f * scale / div;
+        rest = tail;
+    }
+    Some(total)
+}
+
+/// Go's `time.Duration.String` for a non-negative number of nanoseconds.
+fn go_duration(ns: u128) -> String {
+    // `v` with `prec` decimals, trailing zeros (and a bare point) dropped.
+    let frac = |v: u128, prec: u32| {
+        let p = 10u128.pow(prec);
+        let digits = format!("{:0w$}", v % p, w = prec as usize);
+        let digits = digits.trim_end_matches('0');
+        if digits.is_empty() {
+            format!("{}", v / p)
+        } else {
+            format!("{}.{digits}", v / p)
+        }
+    };
+    match ns {
+        0 => "0s".into(),
+        n if n < 1_000 => format!("{n}ns"),
+        n if n < 1_000_000 => format!("{}µs", frac(n, 3)),
+        n if n < 1_000_000_000 => format!("{}ms", frac(n, 6)),
+        n => {
+            let secs = n / 1_000_000_000;
+            let s = frac(n % 60_000_000_000, 9);
+            let (mins, hours) = ((secs / 60) % 60, secs / 3600);
+            if hours > 0 {
+                format!("{hours}h{mins}m{s}s")
+            } else if secs >= 60 {
+                format!("{mins}m{s}s")
+            } else {
+                format!("{s}s")
+            }
+        }
+    }
 }
 
 /// compose-go defaults `required` to true in every `depends_on` entry, the
@@ -826,6 +948,32 @@ mod tests {
         let hosts: Value =
             crate::compose::yaml::from_str("['h:1.2.3.4', 'g=::1', 'k:::1', 'h:1.2.3.4']").unwrap();
         assert_eq!(extra_hosts(&hosts), json!(["g=::1", "h=1.2.3.4", "k=::1"]));
+    }
+
+    #[test]
+    fn durations_print_as_go_does() {
+        let go = |s: &str| parse_go_duration(s).map(go_duration);
+        for (given, want) in [
+            ("90s", "1m30s"),
+            ("60s", "1m0s"),
+            ("1h30m", "1h30m0s"),
+            ("1.5s", "1.5s"),
+            ("500ms", "500ms"),
+            ("1500us", "1.5ms"),
+            ("0", "0s"),
+            ("2h", "2h0m0s"),
+            ("3661.25s", "1h1m1.25s"),
+        ] {
+            assert_eq!(go(given).as_deref(), Some(want), "{given}");
+        }
+        assert_eq!(go("10"), None);
+        assert_eq!(go("1x"), None);
+        let mut svc = json!({"stop_grace_period": "90s", "healthcheck": {"interval": "2m"}});
+        normalize_durations(svc.as_object_mut().unwrap());
+        assert_eq!(
+            svc,
+            json!({"stop_grace_period": "1m30s", "healthcheck": {"interval": "2m0s"}})
+        );
     }
 
     #[test]
