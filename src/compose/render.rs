@@ -304,6 +304,7 @@ pub(crate) fn service_json(
     if let Some(h) = m.get("extra_hosts") {
         out.insert("extra_hosts".into(), extra_hosts(h));
     }
+    cast_scalars(&mut out);
     normalize_durations(&mut out);
     out.entry("command").or_insert(Json::Null);
     out.entry("entrypoint").or_insert(Json::Null);
@@ -477,6 +478,144 @@ fn extra_hosts(h: &Value) -> Json {
     hosts.sort();
     hosts.dedup();
     Json::Array(hosts.into_iter().map(Json::String).collect())
+}
+
+/// Gives the service's typed scalars the JSON kind compose-go's types print
+/// (a value from a variable is text until cast): booleans (`false` left
+/// out, as Go's `omitempty` does), integers, floats, and byte sizes as a
+/// string count of bytes (`1g` → `"1073741824"`). `deploy` always has
+/// `resources` and `placement`, and its labels are a string map.
+fn cast_scalars(svc: &mut Map<String, Json>) {
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Bool,
+        Int,
+        Float,
+        Bytes,
+    }
+    use Kind::*;
+    const PATHS: &[(&[&str], Kind)] = &[
+        (&["tty"], Bool),
+        (&["stdin_open"], Bool),
+        (&["privileged"], Bool),
+        (&["read_only"], Bool),
+        (&["init"], Bool),
+        (&["oom_kill_disable"], Bool),
+        (&["healthcheck", "disable"], Bool),
+        (&["healthcheck", "retries"], Int),
+        (&["cpu_shares"], Int),
+        (&["pids_limit"], Int),
+        (&["oom_score_adj"], Int),
+        (&["cpus"], Float),
+        (&["mem_limit"], Bytes),
+        (&["memswap_limit"], Bytes),
+        (&["mem_reservation"], Bytes),
+        (&["shm_size"], Bytes),
+        (&["deploy", "replicas"], Int),
+        (&["deploy", "restart_policy", "max_attempts"], Int),
+        (&["deploy", "update_config", "parallelism"], Int),
+        (&["deploy", "update_config", "max_failure_ratio"], Float),
+        (&["deploy", "rollback_config", "parallelism"], Int),
+        (&["deploy", "rollback_config", "max_failure_ratio"], Float),
+        (&["deploy", "placement", "max_replicas_per_node"], Int),
+        (&["deploy", "resources", "limits", "cpus"], Float),
+        (&["deploy", "resources", "limits", "memory"], Bytes),
+        (&["deploy", "resources", "limits", "pids"], Int),
+        (&["deploy", "resources", "reservations", "cpus"], Float),
+        (&["deploy", "resources", "reservations", "memory"], Bytes),
+    ];
+    if let Some(Json::Object(d)) = svc.get_mut("deploy") {
+        d.entry("resources").or_insert(json!({}));
+        d.entry("placement").or_insert(json!({}));
+        if let Some(l) = d.get_mut("labels") {
+            *l = json_string_map(l);
+        }
+    }
+    if let Some(Json::Object(u)) = svc.get_mut("ulimits") {
+        for v in u.values_mut() {
+            match v {
+                Json::Object(l) => {
+                    for k in ["soft", "hard"] {
+                        cast_at(l, k, |j| as_int(j));
+                    }
+                }
+                other => {
+                    if let Some(n) = as_int(other) {
+                        *other = n;
+                    }
+                }
+            }
+        }
+    }
+    for (path, kind) in PATHS {
+        let Some((last, parents)) = path.split_last() else {
+            continue;
+        };
+        let mut at = Some(&mut *svc);
+        for p in parents {
+            at = at.and_then(|m| m.get_mut(*p)).and_then(Json::as_object_mut);
+        }
+        let Some(m) = at else { continue };
+        match kind {
+            Bool => {
+                cast_bool(m, last);
+                if m.get(*last) == Some(&Json::Bool(false)) {
+                    m.remove(*last);
+                }
+            }
+            Int => cast_at(m, last, as_int),
+            Float => cast_at(m, last, |j| match j {
+                Json::String(s) => s.parse::<f64>().ok().map(|f| json!(f)),
+                _ => None,
+            }),
+            Bytes => cast_at(m, last, |j| match j {
+                Json::Number(n) => Some(Json::String(n.to_string())),
+                Json::String(s) => parse_bytes(s).map(|n| Json::String(n.to_string())),
+                _ => None,
+            }),
+        }
+    }
+}
+
+/// Replaces `m[key]` by `f` of it when `f` gives a value.
+fn cast_at(m: &mut Map<String, Json>, key: &str, f: impl Fn(&Json) -> Option<Json>) {
+    if let Some(new) = m.get(key).and_then(&f) {
+        m.insert(key.into(), new);
+    }
+}
+
+/// An integer written as text, as a JSON number.
+fn as_int(j: &Json) -> Option<Json> {
+    match j {
+        Json::String(s) => s.parse::<i64>().ok().map(|n| json!(n)),
+        _ => None,
+    }
+}
+
+/// A `KEY=VALUE` list or mapping already in JSON as a string map.
+fn json_string_map(v: &Json) -> Json {
+    let text = |v: &Json| match v {
+        Json::String(s) => s.clone(),
+        Json::Null => String::new(),
+        other => other.to_string(),
+    };
+    match v {
+        Json::Object(m) => {
+            Json::Object(m.iter().map(|(k, v)| (k.clone(), json!(text(v)))).collect())
+        }
+        Json::Array(a) => Json::Object(
+            a.iter()
+                .map(|e| {
+                    let e = text(e);
+                    match e.split_once('=') {
+                        Some((k, v)) => (k.to_string(), json!(v)),
+                        None => (e, json!("")),
+                    }
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// Rewrites every duration of a service in the form Go's
@@ -948,6 +1087,28 @@ mod tests {
         let hosts: Value =
             crate::compose::yaml::from_str("['h:1.2.3.4', 'g=::1', 'k:::1', 'h:1.2.3.4']").unwrap();
         assert_eq!(extra_hosts(&hosts), json!(["g=::1", "h=1.2.3.4", "k=::1"]));
+    }
+
+    #[test]
+    fn typed_scalars_are_cast() {
+        let mut svc = json!({
+            "tty": "true", "init": "false", "cpus": "1.5", "pids_limit": "5",
+            "mem_limit": "1g", "shm_size": 1024,
+            "ulimits": {"nproc": "5", "nofile": {"soft": "1", "hard": 2}},
+            "healthcheck": {"retries": "3", "disable": "false"},
+            "deploy": {"replicas": "2", "labels": ["a=1"],
+                       "resources": {"limits": {"memory": "10M", "cpus": "0.5"}}}
+        });
+        cast_scalars(svc.as_object_mut().unwrap());
+        let want = json!({
+            "tty": true, "cpus": 1.5, "pids_limit": 5,
+            "mem_limit": "1073741824", "shm_size": "1024",
+            "ulimits": {"nproc": 5, "nofile": {"soft": 1, "hard": 2}},
+            "healthcheck": {"retries": 3},
+            "deploy": {"replicas": 2, "labels": {"a": "1"}, "placement": {},
+                       "resources": {"limits": {"memory": "10485760", "cpus": 0.5}}}
+        });
+        assert_eq!(svc, want);
     }
 
     #[test]
