@@ -304,6 +304,10 @@ pub(crate) fn service_json(
     if let Some(h) = m.get("extra_hosts") {
         out.insert("extra_hosts".into(), extra_hosts(h));
     }
+    if let Some(Json::Array(devices)) = out.get("devices") {
+        let devices = devices.iter().map(device_entry).collect();
+        out.insert("devices".into(), Json::Array(devices));
+    }
     cast_scalars(&mut out);
     normalize_durations(&mut out);
     out.entry("command").or_insert(Json::Null);
@@ -616,6 +620,22 @@ fn json_string_map(v: &Json) -> Json {
         ),
         other => other.clone(),
     }
+}
+
+/// A `devices` entry in long form: `host[:container[:permissions]]`, the
+/// container path defaulting to the host's and permissions to `rwm`.
+fn device_entry(d: &Json) -> Json {
+    let Json::String(spec) = d else {
+        return d.clone();
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target, perms) = match parts.as_slice() {
+        [s] => (*s, *s, "rwm"),
+        [s, t] => (*s, *t, "rwm"),
+        [s, t, p] => (*s, *t, *p),
+        _ => return d.clone(),
+    };
+    json!({"source": source, "target": target, "permissions": perms})
 }
 
 /// Rewrites every duration of a service in the form Go's
@@ -1109,6 +1129,22 @@ mod tests {
                        "resources": {"limits": {"memory": "10485760", "cpus": 0.5}}}
         });
         assert_eq!(svc, want);
+    }
+
+    #[test]
+    fn devices_take_long_form() {
+        assert_eq!(
+            device_entry(&json!("/dev/a:/dev/b")),
+            json!({"source": "/dev/a", "target": "/dev/b", "permissions": "rwm"})
+        );
+        assert_eq!(
+            device_entry(&json!("/dev/a")),
+            json!({"source": "/dev/a", "target": "/dev/a", "permissions": "rwm"})
+        );
+        assert_eq!(
+            device_entry(&json!("/dev/a:/dev/b:r")),
+            json!({"source": "/dev/a", "target": "/dev/b", "permissions": "r"})
+        );
     }
 
     #[test]
