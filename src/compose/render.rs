@@ -134,6 +134,11 @@ fn top_level_resources(
             };
             m.insert("name".into(), Json::String(name));
         }
+        for k in ["driver_opts", "labels"] {
+            if let Some(v) = m.get_mut(k) {
+                *v = json_string_map(v);
+            }
+        }
         if kind == "networks" {
             m.entry("ipam").or_insert(json!({}));
         }
@@ -1054,7 +1059,7 @@ mod tests {
     #[test]
     fn top_level_resources_are_named_and_unused_ones_dropped() {
         let defined = json!({
-            "n1": {"external": false},
+            "n1": {"external": false, "driver_opts": {"mtu": 1500}},
             "n2": {"driver": "bridge", "name": "custom"},
             "ext": {"external": "true"},
             "legacy": {"external": {"name": "real"}},
@@ -1066,7 +1071,7 @@ mod tests {
             .collect();
         let got = top_level_resources("networks", defined.as_object().unwrap(), &used, "p");
         let want = json!({
-            "n1": {"name": "p_n1", "ipam": {}},
+            "n1": {"name": "p_n1", "ipam": {}, "driver_opts": {"mtu": "1500"}},
             "n2": {"name": "custom", "driver": "bridge", "ipam": {}},
             "ext": {"name": "ext", "external": true, "ipam": {}},
             "legacy": {"name": "real", "external": true, "ipam": {}}
