@@ -288,6 +288,7 @@ pub(crate) fn service_json(
         let ports = ports.iter().flat_map(port_entries).collect();
         out.insert("ports".into(), Json::Array(ports));
     }
+    implicit_depends_on(&mut out);
     if let Some(Json::Object(deps)) = out.get_mut("depends_on") {
         depends_on_required(deps);
     }
@@ -764,6 +765,49 @@ fn go_duration(ns: u128) -> String {
     }
 }
 
+/// The dependencies compose-go adds when a service names another in
+/// `links`, `volumes_from` or `network_mode: service:` (an explicit
+/// `depends_on` entry wins): started, and restarted with it except for
+/// `volumes_from`.
+fn implicit_depends_on(svc: &mut Map<String, Json>) {
+    let mut implied: Vec<(String, bool)> = Vec::new();
+    let first = |e: &Json| {
+        e.as_str()
+            .and_then(|s| s.split(':').next())
+            .map(String::from)
+    };
+    if let Some(Json::Array(links)) = svc.get("links") {
+        implied.extend(links.iter().filter_map(first).map(|n| (n, true)));
+    }
+    if let Some(Json::Array(from)) = svc.get("volumes_from") {
+        let services = from
+            .iter()
+            .filter(|e| !e.as_str().is_some_and(|s| s.starts_with("container:")))
+            .filter_map(first);
+        implied.extend(services.map(|n| (n, false)));
+    }
+    if let Some(n) = svc
+        .get("network_mode")
+        .and_then(Json::as_str)
+        .and_then(|m| m.strip_prefix("service:"))
+    {
+        implied.push((n.to_string(), true));
+    }
+    if implied.is_empty() {
+        return;
+    }
+    let deps = svc.entry("depends_on").or_insert(json!({}));
+    if let Json::Object(deps) = deps {
+        for (name, restart) in implied {
+            let mut d = json!({"condition": "service_started", "required": true});
+            if restart {
+                d["restart"] = json!(true);
+            }
+            deps.entry(name).or_insert(d);
+        }
+    }
+}
+
 /// compose-go defaults `required` to true in every `depends_on` entry, the
 /// long form included.
 fn depends_on_required(deps: &mut Map<String, Json>) {
@@ -1176,6 +1220,32 @@ mod tests {
             svc,
             json!({"stop_grace_period": "1m30s", "healthcheck": {"interval": "2m0s"}})
         );
+    }
+
+    #[test]
+    fn links_volumes_from_and_network_mode_imply_depends_on() {
+        let mut svc = json!({
+            "links": ["b", "c:alias"],
+            "volumes_from": ["d", "container:foo", "e:ro"],
+            "network_mode": "service:f",
+            "depends_on": {"b": {"condition": "service_healthy", "required": true}}
+        });
+        implicit_depends_on(svc.as_object_mut().unwrap());
+        let started = |restart: bool| {
+            let mut d = json!({"condition": "service_started", "required": true});
+            if restart {
+                d["restart"] = json!(true);
+            }
+            d
+        };
+        let want = json!({
+            "b": {"condition": "service_healthy", "required": true},
+            "c": started(true),
+            "d": started(false),
+            "e": started(false),
+            "f": started(true)
+        });
+        assert_eq!(svc["depends_on"], want);
     }
 
     #[test]
