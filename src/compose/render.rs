@@ -546,7 +546,7 @@ fn cast_scalars(svc: &mut Map<String, Json>) {
             match v {
                 Json::Object(l) => {
                     for k in ["soft", "hard"] {
-                        cast_at(l, k, |j| as_int(j));
+                        cast_at(l, k, as_int);
                     }
                 }
                 other => {
