@@ -699,6 +699,37 @@ impl Loader {
         absolute(base, Path::new(&p)).to_string_lossy().into_owned()
     }
 
+    /// A service volume's host path made absolute against `base`, in short
+    /// form (`./src:/code`) or long (`type: bind`). compose-go reads a short
+    /// source as a path when it starts with `.`, `/` or `~`, else as a volume
+    /// name; an absolute path is kept as written (trailing slash included).
+    fn resolve_volume_source(&self, v: &mut Value, base: &Path) {
+        let resolve = |src: &str| -> String {
+            if Path::new(src).is_absolute() {
+                src.to_string()
+            } else {
+                self.abs(base, src)
+            }
+        };
+        match v {
+            Value::String(spec) => {
+                let Some((src, rest)) = spec.split_once(':') else {
+                    return;
+                };
+                if src.starts_with(['.', '/', '~']) {
+                    *spec = format!("{}:{rest}", resolve(src));
+                }
+            }
+            Value::Mapping(m) => {
+                let bind = matches!(m.get("type"), Some(Value::String(t)) if t == "bind");
+                if let (true, Some(Value::String(src))) = (bind, m.get_mut("source")) {
+                    *src = resolve(src);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Makes the paths compose resolves absolute against `base` (compose-go
     /// `paths.ResolveRelativePaths`).
     fn resolve_paths(&self, dict: &mut Value, base: &Path) {
@@ -727,6 +758,11 @@ impl Loader {
                                 }
                             }
                         }
+                    }
+                }
+                if let Some(Value::Sequence(vols)) = s.get_mut("volumes") {
+                    for v in vols.iter_mut() {
+                        self.resolve_volume_source(v, base);
                     }
                 }
                 if let Some(Value::Sequence(files)) = s.get_mut("env_file") {
