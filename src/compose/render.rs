@@ -1,5 +1,5 @@
 //! The resolved project in the shape `docker compose config --format json`
-//! prints (compose v2.26): field names and value kinds of compose-go's
+//! prints (compose v2.40.3, against which the corpus is checked): field names and value kinds of compose-go's
 //! `types` package, `build` normalised (absolute context, `Dockerfile` by
 //! default, `args` resolved from the environment), env files merged into
 //! `environment`, and every `$` written back as `$$`.
