@@ -7,15 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use crate::common::*;
 
-fn finished(out: &std::process::Output) -> std::collections::BTreeMap<String, serde_json::Value> {
-    stdout(out)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == "finished")
-        .map(|e| (e["service"].as_str().unwrap().to_string(), e))
-        .collect()
-}
-
 /// A loopback HTTP server answering every request with the current `body` (with an ETag of
 /// it, as a real server would), until the test ends.
 fn serve(body: Arc<Mutex<String>>) -> u16 {

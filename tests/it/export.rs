@@ -12,9 +12,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::common::{docker_at, docker_host, stderr, stdout, Project};
+use crate::tls::upgrade_to_grpc;
 
 /// The engine whose BuildKit plays the standalone builder.
 fn builder_engine_socket() -> PathBuf {
@@ -62,30 +61,6 @@ fn buildkitd() -> Buildkitd {
         }
     });
     Buildkitd { addr, _rt: rt }
-}
-
-/// `POST /grpc` with `Upgrade: h2c`, reading the answer's header byte by
-/// byte so nothing after it is taken.
-async fn upgrade_to_grpc(engine: &mut tokio::net::UnixStream) -> std::io::Result<()> {
-    engine
-        .write_all(
-            b"POST /grpc HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
-        )
-        .await?;
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        if engine.read(&mut b).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        head.push(b[0]);
-    }
-    if !head.starts_with(b"HTTP/1.1 101") {
-        return Err(std::io::Error::other(
-            String::from_utf8_lossy(&head).into_owned(),
-        ));
-    }
-    Ok(())
 }
 
 fn project(tag: &str) -> Project {

@@ -2,15 +2,6 @@
 
 use crate::common::*;
 
-fn finished(out: &std::process::Output) -> std::collections::BTreeMap<String, serde_json::Value> {
-    stdout(out)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == "finished")
-        .map(|e| (e["service"].as_str().unwrap().to_string(), e))
-        .collect()
-}
-
 fn steps_run(out: &std::process::Output, service: &str) -> usize {
     stdout(out)
         .lines()

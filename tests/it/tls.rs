@@ -129,8 +129,9 @@ pub(crate) fn endpoint(pki: &Pki, buildkitd: bool) -> Endpoint {
 }
 
 /// `POST /grpc` with `Upgrade: h2c`, reading the answer's header byte by
-/// byte so nothing after it is taken.
-async fn upgrade_to_grpc(engine: &mut tokio::net::UnixStream) -> std::io::Result<()> {
+/// byte so nothing after it is taken: what follows is BuildKit's own gRPC
+/// API, as a standalone buildkitd serves it ("buildkitd mode").
+pub(crate) async fn upgrade_to_grpc(engine: &mut tokio::net::UnixStream) -> std::io::Result<()> {
     engine
         .write_all(
             b"POST /grpc HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",

@@ -432,3 +432,14 @@ pub fn set_mtime(path: &Path, t: std::time::SystemTime) {
 pub fn mtime(path: &Path) -> std::time::SystemTime {
     std::fs::metadata(path).unwrap().modified().unwrap()
 }
+
+/// The `finished` event of each service in a `--progress json` run, by
+/// service name.
+pub fn finished(out: &Output) -> BTreeMap<String, serde_json::Value> {
+    stdout(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "finished")
+        .map(|e| (e["service"].as_str().unwrap().to_string(), e))
+        .collect()
+}
