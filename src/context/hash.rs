@@ -148,9 +148,11 @@ mod tests {
             let err = hash_entry(e).unwrap_err();
             assert!(err.to_string().contains("was replaced"), "{err}");
         }
-        // A same-path rewrite is another inode too.
-        std::fs::remove_file(ctx.path().join("big")).unwrap();
-        std::fs::write(ctx.path().join("big"), b"x").unwrap();
+        // A file renamed over the listed one (an editor's save) is another
+        // inode: written beside it first, so its inode cannot be a reuse of
+        // the listed one's.
+        std::fs::write(ctx.path().join("big.new"), b"x").unwrap();
+        std::fs::rename(ctx.path().join("big.new"), ctx.path().join("big")).unwrap();
         assert!(hash_entry(&bigf).is_err());
     }
 }
