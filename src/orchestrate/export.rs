@@ -290,14 +290,7 @@ pub(crate) async fn build(
             })
         }
     };
-    let names: Vec<String> = b
-        .solve
-        .exporters
-        .iter()
-        .filter_map(|e| e.attrs.get("name"))
-        .flat_map(|n| n.split(',').map(str::to_string))
-        .filter(|n| !n.is_empty())
-        .collect();
+    let names = b.tagged_names();
     // The tarball names its images; an engine that loads it untagged
     // reports the ID instead, which then gets the names.
     let id = loaded.iter().find(|l| l.starts_with("sha256:"));

@@ -171,13 +171,7 @@ pub async fn check(b: &ServiceBuild, engine: &Engine) -> Freshness {
     }
     // Every name the build tags (`image` and `tags:`) must still point at
     // the image it produced.
-    let names: Vec<String> = b
-        .solve
-        .exporters
-        .iter()
-        .filter_map(|e| e.attrs.get("name"))
-        .flat_map(|n| n.split(',').map(str::to_string))
-        .collect();
+    let names = b.tagged_names();
     for name in names {
         match engine.image(&name).await {
             Ok(Some(img)) if record.is_image(&img) => {}

@@ -113,6 +113,18 @@ impl ServiceBuild {
 }
 
 impl ServiceBuild {
+    /// Every name the build tags (`image` and `tags:`), as the exporters
+    /// are asked to name the image.
+    pub fn tagged_names(&self) -> Vec<String> {
+        self.solve
+            .exporters
+            .iter()
+            .filter_map(|e| e.attrs.get("name"))
+            .flat_map(|n| n.split(',').map(str::to_string))
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+
     /// How much hashing this build's directories needed so far.
     pub fn hash_counts(&self) -> HashCounts {
         use std::sync::atomic::Ordering::Relaxed;
