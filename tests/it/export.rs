@@ -9,11 +9,10 @@
 //! cannot tell a Docker engine is behind it, and the images must end up in
 //! the test engine of DOCKER_HOST, which is another engine.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::common::{docker_at, docker_host, stderr, stdout, Project};
-use crate::tls::upgrade_to_grpc;
+use crate::tls::{proxy_to_engine, Endpoint};
 
 /// The engine whose BuildKit plays the standalone builder.
 fn builder_engine_socket() -> PathBuf {
@@ -29,38 +28,9 @@ fn builder_engine_socket() -> PathBuf {
     )
 }
 
-/// A TCP endpoint in front of the engine's BuildKit; stops with the runtime.
-struct Buildkitd {
-    addr: SocketAddr,
-    _rt: tokio::runtime::Runtime,
-}
-
-fn buildkitd() -> Buildkitd {
-    let socket = builder_engine_socket();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    rt.spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let socket = socket.clone();
-            tokio::spawn(async move {
-                let Ok(mut engine) = tokio::net::UnixStream::connect(&socket).await else {
-                    return;
-                };
-                if upgrade_to_grpc(&mut engine).await.is_err() {
-                    return;
-                }
-                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut engine).await;
-            });
-        }
-    });
-    Buildkitd { addr, _rt: rt }
+/// A plain TCP endpoint in front of that engine's BuildKit.
+fn buildkitd() -> Endpoint {
+    proxy_to_engine(builder_engine_socket(), None, true)
 }
 
 fn project(tag: &str) -> Project {
@@ -109,11 +79,17 @@ fn a_standalone_builder_exports_a_tarball_loaded_into_docker_host() {
         assert!(out.status.success(), "{}", stderr(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let out = p.cbuild_env(
-        &["--builder", &builder, "--progress", "json", "build"],
-        &env,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    // A successful build through the builder, and whether it was skipped.
+    let build = || {
+        let out = p.cbuild_env(
+            &["--builder", &builder, "--progress", "json", "build"],
+            &env,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let events = stdout(&out);
+        (events.contains("\"up_to_date\":true"), events)
+    };
+    build();
     // The image is in DOCKER_HOST's engine, loaded there, with its tag…
     assert_eq!(
         run_in(&image, "cat /hello.txt /built.txt"),
@@ -126,16 +102,8 @@ fn a_standalone_builder_exports_a_tarball_loaded_into_docker_host() {
     );
 
     // The engine's ID after the load is what the next run compares with.
-    let out = p.cbuild_env(
-        &["--builder", &builder, "--progress", "json", "build"],
-        &env,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("\"up_to_date\":true"),
-        "{}",
-        stdout(&out)
-    );
+    let (skipped, events) = build();
+    assert!(skipped, "{events}");
 
     // `status` knows no builder, and agrees.
     let out = p.cbuild_env(&["status"], &env);
@@ -148,16 +116,8 @@ fn a_standalone_builder_exports_a_tarball_loaded_into_docker_host() {
 
     // A content change reaches the image through the same path.
     p.file("hello.txt", "changed\n");
-    let out = p.cbuild_env(
-        &["--builder", &builder, "--progress", "json", "build"],
-        &env,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        !stdout(&out).contains("\"up_to_date\":true"),
-        "{}",
-        stdout(&out)
-    );
+    let (skipped, events) = build();
+    assert!(!skipped, "{events}");
     assert_eq!(run_in(&image, "cat /hello.txt"), "changed\n");
 
     // A failed build loads nothing: the image stays the last good one.
@@ -177,16 +137,8 @@ fn a_standalone_builder_exports_a_tarball_loaded_into_docker_host() {
 
     // A removed image is built again, not reported up to date.
     let _ = docker_at(&target, &["rmi", "-f", &image]);
-    let out = p.cbuild_env(
-        &["--builder", &builder, "--progress", "json", "build"],
-        &env,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        !stdout(&out).contains("\"up_to_date\":true"),
-        "{}",
-        stdout(&out)
-    );
+    let (skipped, events) = build();
+    assert!(!skipped, "{events}");
     assert_eq!(run_in(&image, "cat /hello.txt"), "changed\n");
 }
 

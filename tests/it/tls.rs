@@ -66,7 +66,7 @@ impl Pki {
     }
 }
 
-/// A TLS endpoint in front of the engine; stops with the runtime.
+/// An endpoint in front of the engine; stops with the runtime.
 pub(crate) struct Endpoint {
     pub(crate) addr: SocketAddr,
     _rt: tokio::runtime::Runtime,
@@ -98,6 +98,18 @@ pub(crate) fn endpoint(pki: &Pki, buildkitd: bool) -> Endpoint {
             .strip_prefix("unix://")
             .expect("the test engine is on a unix socket"),
     );
+    proxy_to_engine(socket, Some(acceptor), buildkitd)
+}
+
+/// A TCP endpoint on loopback in front of the engine at `socket`, over TLS
+/// when `tls` is given. With `buildkitd`, each connection first makes the
+/// engine's `POST /grpc` upgrade, so what answers is BuildKit's own gRPC API
+/// as a standalone buildkitd serves it; without, the engine's API.
+pub(crate) fn proxy_to_engine(
+    socket: PathBuf,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    buildkitd: bool,
+) -> Endpoint {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -108,20 +120,32 @@ pub(crate) fn endpoint(pki: &Pki, buildkitd: bool) -> Endpoint {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     rt.spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let tls = tls.clone();
             let socket = socket.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
+                let connect = || async {
+                    let mut engine = tokio::net::UnixStream::connect(&socket).await.ok()?;
+                    if buildkitd && upgrade_to_grpc(&mut engine).await.is_err() {
+                        return None;
+                    }
+                    Some(engine)
                 };
-                let Ok(mut engine) = tokio::net::UnixStream::connect(&socket).await else {
-                    return;
-                };
-                if buildkitd && upgrade_to_grpc(&mut engine).await.is_err() {
-                    return;
+                match tls {
+                    Some(acceptor) => {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        if let Some(mut engine) = connect().await {
+                            let _ = tokio::io::copy_bidirectional(&mut tls, &mut engine).await;
+                        }
+                    }
+                    None => {
+                        if let Some(mut engine) = connect().await {
+                            let _ = tokio::io::copy_bidirectional(&mut tcp, &mut engine).await;
+                        }
+                    }
                 }
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut engine).await;
             });
         }
     });
