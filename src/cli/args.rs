@@ -48,6 +48,9 @@ const TAKES_VALUE: &[&str] = &[
     "--format",
     "--explain",
     "--runs",
+    "--platform",
+    "--provenance",
+    "--sbom",
 ];
 
 /// `cbuild [OPTIONS] [SERVICE...]` means `cbuild build [OPTIONS]
@@ -218,6 +221,19 @@ pub struct BuildArgs {
     /// How many services build at once (default: all).
     #[arg(long, env = "COMPOSE_PARALLEL_LIMIT", value_name = "N")]
     pub parallel: Option<usize>,
+    /// Build every named service for these platforms instead of its
+    /// `platforms:` (`linux/amd64,linux/386`; repeatable; as buildx's
+    /// `--platform`: compose has no such flag).
+    #[arg(long = "platform", value_name = "OS/ARCH[,...]")]
+    pub platforms: Vec<String>,
+    /// Provenance attestation: `true`, `false` or buildx's fields
+    /// (`mode=max`); replaces each service's `provenance` key.
+    #[arg(long, value_name = "VALUE")]
+    pub provenance: Option<String>,
+    /// SBOM attestation: `true`, `false` or buildx's fields
+    /// (`generator=IMAGE`); replaces each service's `sbom` key.
+    #[arg(long, value_name = "VALUE")]
+    pub sbom: Option<String>,
 }
 
 /// `cbuild up` arguments.
@@ -410,5 +426,25 @@ mod tests {
         assert_eq!(x.services, ["web"]);
         assert_eq!(x.format, ContextFormat::Json);
         assert_eq!(x.explain.as_deref(), Some("a/b"));
+    }
+
+    #[test]
+    fn platform_and_attestation_flags_take_values() {
+        let c = parse(&[
+            "--platform",
+            "linux/amd64,linux/386",
+            "--provenance",
+            "mode=max",
+            "--sbom",
+            "false",
+            "api",
+        ]);
+        let Command::Build(b) = c.command else {
+            panic!()
+        };
+        assert_eq!(b.platforms, ["linux/amd64,linux/386"]);
+        assert_eq!(b.provenance.as_deref(), Some("mode=max"));
+        assert_eq!(b.sbom.as_deref(), Some("false"));
+        assert_eq!(b.services, ["api"]);
     }
 }

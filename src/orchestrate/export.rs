@@ -12,7 +12,14 @@
 //! and `remote` drivers, a hosted buildkitd) has no engine behind it: it gets
 //! the `docker` exporter, whose tarball comes back through the session's
 //! FileSend service and is loaded into the engine of `DOCKER_HOST`, as
-//! `buildx --load` does.
+//! `buildx --load` does: as an OCI layout when that engine uses the
+//! containerd image store, which loads image indexes (several platforms,
+//! attestations), else as a `docker save` tarball, which holds one image
+//! (buildx `build/opt.go`, its "OCI importer" feature).
+//!
+//! It is also where a build that asks for what the builder cannot store
+//! (several platforms, attestations, a platform no worker has) is refused,
+//! before anything runs.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -35,6 +42,10 @@ pub enum Exporter {
     /// As a `docker save` tarball through the session, loaded into the
     /// Docker engine of `DOCKER_HOST`.
     DockerLoad,
+    /// As an OCI layout tarball through the session, loaded into the
+    /// Docker engine of `DOCKER_HOST`, whose containerd image store keeps
+    /// image indexes.
+    OciLoad,
 }
 
 impl Exporter {
@@ -43,14 +54,20 @@ impl Exporter {
         match self {
             Exporter::Moby => "moby",
             Exporter::DockerLoad => "docker",
+            Exporter::OciLoad => "oci",
         }
+    }
+
+    /// Whether images leave as a tarball to load.
+    pub fn loads(self) -> bool {
+        self != Exporter::Moby
     }
 }
 
-/// The exporter as an input of the image: both of [`Exporter`]'s kinds put
-/// the same image into the engine's store.
+/// The exporter as an input of the image: every one of [`Exporter`]'s kinds
+/// puts the same image into the engine's store.
 pub fn store_kind(kind: &str) -> &str {
-    if kind == Exporter::DockerLoad.kind() {
+    if kind == Exporter::DockerLoad.kind() || kind == Exporter::OciLoad.kind() {
         Exporter::Moby.kind()
     } else {
         kind
@@ -64,15 +81,21 @@ pub struct Choice {
     pub exporter: Exporter,
     /// The image store the images go to, in words.
     pub store: String,
+    /// Whether that store keeps image indexes: several platforms in one
+    /// image, attestations. `None`: cbuild cannot tell (the engine did not
+    /// say), BuildKit judges.
+    pub keeps_indexes: Option<bool>,
 }
 
 /// Picks the exporter. `engine` is what the Docker engine said of itself
 /// when the builder is that engine's BuildKit (`None` when it is not, or
-/// did not say); `workers` are the builder's workers.
+/// did not say); `workers` are the builder's workers; `load_target` what
+/// the engine of `DOCKER_HOST` said when the builder is not an engine.
 pub fn decide(
     builder_is_engine: bool,
     engine: Option<&EngineVersion>,
     workers: &[WorkerInfo],
+    load_target: Option<&EngineVersion>,
 ) -> Choice {
     if builder_is_engine {
         let store = match engine {
@@ -89,6 +112,7 @@ pub fn decide(
         return Choice {
             exporter: Exporter::Moby,
             store,
+            keeps_indexes: engine.map(|v| v.containerd_store),
         };
     }
     // The BuildKit of a graph-driver Docker engine reached directly (its
@@ -100,19 +124,28 @@ pub fn decide(
         return Choice {
             exporter: Exporter::Moby,
             store: "the image store of the Docker engine this BuildKit belongs to (a graph-driver engine: it has no other exporter)".into(),
+            keeps_indexes: Some(false),
         };
     }
     let snapshotter = workers
         .iter()
         .find_map(|w| w.labels.get("org.mobyproject.buildkit.worker.snapshotter"));
+    let oci = load_target.is_some_and(|v| v.containerd_store);
+    let (exporter, format) = if oci {
+        (Exporter::OciLoad, "an OCI tarball loaded into the containerd image store of the Docker engine of DOCKER_HOST")
+    } else {
+        (
+            Exporter::DockerLoad,
+            "a tarball loaded into the Docker engine of DOCKER_HOST",
+        )
+    };
     Choice {
-        exporter: Exporter::DockerLoad,
+        exporter,
         store: match snapshotter {
-            Some(s) => format!(
-                "a tarball loaded into the Docker engine of DOCKER_HOST (builder snapshotter {s})"
-            ),
-            None => "a tarball loaded into the Docker engine of DOCKER_HOST".to_string(),
+            Some(s) => format!("{format} (builder snapshotter {s})"),
+            None => format.to_string(),
         },
+        keeps_indexes: Some(oci),
     }
 }
 
@@ -183,9 +216,14 @@ pub async fn connect_target(
         Err(err) => (None, None, Some(err)),
     };
     let workers = client.workers();
-    let choice = decide(is_engine, version.as_ref().filter(|_| is_engine), &workers);
+    let choice = decide(
+        is_engine,
+        version.as_ref().filter(|_| is_engine),
+        &workers,
+        version.as_ref().filter(|_| !is_engine),
+    );
     let problem = match problem {
-        Some(source) if choice.exporter == Exporter::DockerLoad => {
+        Some(source) if choice.exporter.loads() => {
             return Err(NoEngine {
                 builder: client.address().to_string(),
                 docker_host: docker_host.to_string(),
@@ -212,6 +250,104 @@ pub fn retarget(builds: &mut [ServiceBuild], exporter: Exporter) {
             }
         }
     }
+}
+
+/// A build the builder cannot do, found before anything runs.
+#[derive(Debug, thiserror::Error)]
+#[error("service `{service}`: {message}")]
+pub struct Unable {
+    /// The service.
+    pub service: String,
+    /// What it asks for that the builder cannot do.
+    pub message: String,
+    /// What to do.
+    pub hint: String,
+}
+
+/// Refuses, before any solve, a build whose platforms the builder's
+/// workers do not build, or whose image index (several platforms,
+/// attestations) the image store cannot keep. compose 2.40 (through
+/// buildx) refuses the latter with "Multi-platform build is not supported
+/// for the docker driver" or "Attestation is not supported for the docker
+/// driver", and "docker exporter does not currently support exporting
+/// manifest lists" for a builder whose images are loaded into a
+/// graph-driver engine; it does not check the workers' platforms at all,
+/// and then labels an image with a platform its content is not built for.
+pub fn check(
+    builds: &[ServiceBuild],
+    choice: &Choice,
+    builder: &str,
+    workers: &[WorkerInfo],
+) -> Result<(), Unable> {
+    let available: Vec<&str> = workers
+        .iter()
+        .flat_map(|w| w.platforms.iter().map(String::as_str))
+        .collect();
+    for b in builds {
+        let unable = |message: String, hint: String| Unable {
+            service: b.service.clone(),
+            message,
+            hint,
+        };
+        let set = &b.platforms;
+        if !available.is_empty() {
+            let missing: Vec<&str> = set
+                .platforms
+                .iter()
+                .filter(|p| !available.iter().any(|a| super::platform::builds_for(a, p)))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                return Err(unable(
+                    format!(
+                        "the builder at `{builder}` cannot build for {} (`{}`): its workers build for {}",
+                        missing.join(", "),
+                        set.key,
+                        available.join(", ")
+                    ),
+                    "leave those platforms out, or use a builder that has them (`--builder`; a buildkitd with QEMU emulators installed lists more platforms)".into(),
+                ));
+            }
+        }
+        let asked: Vec<String> = b
+            .attests
+            .iter()
+            .filter(|a| a.value.is_some())
+            .map(|a| format!("{} (`{}`)", a.kind, a.key))
+            .collect();
+        let index = if set.is_multi() {
+            Some(format!(
+                "{} platforms ({} in `{}`)",
+                set.platforms.len(),
+                set.platforms.join(", "),
+                set.key
+            ))
+        } else if !asked.is_empty() {
+            Some(format!("attestations: {}", asked.join(", ")))
+        } else {
+            None
+        };
+        let Some(what) = index else { continue };
+        if choice.keeps_indexes != Some(false) {
+            continue;
+        }
+        let (message, hint) = match choice.exporter {
+            Exporter::DockerLoad => (
+                format!(
+                    "asks for {what}, which make an image index; the builder at `{builder}` is not a Docker engine, so the image is loaded into the Docker engine of DOCKER_HOST, whose image store (a graph driver) keeps one platform per image and no attestations"
+                ),
+                "turn on the containerd image store in that engine (`\"features\": {\"containerd-snapshotter\": true}` in daemon.json), or build one platform (`--platform linux/amd64`) without attestations".to_string(),
+            ),
+            _ => (
+                format!(
+                    "asks for {what}, which make an image index; the builder at `{builder}` stores images in a Docker engine with a graph driver, which keeps one platform per image and no attestations"
+                ),
+                "turn on the containerd image store (`\"features\": {\"containerd-snapshotter\": true}` in daemon.json), use a standalone buildkitd (`--builder`), or build one platform (`--platform linux/amd64`) without attestations".to_string(),
+            ),
+        };
+        return Err(unable(message, hint));
+    }
+    Ok(())
 }
 
 /// The words for a builder's BuildKit version. A Docker engine's BuildKit
@@ -242,7 +378,7 @@ pub(crate) async fn build(
         .solve
         .exporters
         .iter()
-        .any(|e| e.kind == Exporter::DockerLoad.kind());
+        .any(|e| e.kind == Exporter::DockerLoad.kind() || e.kind == Exporter::OciLoad.kind());
     if !tarball {
         return client.build(&b.solve, &b.session, progress).await;
     }
@@ -400,7 +536,7 @@ mod tests {
 
     #[test]
     fn graph_driver_engine_gets_moby() {
-        let c = decide(true, Some(&engine(false, "overlay2")), &[]);
+        let c = decide(true, Some(&engine(false, "overlay2")), &[], None);
         assert_eq!(c.exporter, Exporter::Moby);
         assert!(c.store.contains("graph driver overlay2"), "{}", c.store);
     }
@@ -411,6 +547,7 @@ mod tests {
             true,
             Some(&engine(true, "io.containerd.snapshotter.v1.overlayfs")),
             &[worker("overlayfs")],
+            None,
         );
         assert_eq!(c.exporter, Exporter::Moby);
         assert!(c.store.contains("containerd image store"), "{}", c.store);
@@ -418,18 +555,106 @@ mod tests {
 
     #[test]
     fn engine_that_did_not_say_keeps_moby() {
-        assert_eq!(decide(true, None, &[]).exporter, Exporter::Moby);
+        assert_eq!(decide(true, None, &[], None).exporter, Exporter::Moby);
     }
 
     #[test]
     fn any_other_builder_gets_the_docker_tarball() {
         // Even when it is an engine's BuildKit reached directly: cbuild
         // cannot know the engine behind it is the one of DOCKER_HOST.
-        let c = decide(false, None, &[worker("overlayfs")]);
+        let c = decide(false, None, &[worker("overlayfs")], None);
         assert_eq!(c.exporter, Exporter::DockerLoad);
         assert_eq!(c.exporter.kind(), "docker");
         assert!(c.store.contains("snapshotter overlayfs"), "{}", c.store);
-        assert_eq!(decide(false, None, &[]).exporter, Exporter::DockerLoad);
+        assert_eq!(
+            decide(false, None, &[], None).exporter,
+            Exporter::DockerLoad
+        );
+    }
+
+    /// buildx's "OCI importer": an engine with the containerd store loads
+    /// an OCI layout, which may hold an image index.
+    #[test]
+    fn a_containerd_store_target_gets_the_oci_tarball() {
+        let target = engine(true, "overlayfs");
+        let c = decide(false, None, &[worker("overlayfs")], Some(&target));
+        assert_eq!(c.exporter, Exporter::OciLoad);
+        assert_eq!(c.keeps_indexes, Some(true));
+        assert_eq!(store_kind(c.exporter.kind()), "moby");
+        let graph = engine(false, "overlay2");
+        let c = decide(false, None, &[worker("overlayfs")], Some(&graph));
+        assert_eq!(c.exporter, Exporter::DockerLoad);
+        assert_eq!(c.keeps_indexes, Some(false));
+        // The builder's own engine decides for an engine's BuildKit.
+        let c = decide(true, Some(&graph), &[], Some(&target));
+        assert_eq!((c.exporter, c.keeps_indexes), (Exporter::Moby, Some(false)));
+    }
+
+    /// Plans `compose` (one service `app` with a Dockerfile), with `flags`.
+    fn planned(compose: &str, opts: super::super::BuildOptions) -> Vec<ServiceBuild> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), compose).unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM cbuild-base\n").unwrap();
+        let project = crate::compose::load(&crate::compose::LoadOptions {
+            cwd: dir.path().to_path_buf(),
+            project_name: Some("p".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        super::super::plan(&project, &opts).unwrap()
+    }
+
+    fn workers(platforms: &[&str]) -> Vec<WorkerInfo> {
+        vec![WorkerInfo {
+            platforms: platforms.iter().map(|p| p.to_string()).collect(),
+            ..worker("overlayfs")
+        }]
+    }
+
+    #[test]
+    fn builds_the_builder_cannot_do_are_refused_naming_what_it_has() {
+        let two = "services:\n  app:\n    build:\n      context: .\n      platforms: [linux/amd64, linux/386]\n";
+        let b = planned(two, Default::default());
+        let amd = workers(&["linux/amd64", "linux/amd64/v2"]);
+        let graph = decide(true, Some(&engine(false, "overlay2")), &amd, None);
+        let cd = decide(true, Some(&engine(true, "overlayfs")), &amd, None);
+        let both = workers(&["linux/amd64", "linux/386"]);
+        let e = check(&b, &cd, "unix:///d.sock", &amd).unwrap_err();
+        assert!(
+            e.message.contains("cannot build for linux/386")
+                && e.message.contains("`services.app.build.platforms`")
+                && e.message.contains("linux/amd64, linux/amd64/v2")
+                && e.message.contains("unix:///d.sock"),
+            "{e}"
+        );
+        assert!(check(&b, &cd, "x", &both).is_ok());
+        let e = check(&b, &graph, "x", &both).unwrap_err();
+        assert!(
+            e.message.contains("2 platforms") && e.message.contains("graph driver"),
+            "{e}"
+        );
+        assert!(e.hint.contains("containerd image store"), "{}", e.hint);
+        let graph_load = decide(false, None, &both, Some(&engine(false, "overlay2")));
+        let e = check(&b, &graph_load, "x", &both).unwrap_err();
+        assert!(e.message.contains("DOCKER_HOST"), "{e}");
+        let oci = decide(false, None, &both, Some(&engine(true, "overlayfs")));
+        assert!(check(&b, &oci, "x", &both).is_ok());
+        // One platform is fine on the graph driver; an attestation is not.
+        let one = planned(
+            "services:\n  app:\n    build:\n      context: .\n      platforms: [linux/amd64]\n      provenance: mode=max\n",
+            Default::default(),
+        );
+        let e = check(&one, &graph, "x", &both).unwrap_err();
+        assert!(
+            e.message
+                .contains("provenance (`services.app.build.provenance`)"),
+            "{e}"
+        );
+        let off = planned(
+            "services:\n  app:\n    build:\n      context: .\n      provenance: false\n",
+            Default::default(),
+        );
+        assert!(check(&off, &graph, "x", &both).is_ok());
     }
 
     #[test]
@@ -444,13 +669,13 @@ mod tests {
             )]
             .into(),
         };
-        assert_eq!(decide(false, None, &[w]).exporter, Exporter::Moby);
+        assert_eq!(decide(false, None, &[w], None).exporter, Exporter::Moby);
         // Docker 20.10: a worker named `moby`, no labels.
         let old = WorkerInfo {
             id: "moby".into(),
             ..Default::default()
         };
-        assert_eq!(decide(false, None, &[old]).exporter, Exporter::Moby);
+        assert_eq!(decide(false, None, &[old], None).exporter, Exporter::Moby);
         // The containerd-store engine's worker has an executor: it has the
         // docker exporter.
         let mut cd = worker("overlayfs");
@@ -462,7 +687,10 @@ mod tests {
             "org.mobyproject.buildkit.worker.moby.host-gateway-ip".into(),
             "172.17.0.1".into(),
         );
-        assert_eq!(decide(false, None, &[cd]).exporter, Exporter::DockerLoad);
+        assert_eq!(
+            decide(false, None, &[cd], None).exporter,
+            Exporter::DockerLoad
+        );
     }
 
     #[test]

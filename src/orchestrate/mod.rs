@@ -7,6 +7,7 @@ pub mod export;
 pub mod fresh;
 pub mod inspect;
 pub mod plan;
+pub mod platform;
 pub mod shutdown;
 pub mod status;
 pub mod up;
@@ -296,7 +297,8 @@ async fn build_one(
         t.clock.release();
     }
     let refusal = match &result {
-        Err(e) => cache_refusal(b, client, &e.to_string()),
+        Err(e) => cache_refusal(b, client, &e.to_string())
+            .or_else(|| platform::sbom_refusal(&b.attests, &e.to_string())),
         Ok(_) => None,
     };
     let outcome = match result {

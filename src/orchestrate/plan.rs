@@ -42,6 +42,13 @@ pub struct BuildOptions {
     /// `--ssh` entries (`default`, `id=/path/to/agent.sock`), added to every
     /// service's `build.ssh`.
     pub ssh: Vec<String>,
+    /// `--platform` entries (comma-separated lists allowed): the platforms
+    /// of every service built, replacing `platforms:`.
+    pub platforms: Vec<String>,
+    /// `--provenance`, replacing each service's `provenance` key.
+    pub provenance: Option<String>,
+    /// `--sbom`, replacing each service's `sbom` key.
+    pub sbom: Option<String>,
 }
 
 /// How a build context travels to BuildKit.
@@ -86,6 +93,15 @@ pub struct ServiceBuild {
     /// Where the record of the last build is kept (for skipping builds
     /// whose inputs did not change).
     pub record: Option<PathBuf>,
+    /// The platforms it targets (also in the `platform` attribute).
+    pub platforms: super::platform::PlatformSet,
+    /// The attestations it asks for or turns off (also in the `attest:`
+    /// attributes).
+    pub attests: Vec<super::platform::Attest>,
+    /// Frontend attributes added for the builder, not asked for by the
+    /// project (buildx's default provenance): they follow the builder, like
+    /// the exporter, so they are no input of the image.
+    pub builder_attrs: Vec<String>,
 }
 
 impl ServiceBuild {
@@ -232,6 +248,14 @@ pub enum PlanError {
         /// `services.NAME.build.cache_to[I]`.
         key: String,
         /// What is wrong, and what to write instead.
+        message: String,
+    },
+    /// A setting with a value cbuild (or compose) cannot read.
+    #[error("`{key}`: {message}")]
+    BadValue {
+        /// The Compose key, flag or variable.
+        key: String,
+        /// What is wrong, and what to write.
         message: String,
     },
     /// A feature cbuild does not support yet.
@@ -569,6 +593,16 @@ fn plan_service(
     }
 
     let entitlements = option_attrs(project, svc, build, opts, &mut attrs)?;
+    let platforms = super::platform::resolve(svc, opts)?;
+    if !platforms.platforms.is_empty() {
+        attrs.insert("platform".into(), platforms.platforms.join(","));
+    }
+    let attests = super::platform::attests(svc, opts)?;
+    for a in &attests {
+        if let Some(v) = &a.value {
+            attrs.insert(format!("attest:{}", a.kind), v.clone());
+        }
+    }
     for (name, value) in &build.additional_contexts {
         if let Some(dep) = value.strip_prefix("service:") {
             // The dependency is built first and tagged in the engine; the
@@ -705,6 +739,9 @@ fn plan_service(
         same_as: None,
         bases: Vec::new(),
         force: false,
+        platforms,
+        attests,
+        builder_attrs: Vec::new(),
         // A tar context is not a replayable request, and a remote one can
         // change without cbuild seeing it: those are never skipped.
         record: match opts.transport {
@@ -783,8 +820,8 @@ fn build_args(build: &crate::compose::BuildSpec, opts: &BuildOptions) -> BTreeMa
 }
 
 /// The frontend attributes from the service's build options (target, build
-/// args, labels, cache and pull policy, hosts, shm size, ulimits, network,
-/// platforms), and the entitlements they need.
+/// args, labels, cache and pull policy, hosts, shm size, ulimits, network),
+/// and the entitlements they need.
 fn option_attrs(
     project: &Project,
     svc: &Service,
@@ -861,9 +898,6 @@ fn option_attrs(
     }
     if build.privileged {
         entitlements.push("security.insecure".to_string());
-    }
-    if !build.platforms.is_empty() {
-        attrs.insert("platform".into(), build.platforms.join(","));
     }
     Ok(entitlements)
 }
@@ -1093,7 +1127,7 @@ fn cache_entry(spec: &str) -> Result<ExporterSpec, String> {
 /// what buildx uses: `"…"` quotes a field (with `""` for a quote), so a value
 /// may hold a comma. Hand-written because it is one line with Go's rules, not
 /// a file.
-fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+pub(crate) fn csv_fields(line: &str) -> Result<Vec<String>, String> {
     let mut fields = Vec::new();
     let mut chars = line.chars().peekable();
     loop {

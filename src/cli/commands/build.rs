@@ -38,6 +38,9 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
         ssh: args.ssh.clone(),
         session_over_control: env.get("CBUILD_SESSION_TRANSPORT").map(String::as_str)
             == Some("grpc"),
+        platforms: args.platforms.clone(),
+        provenance: args.provenance.clone(),
+        sbom: args.sbom.clone(),
     };
     let builds = match orchestrate::plan(&project, &opts) {
         Ok(b) => b,
@@ -76,6 +79,17 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
     };
     let mut builds = builds;
     orchestrate::export::retarget(&mut builds, target.choice.exporter);
+    let workers = client.workers();
+    if let Err(e) = orchestrate::export::check(
+        &builds,
+        &target.choice,
+        &client.address().to_string(),
+        &workers,
+    ) {
+        let hint = e.hint.clone();
+        report_error(printer, &e.into(), Some(&hint));
+        return ExitStatus::Failure;
+    }
     let engine = target.engine;
     let (trigger, shutdown) = orchestrate::Shutdown::new();
     let ctrl_c = tokio::spawn(async move {
