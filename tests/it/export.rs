@@ -170,9 +170,12 @@ fn doctor_names_the_exporter_and_store() {
     let out = p.cbuild(&["--builder", &builder, "doctor"]);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
-    assert!(text.contains("exporter:  docker"), "{text}");
+    // An OCI layout when DOCKER_HOST's engine has the containerd store.
+    let containerd = docker_host() == format!("unix://{}", builder_engine_socket().display());
+    let kind = if containerd { "oci" } else { "docker" };
+    assert!(text.contains(&format!("exporter:  {kind}\n")), "{text}");
     assert!(
-        text.contains("loaded into the Docker engine of DOCKER_HOST"),
+        text.contains("loaded into the") && text.contains("Docker engine of DOCKER_HOST"),
         "{text}"
     );
     // Debian's Docker 28.5 reports `v0.0.0+unknown`; reached directly it
