@@ -104,7 +104,7 @@ fn manifests(host: &str, image: &str) -> Vec<(String, String)> {
 #[test]
 fn an_image_index_on_a_graph_driver_is_refused_before_any_build() {
     let (p, image) = project("plat-graph", "      platforms: [linux/amd64, linux/386]\n");
-    for name in ["d28", "d26"] {
+    for name in ["d28", "d26", "stable"] {
         let host = engine(name);
         let out = p.cbuild_env(&["build"], &[("DOCKER_HOST", &host)]);
         let err = stderr(&out);
