@@ -35,6 +35,9 @@ pub enum Exporter {
     /// As a `docker save` tarball through the session, loaded into the
     /// Docker engine of `DOCKER_HOST`.
     DockerLoad,
+    /// Straight to the registry (`image` with `push=true`), nowhere else:
+    /// what a builder without an engine does with `--push`.
+    ImagePush,
 }
 
 impl Exporter {
@@ -43,14 +46,15 @@ impl Exporter {
         match self {
             Exporter::Moby => "moby",
             Exporter::DockerLoad => "docker",
+            Exporter::ImagePush => "image",
         }
     }
 }
 
-/// The exporter as an input of the image: both of [`Exporter`]'s kinds put
-/// the same image into the engine's store.
+/// The exporter as an input of the image: each of [`Exporter`]'s kinds
+/// makes the same image, wherever it puts it.
 pub fn store_kind(kind: &str) -> &str {
-    if kind == Exporter::DockerLoad.kind() {
+    if kind == Exporter::DockerLoad.kind() || kind == Exporter::ImagePush.kind() {
         Exporter::Moby.kind()
     } else {
         kind
@@ -64,6 +68,9 @@ pub struct Choice {
     pub exporter: Exporter,
     /// The image store the images go to, in words.
     pub store: String,
+    /// Whether the exporter pushes (`push=true`) with `--push`; else the
+    /// Docker engine pushes after the build.
+    pub exporter_pushes: bool,
 }
 
 /// Picks the exporter. `engine` is what the Docker engine said of itself
@@ -86,9 +93,13 @@ pub fn decide(
             ),
             None => "the engine's image store".to_string(),
         };
+        // moby's containerd-backed exporter pushes itself (buildx's docker
+        // driver calls that "direct push"); the graph-driver one cannot,
+        // so the engine pushes what it stored, as buildx's `pushWithMoby`.
         return Choice {
             exporter: Exporter::Moby,
             store,
+            exporter_pushes: engine.is_some_and(|v| v.containerd_store),
         };
     }
     // The BuildKit of a graph-driver Docker engine reached directly (its
@@ -100,6 +111,7 @@ pub fn decide(
         return Choice {
             exporter: Exporter::Moby,
             store: "the image store of the Docker engine this BuildKit belongs to (a graph-driver engine: it has no other exporter)".into(),
+            exporter_pushes: false,
         };
     }
     let snapshotter = workers
@@ -113,6 +125,7 @@ pub fn decide(
             ),
             None => "a tarball loaded into the Docker engine of DOCKER_HOST".to_string(),
         },
+        exporter_pushes: true,
     }
 }
 
@@ -158,7 +171,7 @@ pub struct NoEngine {
 impl NoEngine {
     /// What to do.
     pub fn hint(&self) -> String {
-        "set DOCKER_HOST to a running Docker engine (the images are loaded there); cbuild cannot push to a registry instead yet".into()
+        "set DOCKER_HOST to a running Docker engine (the images are loaded there); or send them to a registry only with `--push` (every service built then needs an `image:`)".into()
     }
 }
 
@@ -212,6 +225,49 @@ pub fn retarget(builds: &mut [ServiceBuild], exporter: Exporter) {
             }
         }
     }
+}
+
+/// Asks the exporters of the builds that push (`--push`, a service with
+/// `image:`) to push, where the builder's exporter can: the engine's
+/// containerd-backed `moby` gets `push=true`; a builder without an engine
+/// gets the `image` exporter with `push=true` instead of the tarball, so
+/// the images go to the registry only (as buildx's `--push` without
+/// `--load`). Elsewhere the exporter stays as it is and the engine pushes
+/// after the build ([`push_by_engine`]).
+pub fn retarget_push(builds: &mut [ServiceBuild], choice: &Choice) {
+    if !choice.exporter_pushes {
+        return;
+    }
+    for b in builds.iter_mut().filter(|b| b.push) {
+        for e in &mut b.solve.exporters {
+            if e.kind == Exporter::DockerLoad.kind() {
+                e.kind = Exporter::ImagePush.kind().to_string();
+            }
+            if e.kind == Exporter::Moby.kind() || e.kind == Exporter::ImagePush.kind() {
+                e.attrs.insert("push".into(), "true".into());
+            }
+        }
+    }
+}
+
+/// Whether `b` pushes through the Docker engine after it is built (its
+/// exporter does not push).
+pub fn push_by_engine(b: &ServiceBuild) -> bool {
+    b.push
+        && !b
+            .solve
+            .exporters
+            .iter()
+            .any(|e| e.attrs.get("push").map(String::as_str) == Some("true"))
+}
+
+/// Whether `b` leaves its image in a Docker engine (every exporter but the
+/// registry-only `image`).
+pub fn stores_locally(b: &ServiceBuild) -> bool {
+    b.solve
+        .exporters
+        .iter()
+        .any(|e| e.kind != Exporter::ImagePush.kind())
 }
 
 /// The words for a builder's BuildKit version. A Docker engine's BuildKit

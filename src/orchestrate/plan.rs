@@ -42,6 +42,8 @@ pub struct BuildOptions {
     /// `--ssh` entries (`default`, `id=/path/to/agent.sock`), added to every
     /// service's `build.ssh`.
     pub ssh: Vec<String>,
+    /// `--push`: push the images of services with an `image:`.
+    pub push: bool,
 }
 
 /// How a build context travels to BuildKit.
@@ -86,6 +88,9 @@ pub struct ServiceBuild {
     /// Where the record of the last build is kept (for skipping builds
     /// whose inputs did not change).
     pub record: Option<PathBuf>,
+    /// Push the image (`--push`; only a service with an `image:` is
+    /// pushed, as compose does).
+    pub push: bool,
 }
 
 impl ServiceBuild {
@@ -705,6 +710,7 @@ fn plan_service(
         same_as: None,
         bases: Vec::new(),
         force: false,
+        push: opts.push && svc.image.is_some(),
         // A tar context is not a replayable request, and a remote one can
         // change without cbuild seeing it: those are never skipped.
         record: match opts.transport {

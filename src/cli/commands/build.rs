@@ -36,6 +36,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
             TransportArg::TarGz => Transport::Tar { gzip: true },
         },
         ssh: args.ssh.clone(),
+        push: args.push,
         session_over_control: env.get("CBUILD_SESSION_TRANSPORT").map(String::as_str)
             == Some("grpc"),
     };
@@ -68,6 +69,13 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
     let (host, tls) = settings::engine_for(client.address(), &env);
     let target = match orchestrate::export::connect_target(&client, &host, tls.as_ref()).await {
         Ok(t) => t,
+        // Images that only go to a registry need no engine.
+        Err(_) if args.push && builds.iter().all(|b| b.push) => orchestrate::export::Target {
+            choice: orchestrate::export::decide(false, None, &client.workers()),
+            engine: None,
+            engine_version: None,
+            engine_problem: None,
+        },
         Err(e) => {
             let hint = e.hint();
             report_error(printer, &e.into(), Some(&hint));
@@ -76,6 +84,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
     };
     let mut builds = builds;
     orchestrate::export::retarget(&mut builds, target.choice.exporter);
+    orchestrate::export::retarget_push(&mut builds, &target.choice);
     let engine = target.engine;
     let (trigger, shutdown) = orchestrate::Shutdown::new();
     let ctrl_c = tokio::spawn(async move {
