@@ -70,12 +70,7 @@ impl Pusher {
                         r.registry
                     ))
                 }
-                Ok(None) => {
-                    return Err(format!(
-                        "the registry `{}` has no `{name}`",
-                        r.registry
-                    ))
-                }
+                Ok(None) => return Err(format!("the registry `{}` has no `{name}`", r.registry)),
                 Err(e) => return Err(format!("cannot check `{name}`: {}", chain(&e))),
             }
         }
@@ -280,8 +275,16 @@ mod tests {
             "127.0.0.1:5001",
             "failed to authorize: 401 Unauthorized",
         );
-        assert!(e.message.contains("`127.0.0.1:5001/app:v1`"), "{}", e.message);
-        assert!(e.message.contains("registry `127.0.0.1:5001`"), "{}", e.message);
+        assert!(
+            e.message.contains("`127.0.0.1:5001/app:v1`"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("registry `127.0.0.1:5001`"),
+            "{}",
+            e.message
+        );
         assert!(e.hint.contains("docker login 127.0.0.1:5001"), "{}", e.hint);
         let e = refusal(
             "127.0.0.1:9/app",

@@ -22,6 +22,7 @@ mod graph;
 mod hang;
 mod ignore_table;
 mod output;
+mod push;
 mod secrets;
 mod skip;
 mod tls;
