@@ -175,6 +175,36 @@ impl NoEngine {
     }
 }
 
+/// A builder that cannot push the images it builds.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the builder at `{builder}` cannot push: it is the BuildKit of a Docker engine with the graph-driver image store, whose only exporter (`moby`) stores images in that engine and cannot push them, and cbuild cannot tell which engine that is"
+)]
+pub struct CannotPush {
+    /// The builder's address.
+    pub builder: String,
+}
+
+impl CannotPush {
+    /// What to do.
+    pub fn hint(&self) -> String {
+        "build with that Docker engine itself as the builder (`--builder default` with DOCKER_HOST pointing at it): cbuild then pushes through the engine; or use a standalone buildkitd or an engine with the containerd image store".into()
+    }
+}
+
+/// Whether the builder can push what it builds: a Docker engine pushes
+/// through its API; a graph-driver engine's BuildKit reached directly
+/// stores images in an engine cbuild does not know.
+pub fn can_push(builder_is_engine: bool, choice: &Choice, builder: &str) -> Result<(), CannotPush> {
+    if builder_is_engine || choice.exporter_pushes {
+        Ok(())
+    } else {
+        Err(CannotPush {
+            builder: builder.to_string(),
+        })
+    }
+}
+
 /// Connects to the engine the images go to and picks the exporter. A
 /// Docker engine's builder works without the engine API (nothing can then
 /// be skipped); any other builder needs the engine of `docker_host`.

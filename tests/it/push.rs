@@ -336,3 +336,126 @@ fn push_pushes_only_current_images() {
         Some(digest.as_str())
     );
 }
+
+/// A graph-driver engine's BuildKit reached directly has only the `moby`
+/// exporter, which cannot push: one clear error before anything is built.
+#[test]
+fn a_builder_that_cannot_push_says_so_before_building() {
+    let socket = engine("d28");
+    let bk: Endpoint = proxy_to_engine(socket.strip_prefix("unix://").unwrap().into(), None, true);
+    let builder = format!("tcp://{}", bk.addr);
+    let reg = registry();
+    let (p, repo, _image) = project("push-nopush", &reg);
+    let out = push(&p, Some(&builder), &docker_host(), &[]);
+    let err = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&builder) && err.contains("cannot push") && err.contains("--builder default"),
+        "{err}"
+    );
+    assert!(finished(&out).is_empty(), "nothing was built: {err}");
+    assert_eq!(registry_digest(&reg, &repo, "v1", None), None);
+}
+
+/// A TCP proxy to the plain registry that, while `cut` is set, drops every
+/// connection once `limit` bytes went up through it in all: a registry
+/// that goes away in the middle of a push.
+struct BreakingProxy {
+    addr: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn breaking_proxy(upstream: String, limit: usize) -> BreakingProxy {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let cut = Arc::new(AtomicBool::new(true));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let flag = cut.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut up) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut client_w, mut up_r) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut up_r, &mut client_w);
+                let _ = client_w.shutdown(std::net::Shutdown::Both);
+            });
+            let (cut, sent) = (flag.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if cut.load(Ordering::SeqCst) && sent.fetch_add(n, Ordering::SeqCst) + n > limit
+                    {
+                        break;
+                    }
+                    if up.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = up.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    BreakingProxy { addr, cut }
+}
+
+/// Bytes gzip cannot shrink, different for each `seed` (a layer the
+/// registry does not have yet, which takes a while to upload).
+fn noise(seed: &str, len: usize) -> String {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15
+        ^ u64::from_le_bytes(
+            blake3::hash(seed.as_bytes()).as_bytes()[..8]
+                .try_into()
+                .unwrap(),
+        );
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'!' + (x % 90) as u8)
+        })
+        .collect()
+}
+
+/// A push cut off halfway fails, naming the registry; the registry holds
+/// no manifest under the name, and the next run pushes again. On the
+/// containerd store, where BuildKit pushes: a graph-driver engine retries
+/// each upload five times with growing pauses (a minute here) before it
+/// fails the same way (measured once by hand).
+#[test]
+fn a_push_cut_off_halfway_is_retried_by_the_next_run() {
+    let host = engine("d28-containerd");
+    let proxy = breaking_proxy(registry(), 1 << 20);
+    let (p, repo, _image) = project("push-cut", &proxy.addr);
+    p.file("hello.txt", &noise(&p.name, 4 << 20));
+    let out = push(&p, None, &host, &[]);
+    let err = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("app") && err.contains(&proxy.addr) && err.contains("push again"),
+        "{err}"
+    );
+    assert_eq!(
+        registry_digest(&registry(), &repo, "v1", None),
+        None,
+        "nothing is tagged in the registry half-way"
+    );
+
+    proxy.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    let out = push(&p, None, &host, &[]);
+    assert!(!up_to_date(&out), "{}", said(&out));
+    assert!(registry_digest(&registry(), &repo, "v1", None).is_some());
+    let out = push(&p, None, &host, &[]);
+    assert!(up_to_date(&out), "{}", said(&out));
+}

@@ -82,6 +82,15 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
             return ExitStatus::Failure;
         }
     };
+    if builds.iter().any(|b| b.push) {
+        let is_engine = client.address().is_docker();
+        let builder = client.address().to_string();
+        if let Err(e) = orchestrate::export::can_push(is_engine, &target.choice, &builder) {
+            let hint = e.hint();
+            report_error(printer, &e.into(), Some(&hint));
+            return ExitStatus::Failure;
+        }
+    }
     let mut builds = builds;
     orchestrate::export::retarget(&mut builds, target.choice.exporter);
     orchestrate::export::retarget_push(&mut builds, &target.choice);
