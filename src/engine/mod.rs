@@ -286,6 +286,25 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The registries the engine was told to reach without TLS
+    /// (`insecure-registries` by name; CIDR ranges are not listed, the
+    /// loopback one is Docker's default and known to every caller).
+    pub async fn insecure_registries(&self) -> Result<Vec<String>, EngineError> {
+        let info = self.docker.info().await.map_err(|e| self.api(e))?;
+        let mut out: Vec<String> = info
+            .registry_config
+            .and_then(|r| r.index_configs)
+            .unwrap_or_default()
+            .into_values()
+            .filter(|i| i.secure == Some(false))
+            .filter_map(|i| i.name)
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
 /// The digest in the push's last status line, `TAG: digest: sha256:… size: N`.
 fn pushed_digest(status: &str) -> Option<String> {
     let (_, rest) = status.split_once("digest: ")?;

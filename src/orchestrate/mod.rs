@@ -63,7 +63,10 @@ pub async fn run(
         senders.insert(b.service.clone(), tx);
         receivers.insert(b.service.clone(), rx);
     }
-    let pusher = builds.iter().any(|b| b.push).then(push::Pusher::from_env);
+    let pusher = match builds.iter().any(|b| b.push) {
+        true => Some(push::Pusher::for_engine(engine.as_ref()).await),
+        false => None,
+    };
     let mut set = JoinSet::new();
     for b in builds {
         let pusher = pusher.clone();

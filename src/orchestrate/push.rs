@@ -35,10 +35,15 @@ pub struct PushError {
 
 impl Pusher {
     /// Credentials from `$DOCKER_CONFIG` (or `~/.docker`), as for the
-    /// session's Auth service.
-    pub fn from_env() -> Self {
+    /// session's Auth service; plain http to the registries `engine` was
+    /// told are insecure, as the engine does.
+    pub async fn for_engine(engine: Option<&Engine>) -> Self {
+        let insecure = match engine {
+            Some(e) => e.insecure_registries().await.unwrap_or_default(),
+            None => Vec::new(),
+        };
         Self {
-            registry: Registry::default(),
+            registry: Registry::new(insecure),
             auth: Arc::new(AuthService::from_env()),
         }
     }

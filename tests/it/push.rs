@@ -170,13 +170,20 @@ fn build_push_on_a_standalone_builder_uses_the_image_exporter() {
     let socket = engine("d28-containerd");
     let bk: Endpoint = proxy_to_engine(socket.strip_prefix("unix://").unwrap().into(), None, true);
     let builder = format!("tcp://{}", bk.addr);
-    round("push-bk", Some(&builder), &docker_host());
+    // The engine of DOCKER_HOST must be another one than the builder's
+    // (whose containerd keeps what its `image` exporter made).
+    let host = if docker_host() == socket {
+        engine("d28")
+    } else {
+        docker_host()
+    };
+    round("push-bk", Some(&builder), &host);
     // Pushed only: the engine of DOCKER_HOST did not get it.
     let reg = registry();
     let (p, _repo, image) = project("push-bk-only", &reg);
-    let out = push(&p, Some(&builder), &docker_host(), &[]);
+    let out = push(&p, Some(&builder), &host, &[]);
     assert!(out.status.success(), "{}", said(&out));
-    let local = docker_at(&docker_host(), &["image", "inspect", &image]);
+    let local = docker_at(&host, &["image", "inspect", &image]);
     assert!(
         !local.status.success(),
         "{image} was loaded into DOCKER_HOST"

@@ -43,7 +43,7 @@ pub async fn run(global: &GlobalArgs, args: &PushArgs, printer: &Printer) -> Exi
             return ExitStatus::Failure;
         }
     };
-    let results = push_services(&builds, &engine, &Pusher::from_env()).await;
+    let results = push_services(&builds, &engine, &Pusher::for_engine(Some(&engine)).await).await;
     let mut failed = false;
     for (service, r) in &results {
         match r {
