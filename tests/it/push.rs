@@ -193,13 +193,11 @@ fn build_push_on_a_standalone_builder_uses_the_image_exporter() {
 /// The real buildkitd this session may run (CI has none: skipped).
 #[test]
 fn build_push_on_a_real_buildkitd() {
-    let Ok(builder) = std::env::var("CBUILD_BUILDKITD_HOST") else {
-        eprintln!("CBUILD_BUILDKITD_HOST is not set: no standalone buildkitd to test");
-        return;
+    // Skipped without one (CI): nothing else runs this test's path.
+    let builder = match std::env::var("CBUILD_BUILDKITD_HOST") {
+        Ok(b) if !b.is_empty() => b,
+        _ => return,
     };
-    if builder.is_empty() {
-        return;
-    }
     // It has no image store: the base comes from the registry, and the
     // engine of DOCKER_HOST, where cbuild looks up base image IDs, has it.
     let base = format!("{}/cbuild-base:latest", registry());
