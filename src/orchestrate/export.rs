@@ -551,6 +551,71 @@ mod tests {
         assert_eq!(decide(false, None, &[cd]).exporter, Exporter::DockerLoad);
     }
 
+    fn pushing_build(exporter: &str) -> ServiceBuild {
+        ServiceBuild {
+            service: "app".into(),
+            image: "reg:5000/app:v1".into(),
+            solve: crate::buildkit::SolveOptions {
+                exporters: vec![crate::buildkit::ExporterSpec {
+                    kind: exporter.into(),
+                    attrs: [("name".to_string(), "reg:5000/app:v1".to_string())].into(),
+                }],
+                ..Default::default()
+            },
+            session: Default::default(),
+            tracked: Vec::new(),
+            deps: Vec::new(),
+            same_as: None,
+            bases: Vec::new(),
+            force: false,
+            record: None,
+            push: true,
+        }
+    }
+
+    #[test]
+    fn who_pushes_follows_the_builder() {
+        // Graph driver: the exporter stays, the engine pushes after.
+        let graph = decide(true, Some(&engine(false, "overlay2")), &[]);
+        assert!(!graph.exporter_pushes);
+        let mut b = [pushing_build("moby")];
+        retarget_push(&mut b, &graph);
+        assert!(push_by_engine(&b[0]) && stores_locally(&b[0]));
+        assert_eq!(b[0].solve.exporters[0].attrs.get("push"), None);
+        // containerd store: moby pushes itself.
+        let cd = decide(true, Some(&engine(true, "overlayfs")), &[]);
+        let mut b = [pushing_build("moby")];
+        retarget_push(&mut b, &cd);
+        assert_eq!(b[0].solve.exporters[0].kind, "moby");
+        assert_eq!(b[0].solve.exporters[0].attrs["push"], "true");
+        assert!(!push_by_engine(&b[0]) && stores_locally(&b[0]));
+        // Another builder: the registry only, instead of the tarball.
+        let other = decide(false, None, &[worker("overlayfs")]);
+        let mut b = [pushing_build("docker")];
+        retarget_push(&mut b, &other);
+        assert_eq!(b[0].solve.exporters[0].kind, "image");
+        assert_eq!(b[0].solve.exporters[0].attrs["push"], "true");
+        assert!(!push_by_engine(&b[0]) && !stores_locally(&b[0]));
+        // A build that does not push is left alone.
+        let mut b = [pushing_build("docker")];
+        b[0].push = false;
+        retarget_push(&mut b, &other);
+        assert_eq!(b[0].solve.exporters[0].kind, "docker");
+        assert!(!push_by_engine(&b[0]));
+        // A graph-driver engine's BuildKit reached directly cannot push.
+        let direct = decide(
+            false,
+            None,
+            &[WorkerInfo {
+                id: "moby".into(),
+                ..Default::default()
+            }],
+        );
+        assert!(can_push(false, &direct, "tcp://b:1").is_err());
+        assert!(can_push(true, &graph, "unix:///d.sock").is_ok());
+        assert!(can_push(false, &other, "tcp://b:1").is_ok());
+    }
+
     #[test]
     fn versions_from_source_are_not_called_old() {
         assert_eq!(version_text(Some("v0.25.1"), None), "v0.25.1");

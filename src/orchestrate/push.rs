@@ -165,20 +165,20 @@ pub fn refusal(name: &str, registry: &str, message: &str) -> PushError {
 }
 
 /// The push error in a failed solve whose exporter pushed, if it is one:
-/// BuildKit says `failed to push NAME: …` (or names the registry).
+/// BuildKit says `failed to push NAME: …`. A failure to pull from the same
+/// registry (a base image) is no push error, so the registry alone does
+/// not decide.
 pub fn solve_refusal(b: &ServiceBuild, message: &str) -> Option<PushError> {
-    for name in b.tagged_names() {
-        let Ok(r) = Reference::parse(&name) else {
-            continue;
-        };
-        if message.contains(&format!("push {name}"))
-            || message.contains("failed to push")
-            || (message.contains(&r.registry) && !message.contains("failed to solve"))
-        {
-            return Some(refusal(&name, &r.registry, message));
-        }
+    if !message.contains("failed to push") {
+        return None;
     }
-    None
+    let names = b.tagged_names();
+    let name = names
+        .iter()
+        .find(|n| message.contains(&format!("push {n}")))
+        .or(names.first())?;
+    let registry = Reference::parse(name).ok()?.registry;
+    Some(refusal(name, &registry, message))
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -297,5 +297,42 @@ mod tests {
             "dial tcp 127.0.0.1:9: connect: connection refused",
         );
         assert!(e.hint.contains("is running and reachable"), "{}", e.hint);
+    }
+
+    #[test]
+    fn only_a_failed_push_is_a_push_error() {
+        let mut b = ServiceBuild {
+            service: "app".into(),
+            image: "reg:5000/app:v1".into(),
+            solve: Default::default(),
+            session: Default::default(),
+            tracked: Vec::new(),
+            deps: Vec::new(),
+            same_as: None,
+            bases: Vec::new(),
+            force: false,
+            record: None,
+            push: true,
+        };
+        b.solve.exporters.push(crate::buildkit::ExporterSpec {
+            kind: "image".into(),
+            attrs: [(
+                "name".to_string(),
+                "reg:5000/app:v1,reg:5000/app:x".to_string(),
+            )]
+            .into(),
+        });
+        let e = solve_refusal(
+            &b,
+            "failed to push reg:5000/app:x: unexpected status: 401 Unauthorized",
+        )
+        .unwrap();
+        assert!(e.message.contains("`reg:5000/app:x`"), "{}", e.message);
+        assert!(e.hint.contains("docker login reg:5000"), "{}", e.hint);
+        // A base image that cannot be pulled from the same registry.
+        assert_eq!(
+            solve_refusal(&b, "reg:5000/base: failed to resolve source metadata: 401"),
+            None
+        );
     }
 }
