@@ -630,6 +630,57 @@ mod tests {
         );
     }
 
+    /// A registry that wants a bearer token from its realm, on a loopback
+    /// socket serving both: the token is fetched with the credentials and
+    /// the scope the challenge names, then sent as `Bearer`.
+    #[tokio::test]
+    async fn bearer_challenge_fetches_a_token_from_the_realm() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let realm = format!("http://{addr}/token");
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap();
+                let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                let reply = if req.starts_with("get /token?") {
+                    let body = r#"{"token":"tok"}"#;
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else if req.contains("authorization: bearer tok") {
+                    "HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:def\r\nContent-Length: 0\r\n\r\n".to_string()
+                } else {
+                    format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"reg\",scope=\"repository:a/b:pull\"\r\nContent-Length: 0\r\n\r\n")
+                };
+                s.write_all(reply.as_bytes()).await.unwrap();
+                seen.push(req);
+            }
+            seen
+        });
+        let r = Reference::parse(&format!("{addr}/a/b:v1")).unwrap();
+        let creds = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let d = Registry::default()
+            .manifest_digest(&r, &creds)
+            .await
+            .unwrap();
+        assert_eq!(d.as_deref(), Some("sha256:def"));
+        let seen = server.await.unwrap();
+        assert!(
+            seen[1].starts_with("get /token?service=reg&scope=repository%3aa%2fb%3apull "),
+            "{}",
+            seen[1]
+        );
+        assert!(seen[1].contains("authorization: basic dtpw"), "{}", seen[1]);
+    }
+
     #[tokio::test]
     async fn nothing_listening_is_unreachable_naming_the_registry() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
