@@ -119,13 +119,9 @@ impl Pusher {
 
 fn engine_message(e: &EngineError) -> String {
     match e {
-        EngineError::Push { message, .. } => format!(
-            "{message} (pushed by the Docker engine at `{}`)",
-            match e {
-                EngineError::Push { address, .. } => address.as_str(),
-                _ => "",
-            }
-        ),
+        EngineError::Push {
+            address, message, ..
+        } => format!("{message} (pushed by the Docker engine at `{address}`)"),
         e => chain(e),
     }
 }
