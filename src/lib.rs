@@ -8,7 +8,7 @@
 //! - [`orchestrate`]: plans builds, decides what is stale, runs them;
 //! - [`compose`]: the Compose model; [`context`]: what BuildKit sees of a
 //!   directory; [`buildkit`]: the gRPC client and session; [`engine`]: the
-//!   Docker Engine API.
+//!   Docker Engine API; [`registry`]: image registries (the distribution API).
 
 pub mod bench;
 pub mod buildkit;
@@ -17,6 +17,7 @@ pub mod compose;
 pub mod context;
 pub mod engine;
 pub mod orchestrate;
+pub mod registry;
 pub mod timeouts;
 pub mod tls;
 pub mod ui;

@@ -20,7 +20,7 @@ pub struct Cli {
 
 /// Names of the commands, as typed.
 const COMMANDS: &[&str] = &[
-    "build", "config", "context", "doctor", "version", "help", "up", "status", "bench",
+    "build", "config", "context", "doctor", "version", "help", "up", "status", "bench", "push",
 ];
 
 /// Options (of any command) that take a separate value, so that value is
@@ -176,6 +176,9 @@ pub enum Command {
     /// Measure context size, hashing, transfer and solve times per service
     /// (the user's files are only read; edits happen on a scratch copy).
     Bench(BenchArgs),
+    /// Push the images of services with an `image:` (only up-to-date
+    /// images: a stale one is refused, build it with `build --push`).
+    Push(PushArgs),
     /// Check the engine and builder cbuild would use.
     #[command(alias = "version")]
     Doctor,
@@ -210,6 +213,10 @@ pub struct BuildArgs {
     /// Show what would be built, in which order, without building.
     #[arg(long)]
     pub dry_run: bool,
+    /// Push the images of services with an `image:` (a service is up to
+    /// date only when the registry holds what its build pushed).
+    #[arg(long)]
+    pub push: bool,
     /// Also build the services the named ones depend on (always done:
     /// a build needs the images it starts from; accepted for compatibility).
     #[arg(long)]
@@ -234,6 +241,20 @@ pub struct BuildArgs {
     /// (`generator=IMAGE`); replaces each service's `sbom` key.
     #[arg(long, value_name = "VALUE")]
     pub sbom: Option<String>,
+}
+
+/// `docker compose push` options.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PushArgs {
+    /// Services to push (default: every service with `build:` and `image:`).
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// Go on with the other services when one fails (exit 0).
+    #[arg(long)]
+    pub ignore_push_failures: bool,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// `cbuild up` arguments.

@@ -30,6 +30,16 @@ pub enum EngineError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// The engine could not push an image.
+    #[error("the Docker engine at `{address}` could not push `{name}`: {message}")]
+    Push {
+        /// Where.
+        address: String,
+        /// The image name.
+        name: String,
+        /// What the engine said.
+        message: String,
+    },
     /// The engine did not answer or refused.
     #[error("the Docker engine at `{address}` did not answer")]
     Api {
@@ -212,6 +222,96 @@ impl Engine {
     }
 }
 
+/// Credentials the engine passes to a registry (`X-Registry-Auth`).
+#[derive(Clone, Debug, Default)]
+pub struct RegistryAuth {
+    /// The user name (empty with an identity token).
+    pub username: String,
+    /// The password, or the identity token when `username` is empty.
+    pub password: String,
+    /// The registry (`host[:port]`).
+    pub server: String,
+}
+
+/// How long a push may take: it carries a whole image.
+const PUSH_DEADLINE: Duration = Duration::from_secs(3600);
+
+impl Engine {
+    /// Pushes `name` (`repo[:tag]`) as `docker push` does (`POST
+    /// /images/{name}/push`), and returns the digest of the manifest the
+    /// registry now holds under it (the engine's `digest: sha256:…` line).
+    /// Any error line of the engine's answer fails the push.
+    pub async fn push(&self, name: &str, auth: &RegistryAuth) -> Result<String, EngineError> {
+        use tokio_stream::StreamExt;
+        let (repo, tag) = split_tag(name);
+        let docker = self.docker.clone().with_timeout(PUSH_DEADLINE);
+        let credentials = if auth.username.is_empty() && !auth.password.is_empty() {
+            bollard::auth::DockerCredentials {
+                identitytoken: Some(auth.password.clone()),
+                serveraddress: Some(auth.server.clone()),
+                ..Default::default()
+            }
+        } else {
+            bollard::auth::DockerCredentials {
+                username: Some(auth.username.clone()).filter(|u| !u.is_empty()),
+                password: Some(auth.password.clone()).filter(|p| !p.is_empty()),
+                serveraddress: Some(auth.server.clone()),
+                ..Default::default()
+            }
+        };
+        let failed = |message: String| EngineError::Push {
+            address: self.address.clone(),
+            name: name.to_string(),
+            message,
+        };
+        let mut answers = docker.push_image(
+            repo,
+            Some(bollard::image::PushImageOptions { tag }),
+            Some(credentials),
+        );
+        let mut digest = None;
+        while let Some(answer) = answers.next().await {
+            let info = answer.map_err(|e| match e {
+                bollard::errors::Error::DockerStreamError { error } => failed(error),
+                bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                    failed(message)
+                }
+                e => failed(e.to_string()),
+            })?;
+            if let Some(d) = info.status.as_deref().and_then(pushed_digest) {
+                digest = Some(d);
+            }
+        }
+        digest.ok_or_else(|| failed("the engine did not say which digest it pushed".into()))
+    }
+}
+
+impl Engine {
+    /// The registries the engine was told to reach without TLS
+    /// (`insecure-registries` by name; CIDR ranges are not listed, the
+    /// loopback one is Docker's default and known to every caller).
+    pub async fn insecure_registries(&self) -> Result<Vec<String>, EngineError> {
+        let info = self.docker.info().await.map_err(|e| self.api(e))?;
+        let mut out: Vec<String> = info
+            .registry_config
+            .and_then(|r| r.index_configs)
+            .unwrap_or_default()
+            .into_values()
+            .filter(|i| i.secure == Some(false))
+            .filter_map(|i| i.name)
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// The digest in the push's last status line, `TAG: digest: sha256:… size: N`.
+fn pushed_digest(status: &str) -> Option<String> {
+    let (_, rest) = status.split_once("digest: ")?;
+    let d = rest.split_whitespace().next()?;
+    d.starts_with("sha256:").then(|| d.to_string())
+}
+
 /// Whether `/info`'s storage fields describe the containerd image store.
 /// Docker 24–27 name the snapshotter as the driver
 /// (`io.containerd.snapshotter.v1`); Docker 28 names the snapshotter
@@ -320,6 +420,16 @@ mod tests {
             "overlay2",
             &[kv("Backing Filesystem", "extfs")]
         ));
+    }
+
+    #[test]
+    fn the_pushed_digest_is_read_from_the_status_line() {
+        assert_eq!(
+            pushed_digest("v1: digest: sha256:ab12 size: 528").as_deref(),
+            Some("sha256:ab12")
+        );
+        assert_eq!(pushed_digest("Pushed"), None);
+        assert_eq!(pushed_digest("digest: md5:x"), None);
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub enum Exporter {
     /// Docker engine of `DOCKER_HOST`, whose containerd image store keeps
     /// image indexes.
     OciLoad,
+    /// Straight to the registry (`image` with `push=true`), nowhere else:
+    /// what a builder without an engine does with `--push`.
+    ImagePush,
 }
 
 impl Exporter {
@@ -55,6 +58,7 @@ impl Exporter {
             Exporter::Moby => "moby",
             Exporter::DockerLoad => "docker",
             Exporter::OciLoad => "oci",
+            Exporter::ImagePush => "image",
         }
     }
 
@@ -64,10 +68,13 @@ impl Exporter {
     }
 }
 
-/// The exporter as an input of the image: every one of [`Exporter`]'s kinds
-/// puts the same image into the engine's store.
+/// The exporter as an input of the image: each of [`Exporter`]'s kinds
+/// makes the same image, wherever it puts it.
 pub fn store_kind(kind: &str) -> &str {
-    if kind == Exporter::DockerLoad.kind() || kind == Exporter::OciLoad.kind() {
+    if kind == Exporter::DockerLoad.kind()
+        || kind == Exporter::OciLoad.kind()
+        || kind == Exporter::ImagePush.kind()
+    {
         Exporter::Moby.kind()
     } else {
         kind
@@ -85,6 +92,9 @@ pub struct Choice {
     /// image, attestations. `None`: cbuild cannot tell (the engine did not
     /// say), BuildKit judges.
     pub keeps_indexes: Option<bool>,
+    /// Whether the exporter pushes (`push=true`) with `--push`; else the
+    /// Docker engine pushes after the build.
+    pub exporter_pushes: bool,
 }
 
 /// Picks the exporter. `engine` is what the Docker engine said of itself
@@ -109,10 +119,14 @@ pub fn decide(
             ),
             None => "the engine's image store".to_string(),
         };
+        // moby's containerd-backed exporter pushes itself (buildx's docker
+        // driver calls that "direct push"); the graph-driver one cannot,
+        // so the engine pushes what it stored, as buildx's `pushWithMoby`.
         return Choice {
             exporter: Exporter::Moby,
             store,
             keeps_indexes: engine.map(|v| v.containerd_store),
+            exporter_pushes: engine.is_some_and(|v| v.containerd_store),
         };
     }
     // The BuildKit of a graph-driver Docker engine reached directly (its
@@ -125,6 +139,7 @@ pub fn decide(
             exporter: Exporter::Moby,
             store: "the image store of the Docker engine this BuildKit belongs to (a graph-driver engine: it has no other exporter)".into(),
             keeps_indexes: Some(false),
+            exporter_pushes: false,
         };
     }
     let snapshotter = workers
@@ -146,6 +161,7 @@ pub fn decide(
             None => format.to_string(),
         },
         keeps_indexes: Some(oci),
+        exporter_pushes: true,
     }
 }
 
@@ -191,7 +207,37 @@ pub struct NoEngine {
 impl NoEngine {
     /// What to do.
     pub fn hint(&self) -> String {
-        "set DOCKER_HOST to a running Docker engine (the images are loaded there); cbuild cannot push to a registry instead yet".into()
+        "set DOCKER_HOST to a running Docker engine (the images are loaded there); or send them to a registry only with `--push` (every service built then needs an `image:`)".into()
+    }
+}
+
+/// A builder that cannot push the images it builds.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the builder at `{builder}` cannot push: it is the BuildKit of a Docker engine with the graph-driver image store, whose only exporter (`moby`) stores images in that engine and cannot push them, and cbuild cannot tell which engine that is"
+)]
+pub struct CannotPush {
+    /// The builder's address.
+    pub builder: String,
+}
+
+impl CannotPush {
+    /// What to do.
+    pub fn hint(&self) -> String {
+        "build with that Docker engine itself as the builder (`--builder default` with DOCKER_HOST pointing at it): cbuild then pushes through the engine; or use a standalone buildkitd or an engine with the containerd image store".into()
+    }
+}
+
+/// Whether the builder can push what it builds: a Docker engine pushes
+/// through its API; a graph-driver engine's BuildKit reached directly
+/// stores images in an engine cbuild does not know.
+pub fn can_push(builder_is_engine: bool, choice: &Choice, builder: &str) -> Result<(), CannotPush> {
+    if builder_is_engine || choice.exporter_pushes {
+        Ok(())
+    } else {
+        Err(CannotPush {
+            builder: builder.to_string(),
+        })
     }
 }
 
@@ -328,7 +374,8 @@ pub fn check(
             None
         };
         let Some(what) = index else { continue };
-        if choice.keeps_indexes != Some(false) {
+        // A registry keeps indexes: a build that only pushes needs no store.
+        if choice.keeps_indexes != Some(false) || !stores_locally(b) {
             continue;
         }
         let (message, hint) = match choice.exporter {
@@ -348,6 +395,51 @@ pub fn check(
         return Err(unable(message, hint));
     }
     Ok(())
+}
+
+/// Asks the exporters of the builds that push (`--push`, a service with
+/// `image:`) to push, where the builder's exporter can: the engine's
+/// containerd-backed `moby` gets `push=true`; a builder without an engine
+/// gets the `image` exporter with `push=true` instead of the tarball, so
+/// the images go to the registry only (as buildx's `--push` without
+/// `--load`). Elsewhere the exporter stays as it is and the engine pushes
+/// after the build ([`push_by_engine`]).
+pub fn retarget_push(builds: &mut [ServiceBuild], choice: &Choice) {
+    if !choice.exporter_pushes {
+        return;
+    }
+    for b in builds.iter_mut().filter(|b| b.push) {
+        for e in &mut b.solve.exporters {
+            // A registry keeps indexes: a multi-platform push needs no
+            // containerd store in DOCKER_HOST.
+            if e.kind == Exporter::DockerLoad.kind() || e.kind == Exporter::OciLoad.kind() {
+                e.kind = Exporter::ImagePush.kind().to_string();
+            }
+            if e.kind == Exporter::Moby.kind() || e.kind == Exporter::ImagePush.kind() {
+                e.attrs.insert("push".into(), "true".into());
+            }
+        }
+    }
+}
+
+/// Whether `b` pushes through the Docker engine after it is built (its
+/// exporter does not push).
+pub fn push_by_engine(b: &ServiceBuild) -> bool {
+    b.push
+        && !b
+            .solve
+            .exporters
+            .iter()
+            .any(|e| e.attrs.get("push").map(String::as_str) == Some("true"))
+}
+
+/// Whether `b` leaves its image in a Docker engine (every exporter but the
+/// registry-only `image`).
+pub fn stores_locally(b: &ServiceBuild) -> bool {
+    b.solve
+        .exporters
+        .iter()
+        .any(|e| e.kind != Exporter::ImagePush.kind())
 }
 
 /// The words for a builder's BuildKit version. A Docker engine's BuildKit
@@ -691,6 +783,74 @@ mod tests {
             decide(false, None, &[cd], None).exporter,
             Exporter::DockerLoad
         );
+    }
+
+    fn pushing_build(exporter: &str) -> ServiceBuild {
+        ServiceBuild {
+            service: "app".into(),
+            image: "reg:5000/app:v1".into(),
+            solve: crate::buildkit::SolveOptions {
+                exporters: vec![crate::buildkit::ExporterSpec {
+                    kind: exporter.into(),
+                    attrs: [("name".to_string(), "reg:5000/app:v1".to_string())].into(),
+                }],
+                ..Default::default()
+            },
+            session: Default::default(),
+            tracked: Vec::new(),
+            deps: Vec::new(),
+            same_as: None,
+            bases: Vec::new(),
+            force: false,
+            record: None,
+            push: true,
+            platforms: Default::default(),
+            attests: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn who_pushes_follows_the_builder() {
+        // Graph driver: the exporter stays, the engine pushes after.
+        let graph = decide(true, Some(&engine(false, "overlay2")), &[], None);
+        assert!(!graph.exporter_pushes);
+        let mut b = [pushing_build("moby")];
+        retarget_push(&mut b, &graph);
+        assert!(push_by_engine(&b[0]) && stores_locally(&b[0]));
+        assert_eq!(b[0].solve.exporters[0].attrs.get("push"), None);
+        // containerd store: moby pushes itself.
+        let cd = decide(true, Some(&engine(true, "overlayfs")), &[], None);
+        let mut b = [pushing_build("moby")];
+        retarget_push(&mut b, &cd);
+        assert_eq!(b[0].solve.exporters[0].kind, "moby");
+        assert_eq!(b[0].solve.exporters[0].attrs["push"], "true");
+        assert!(!push_by_engine(&b[0]) && stores_locally(&b[0]));
+        // Another builder: the registry only, instead of the tarball.
+        let other = decide(false, None, &[worker("overlayfs")], None);
+        let mut b = [pushing_build("docker")];
+        retarget_push(&mut b, &other);
+        assert_eq!(b[0].solve.exporters[0].kind, "image");
+        assert_eq!(b[0].solve.exporters[0].attrs["push"], "true");
+        assert!(!push_by_engine(&b[0]) && !stores_locally(&b[0]));
+        // A build that does not push is left alone.
+        let mut b = [pushing_build("docker")];
+        b[0].push = false;
+        retarget_push(&mut b, &other);
+        assert_eq!(b[0].solve.exporters[0].kind, "docker");
+        assert!(!push_by_engine(&b[0]));
+        // A graph-driver engine's BuildKit reached directly cannot push.
+        let direct = decide(
+            false,
+            None,
+            &[WorkerInfo {
+                id: "moby".into(),
+                ..Default::default()
+            }],
+            None,
+        );
+        assert!(can_push(false, &direct, "tcp://b:1").is_err());
+        assert!(can_push(true, &graph, "unix:///d.sock").is_ok());
+        assert!(can_push(false, &other, "tcp://b:1").is_ok());
     }
 
     #[test]

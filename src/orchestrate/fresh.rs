@@ -44,6 +44,10 @@ pub struct Record {
     pub inputs: String,
     /// The requests the daemon made, with what it was shown.
     pub served: Vec<Served>,
+    /// The manifest digest pushed under each name (`--push`), for as long
+    /// as this build is the current one.
+    #[serde(default)]
+    pub pushed: BTreeMap<String, String>,
 }
 
 impl Record {
@@ -101,7 +105,12 @@ pub fn inputs_digest(b: &ServiceBuild, bases: &BTreeMap<String, String>) -> Stri
         // Loading a tarball into the engine stores the same image as the
         // engine's own exporter: which one the builder called for is no
         // input (and `status`, which knows no builder, agrees with `build`).
-        "exporters": s.exporters.iter().map(|e| (super::export::store_kind(&e.kind), &e.attrs)).collect::<Vec<_>>(),
+        // Nor is pushing: a pushed image is the one stored locally.
+        "exporters": s.exporters.iter().map(|e| {
+            let mut attrs = e.attrs.clone();
+            attrs.remove("push");
+            (super::export::store_kind(&e.kind), attrs)
+        }).collect::<Vec<_>>(),
         "entitlements": s.entitlements,
         "cache_imports": s.cache_imports.iter().map(|e| (&e.kind, &e.attrs)).collect::<Vec<_>>(),
         "cache_exports": s.cache_exports.iter().map(|e| (&e.kind, &e.attrs)).collect::<Vec<_>>(),
@@ -170,8 +179,13 @@ pub async fn check(b: &ServiceBuild, engine: &Engine) -> Freshness {
         }
     }
     // Every name the build tags (`image` and `tags:`) must still point at
-    // the image it produced.
-    let names = b.tagged_names();
+    // the image it produced (an image exported only to a registry is
+    // checked there, see `super::push`).
+    let names = if super::export::stores_locally(b) {
+        b.tagged_names()
+    } else {
+        Vec::new()
+    };
     for name in names {
         match engine.image(&name).await {
             Ok(Some(img)) if record.is_image(&img) => {}
@@ -186,13 +200,35 @@ pub async fn check(b: &ServiceBuild, engine: &Engine) -> Freshness {
     }
 }
 
-/// Records a successful build.
+/// What the record of the current build says was pushed under each name
+/// (empty without a record).
+pub fn pushed(b: &ServiceBuild) -> BTreeMap<String, String> {
+    b.record
+        .as_deref()
+        .and_then(load)
+        .map(|r| r.pushed)
+        .unwrap_or_default()
+}
+
+/// Adds `pushed` to the record of the current build (a push of an image
+/// that was up to date).
+pub fn add_pushed(b: &ServiceBuild, pushed: BTreeMap<String, String>) -> std::io::Result<()> {
+    let Some(path) = &b.record else { return Ok(()) };
+    let Some(mut record) = load(path) else {
+        return Ok(());
+    };
+    record.pushed.extend(pushed);
+    write_private(path, &serde_json::to_vec(&record)?)
+}
+
+/// Records a successful build, and what it pushed.
 pub fn save(
     b: &ServiceBuild,
     inputs: String,
     image_id: &str,
     image_digests: Vec<String>,
     served: Vec<Served>,
+    pushed: BTreeMap<String, String>,
 ) -> std::io::Result<()> {
     let Some(path) = &b.record else { return Ok(()) };
     let record = Record {
@@ -202,6 +238,7 @@ pub fn save(
         image_digests,
         inputs,
         served,
+        pushed,
     };
     // Private, as every file under the cache directory: it names the
     // user's files and their hashes.
@@ -275,6 +312,7 @@ mod tests {
             image_digests: digests.iter().map(|d| d.to_string()).collect(),
             inputs: String::new(),
             served: Vec::new(),
+            pushed: BTreeMap::new(),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod fresh;
 pub mod inspect;
 pub mod plan;
 pub mod platform;
+pub mod push;
 pub mod shutdown;
 pub mod status;
 pub mod up;
@@ -63,8 +64,13 @@ pub async fn run(
         senders.insert(b.service.clone(), tx);
         receivers.insert(b.service.clone(), rx);
     }
+    let pusher = match builds.iter().any(|b| b.push) {
+        true => Some(push::Pusher::for_engine(engine.as_ref()).await),
+        false => None,
+    };
     let mut set = JoinSet::new();
     for b in builds {
+        let pusher = pusher.clone();
         let client = client.clone();
         let engine = engine.clone();
         let reporter = reporter.clone();
@@ -138,16 +144,46 @@ pub async fn run(
                         return (b.service, o);
                     }
                 };
-                let fresh = match &engine {
+                let mut fresh = match &engine {
                     Some(e) if !b.force => fresh::check(&b, e).await,
                     _ => fresh::Freshness::NotBuilt,
                 };
+                // With `--push`, up to date also means the registry holds
+                // what this build pushed, under every name.
+                let mut push_now = None;
+                if let (fresh::Freshness::UpToDate { .. }, Some(p)) = (&fresh, &pusher) {
+                    if b.push {
+                        if let Err(why) = p.held(&b, &fresh::pushed(&b)).await {
+                            tracing::info!(service = %b.service, "to push: {why}");
+                            match &engine {
+                                // The engine holds the current image: it
+                                // only needs pushing.
+                                Some(e) if export::push_by_engine(&b) => {
+                                    push_now = Some(p.through_engine(e, &b).await)
+                                }
+                                _ => fresh = fresh::Freshness::Stale(why),
+                            }
+                        }
+                    }
+                }
                 if let fresh::Freshness::UpToDate { image_id } = fresh {
+                    let (error, hint) = match push_now {
+                        Some(Ok(pushed)) => {
+                            if let Err(e) = fresh::add_pushed(&b, pushed) {
+                                tracing::warn!("cannot record the push of `{}`: {e}", b.service);
+                            }
+                            (None, None)
+                        }
+                        Some(Err(e)) => (Some(e.message), Some(e.hint)),
+                        None => (None, None),
+                    };
                     b.save_hashes();
                     let o = ServiceOutcome {
                         image_id: Some(image_id),
                         hashing: b.hash_counts(),
-                        up_to_date: true,
+                        up_to_date: error.is_none(),
+                        error,
+                        hint,
                         ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
                     };
                     reporter.report(BuildEvent::Finished {
@@ -163,6 +199,7 @@ pub async fn run(
                     build_one(
                         &client,
                         engine.as_ref(),
+                        pusher.as_ref(),
                         &b,
                         reporter.as_ref(),
                         &mut shutdown,
@@ -214,6 +251,7 @@ pub async fn run(
 async fn build_one(
     client: &Client,
     engine: Option<&Engine>,
+    pusher: Option<&push::Pusher>,
     b: &ServiceBuild,
     reporter: &dyn Reporter,
     shutdown: &mut Shutdown,
@@ -279,12 +317,41 @@ async fn build_one(
         });
     }
     let hashing = b.finish(result.is_ok());
+    // The push, when the engine makes it: only of a whole, stored image.
+    // A failed one leaves the build recorded without it, so the next
+    // `--push` pushes again.
+    let mut pushed = std::collections::BTreeMap::new();
+    let mut push_failure = None;
+    if let Ok(r) = &result {
+        if export::push_by_engine(b) {
+            match (engine, pusher) {
+                (Some(e), Some(p)) => match p.through_engine(e, b).await {
+                    Ok(m) => pushed = m,
+                    Err(e) => push_failure = Some(e),
+                },
+                _ => {
+                    push_failure = Some(push::PushError {
+                        message: "no Docker engine answered to push the image".into(),
+                        hint: "set DOCKER_HOST to the engine that holds the image".into(),
+                    })
+                }
+            }
+        } else if b.push {
+            if let Some(d) = r.outcome.exporter_response.get("containerimage.digest") {
+                pushed = b
+                    .tagged_names()
+                    .into_iter()
+                    .map(|n| (n, d.clone()))
+                    .collect();
+            }
+        }
+    }
     match (&result, inputs) {
         (Ok(r), Some(inputs)) => {
             if let Some(id) = r.outcome.image_id() {
                 let digests = r.outcome.image_digests();
                 let served = r.transfer.served.clone();
-                if let Err(e) = fresh::save(b, inputs, id, digests, served) {
+                if let Err(e) = fresh::save(b, inputs, id, digests, served, pushed) {
                     tracing::warn!("cannot record the build of `{}`: {e}", b.service);
                 }
             }
@@ -298,15 +365,21 @@ async fn build_one(
     }
     let refusal = match &result {
         Err(e) => cache_refusal(b, client, &e.to_string())
-            .or_else(|| platform::sbom_refusal(&b.attests, &e.to_string())),
-        Ok(_) => None,
+            .or_else(|| platform::sbom_refusal(&b.attests, &e.to_string()))
+            .or_else(|| {
+                b.push
+                    .then(|| push::solve_refusal(b, &e.to_string()))
+                    .flatten()
+                    .map(|p| (p.message, p.hint))
+            }),
+        Ok(_) => push_failure.map(|p| (p.message, p.hint)),
     };
     let outcome = match result {
         Ok(r) => ServiceOutcome {
             image: b.image.clone(),
             image_id: r.outcome.image_id().map(str::to_string),
-            error: None,
-            hint: None,
+            hint: refusal.as_ref().map(|(_, h)| h.clone()),
+            error: refusal.map(|(m, _)| m),
             elapsed: started.elapsed(),
             exporter_response: r.outcome.exporter_response.clone().into_iter().collect(),
             steps_run: steps.run,

@@ -49,6 +49,8 @@ pub struct BuildOptions {
     pub provenance: Option<String>,
     /// `--sbom`, replacing each service's `sbom` key.
     pub sbom: Option<String>,
+    /// `--push`: push the images of services with an `image:`.
+    pub push: bool,
 }
 
 /// How a build context travels to BuildKit.
@@ -103,6 +105,9 @@ pub struct ServiceBuild {
     /// keeps an unchanged build's image as it was. `provenance: mode=min`
     /// asks for buildx's default.
     pub attests: Vec<super::platform::Attest>,
+    /// Push the image (`--push`; only a service with an `image:` is
+    /// pushed, as compose does).
+    pub push: bool,
 }
 
 impl ServiceBuild {
@@ -742,6 +747,7 @@ fn plan_service(
         force: false,
         platforms,
         attests,
+        push: opts.push && svc.image.is_some(),
         // A tar context is not a replayable request, and a remote one can
         // change without cbuild seeing it: those are never skipped.
         record: match opts.transport {

@@ -51,7 +51,7 @@ impl Reporter for JsonReporter {
             }
             BuildEvent::Finished { service, outcome } => vec![json!({
                 "event": "finished", "service": service, "image": outcome.image,
-                "image_id": outcome.image_id, "error": outcome.error,
+                "image_id": outcome.image_id, "error": outcome.error, "hint": outcome.hint,
                 "elapsed_ms": outcome.elapsed.as_millis(),
                 // Named and counted as in the text outputs (`ui::summary::sent`).
                 "context_files_sent": outcome.transfer.context_files_sent,

@@ -95,7 +95,11 @@ impl AuthService {
         }
     }
 
-    async fn lookup(&self, host: &str) -> Result<(String, String), String> {
+    /// The user and secret for registry `host` (`host[:port]`, Docker Hub
+    /// as `registry-1.docker.io`), as the daemon gets them: both empty when
+    /// the configuration has none. The one reader of the Docker CLI's
+    /// credentials, also for pushes and registry checks cbuild makes itself.
+    pub async fn lookup(&self, host: &str) -> Result<(String, String), String> {
         let Some(path) = &self.config else {
             return Ok(Default::default());
         };

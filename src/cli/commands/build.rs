@@ -36,6 +36,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
             TransportArg::TarGz => Transport::Tar { gzip: true },
         },
         ssh: args.ssh.clone(),
+        push: args.push,
         session_over_control: env.get("CBUILD_SESSION_TRANSPORT").map(String::as_str)
             == Some("grpc"),
         platforms: args.platforms.clone(),
@@ -71,14 +72,31 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
     let (host, tls) = settings::engine_for(client.address(), &env);
     let target = match orchestrate::export::connect_target(&client, &host, tls.as_ref()).await {
         Ok(t) => t,
+        // Images that only go to a registry need no engine.
+        Err(_) if args.push && builds.iter().all(|b| b.push) => orchestrate::export::Target {
+            choice: orchestrate::export::decide(false, None, &client.workers(), None),
+            engine: None,
+            engine_version: None,
+            engine_problem: None,
+        },
         Err(e) => {
             let hint = e.hint();
             report_error(printer, &e.into(), Some(&hint));
             return ExitStatus::Failure;
         }
     };
+    if builds.iter().any(|b| b.push) {
+        let is_engine = client.address().is_docker();
+        let builder = client.address().to_string();
+        if let Err(e) = orchestrate::export::can_push(is_engine, &target.choice, &builder) {
+            let hint = e.hint();
+            report_error(printer, &e.into(), Some(&hint));
+            return ExitStatus::Failure;
+        }
+    }
     let mut builds = builds;
     orchestrate::export::retarget(&mut builds, target.choice.exporter);
+    orchestrate::export::retarget_push(&mut builds, &target.choice);
     let workers = client.workers();
     if let Err(e) = orchestrate::export::check(
         &builds,

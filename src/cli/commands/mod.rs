@@ -6,6 +6,7 @@ mod build;
 mod config;
 mod context;
 mod doctor;
+mod push;
 mod status;
 mod up;
 
@@ -20,6 +21,7 @@ pub async fn dispatch(cli: Cli, printer: &Printer) -> ExitStatus {
         Command::Build(b) => build::run(&cli.global, &b, printer).await,
         Command::Config(c) => config::run(&cli.global, &c, printer),
         Command::Context(c) => context::run(&cli.global, &c, printer).await,
+        Command::Push(p) => push::run(&cli.global, &p, printer).await,
         Command::Doctor => doctor::run(&cli.global, printer).await,
         Command::Up(u) => up::run(&cli.global, &u, printer).await,
         Command::Status(s) => status::run(&cli.global, &s, printer).await,

@@ -1,0 +1,697 @@
+//! Talking to image registries (the OCI distribution API): which manifest a
+//! registry holds under a name. A leaf module like `engine`: it knows
+//! nothing of Compose or BuildKit; the caller brings the credentials.
+//!
+//! Only what cbuild needs is here: `HEAD /v2/<repo>/manifests/<ref>` with
+//! the manifest types a registry must not refuse in `Accept`, its
+//! `Docker-Content-Digest`, and the two ways a registry asks for
+//! credentials (`WWW-Authenticate: Basic`, and `Bearer` with a token from
+//! the realm it names, as distribution's token spec describes). Plain http
+//! is used where Docker uses it: loopback and `localhost` registries, and
+//! the ones the caller lists as insecure; https (rustls, system roots)
+//! everywhere else. One connection per request: a check makes a handful.
+
+mod reference;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+pub use reference::Reference;
+
+/// The manifest types a push can leave under a tag: OCI and Docker, single
+/// image and multi-platform index.
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// The most of a body cbuild reads (error texts, token answers).
+const BODY_LIMIT: usize = 1 << 20;
+
+/// A user and password (or token) for a registry; both empty is anonymous.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub username: String,
+    /// The password or token.
+    pub password: String,
+}
+
+impl Credentials {
+    fn basic(&self) -> Option<String> {
+        if self.username.is_empty() && self.password.is_empty() {
+            return None;
+        }
+        let raw = format!("{}:{}", self.username, self.password);
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        ))
+    }
+}
+
+/// A registry could not answer the question.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The name is no image reference.
+    #[error("`{name}` is not an image reference: {why}")]
+    BadReference {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Nothing answered at the registry's address.
+    #[error("cannot reach the registry `{registry}`")]
+    Unreachable {
+        /// `host[:port]`.
+        registry: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The registry did not answer within the deadline.
+    #[error("the registry `{registry}` did not answer within {}", crate::timeouts::words(*.after))]
+    Timeout {
+        /// `host[:port]`.
+        registry: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The registry wants credentials it was not given, or refused them.
+    #[error("the registry `{registry}` refused access to `{repository}` (HTTP {status})")]
+    Denied {
+        /// `host[:port]`.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// 401 or 403.
+        status: u16,
+    },
+    /// Any other answer than the protocol allows.
+    #[error("the registry `{registry}` answered {what}")]
+    Protocol {
+        /// `host[:port]`.
+        registry: String,
+        /// What it answered.
+        what: String,
+    },
+}
+
+/// A client for registries.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    insecure: Vec<String>,
+    deadline: Duration,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
+impl Registry {
+    /// A client that also speaks plain http to the `insecure` registries
+    /// (`host[:port]` as the engine's `insecure-registries` lists them).
+    pub fn new(insecure: Vec<String>) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(c);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+            .unwrap_or_else(|_| {
+                // The ring provider supports the default versions; this
+                // stays unreachable, but must not panic.
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            });
+        Self {
+            insecure,
+            deadline: crate::timeouts::answer_deadline(),
+            tls: Arc::new(tls),
+        }
+    }
+
+    /// The digest of the manifest the registry holds under `r` (tag or
+    /// digest), `None` when it holds none.
+    pub async fn manifest_digest(
+        &self,
+        r: &Reference,
+        creds: &Credentials,
+    ) -> Result<Option<String>, RegistryError> {
+        let path = format!("/v2/{}/manifests/{}", r.repository, r.reference);
+        let url = format!("{}://{}{}", self.scheme(&r.registry), r.registry, path);
+        let mut auth: Option<String> = None;
+        // At most: anonymous, then with what the challenge asked for.
+        for _ in 0..2 {
+            let reply = self
+                .send(&r.registry, Method::HEAD, &url, auth.as_deref())
+                .await?;
+            match reply.status {
+                StatusCode::OK => {
+                    let digest = reply
+                        .headers
+                        .get("docker-content-digest")
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|d| d.starts_with("sha256:") || d.starts_with("sha512:"));
+                    return match digest {
+                        Some(d) => Ok(Some(d.to_string())),
+                        None => Err(self.protocol(r, "a manifest without Docker-Content-Digest")),
+                    };
+                }
+                StatusCode::NOT_FOUND => return Ok(None),
+                StatusCode::UNAUTHORIZED if auth.is_none() => {
+                    let challenge = reply
+                        .headers
+                        .get(header::WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    auth = Some(self.answer(r, &challenge, creds).await?);
+                }
+                s if s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN => {
+                    return Err(RegistryError::Denied {
+                        registry: r.registry.clone(),
+                        repository: r.repository.clone(),
+                        status: s.as_u16(),
+                    })
+                }
+                s => return Err(self.protocol(r, &format!("HTTP {s} to HEAD {path}"))),
+            }
+        }
+        Err(RegistryError::Denied {
+            registry: r.registry.clone(),
+            repository: r.repository.clone(),
+            status: 401,
+        })
+    }
+
+    /// The `Authorization` value that answers `challenge`.
+    async fn answer(
+        &self,
+        r: &Reference,
+        challenge: &str,
+        creds: &Credentials,
+    ) -> Result<String, RegistryError> {
+        let denied = || RegistryError::Denied {
+            registry: r.registry.clone(),
+            repository: r.repository.clone(),
+            status: 401,
+        };
+        match Challenge::parse(challenge) {
+            Some(Challenge::Basic) => creds.basic().ok_or_else(denied),
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            }) => {
+                let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", r.repository));
+                let mut url = realm.clone();
+                url.push(if realm.contains('?') { '&' } else { '?' });
+                if let Some(s) = service {
+                    url.push_str(&format!("service={}&", encode(&s)));
+                }
+                url.push_str(&format!("scope={}", encode(&scope)));
+                let host = realm_host(&realm).unwrap_or_else(|| r.registry.clone());
+                let reply = self
+                    .send(&host, Method::GET, &url, creds.basic().as_deref())
+                    .await?;
+                if reply.status == StatusCode::UNAUTHORIZED || reply.status == StatusCode::FORBIDDEN
+                {
+                    return Err(denied());
+                }
+                if reply.status != StatusCode::OK {
+                    return Err(self.protocol(
+                        r,
+                        &format!("HTTP {} from its token service `{realm}`", reply.status),
+                    ));
+                }
+                #[derive(serde::Deserialize)]
+                struct Token {
+                    #[serde(default)]
+                    token: String,
+                    #[serde(default)]
+                    access_token: String,
+                }
+                let t: Token = serde_json::from_slice(&reply.body)
+                    .map_err(|e| self.protocol(r, &format!("a token that is no JSON: {e}")))?;
+                let token = if t.token.is_empty() {
+                    t.access_token
+                } else {
+                    t.token
+                };
+                if token.is_empty() {
+                    return Err(self.protocol(r, "an empty token"));
+                }
+                Ok(format!("Bearer {token}"))
+            }
+            None => Err(self.protocol(
+                r,
+                &format!(
+                    "HTTP 401 with an authentication challenge cbuild cannot answer: `{challenge}`"
+                ),
+            )),
+        }
+    }
+
+    fn protocol(&self, r: &Reference, what: &str) -> RegistryError {
+        RegistryError::Protocol {
+            registry: r.registry.clone(),
+            what: what.to_string(),
+        }
+    }
+
+    /// `http` for loopback, `localhost` and the insecure registries, as
+    /// the Docker engine decides; `https` otherwise.
+    pub fn scheme(&self, registry: &str) -> &'static str {
+        if is_local(registry) || self.insecure.iter().any(|i| i == registry) {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    async fn send(
+        &self,
+        registry: &str,
+        method: Method,
+        url: &str,
+        auth: Option<&str>,
+    ) -> Result<Reply, RegistryError> {
+        let deadline = self.deadline;
+        match tokio::time::timeout(deadline, self.send_now(registry, method, url, auth)).await {
+            Ok(r) => r,
+            Err(_) => Err(RegistryError::Timeout {
+                registry: registry.to_string(),
+                after: deadline,
+            }),
+        }
+    }
+
+    async fn send_now(
+        &self,
+        registry: &str,
+        method: Method,
+        url: &str,
+        auth: Option<&str>,
+    ) -> Result<Reply, RegistryError> {
+        let bad = |what: String| RegistryError::Protocol {
+            registry: registry.to_string(),
+            what,
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| bad(format!("an address cbuild cannot use, `{url}`: {e}")))?;
+        let https = uri.scheme_str() == Some("https");
+        let host = uri
+            .host()
+            .ok_or_else(|| bad(format!("an address without a host, `{url}`")))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let authority = uri
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| host.clone());
+        let unreachable = |source| RegistryError::Unreachable {
+            registry: registry.to_string(),
+            source,
+        };
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(unreachable)?;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+            .header(header::HOST, authority)
+            .header(header::ACCEPT, ACCEPT)
+            .header(
+                header::USER_AGENT,
+                concat!("cbuild/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let req = req
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| bad(format!("a request cbuild cannot make: {e}")))?;
+        if https {
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| bad(format!("a host name TLS cannot check, `{host}`: {e}")))?;
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(unreachable)?;
+            exchange(TokioIo::new(tls), req, registry).await
+        } else {
+            exchange(TokioIo::new(tcp), req, registry).await
+        }
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+async fn exchange<T>(
+    io: T,
+    req: Request<Empty<Bytes>>,
+    registry: &str,
+) -> Result<Reply, RegistryError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let failed = |e: hyper::Error| RegistryError::Unreachable {
+        registry: registry.to_string(),
+        source: std::io::Error::other(e),
+    };
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(failed)?;
+    let driver = tokio::spawn(conn);
+    let resp = send.send_request(req).await.map_err(failed)?;
+    let (parts, mut body) = resp.into_parts();
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(failed)?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > BODY_LIMIT {
+                break;
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    driver.abort();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: out.into(),
+    })
+}
+
+/// Whether Docker reaches `registry` (`host[:port]`) over plain http
+/// without being told: `localhost` and 127.0.0.0/8 (and `::1`).
+pub fn is_local(registry: &str) -> bool {
+    let host = match registry.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => registry.split(':').next().unwrap_or(registry),
+    };
+    if host == "localhost" {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => false,
+    }
+}
+
+/// What a `WWW-Authenticate` header asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+}
+
+impl Challenge {
+    fn parse(header: &str) -> Option<Self> {
+        let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Some(Challenge::Basic);
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let params = auth_params(rest);
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
+        Some(Challenge::Bearer {
+            realm: get("realm")?,
+            service: get("service"),
+            scope: get("scope"),
+        })
+    }
+}
+
+/// `k="v", k2=v2` (RFC 7235 auth-params; quoted values may hold commas and
+/// backslash escapes).
+fn auth_params(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let mut name = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' {
+                break;
+            }
+            name.push(c);
+            chars.next();
+        }
+        if chars.next().is_none() {
+            return out;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        out.push((name.trim().to_string(), value.trim().to_string()));
+    }
+}
+
+/// The `host[:port]` of a token realm URL.
+fn realm_host(realm: &str) -> Option<String> {
+    let uri: Uri = realm.parse().ok()?;
+    uri.authority().map(|a| a.to_string())
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_and_localhost_are_plain_http() {
+        let r = Registry::new(vec!["reg.internal:5000".into()]);
+        assert_eq!(r.scheme("127.0.0.1:5000"), "http");
+        assert_eq!(r.scheme("127.3.2.1"), "http");
+        assert_eq!(r.scheme("localhost:5001"), "http");
+        assert_eq!(r.scheme("[::1]:5000"), "http");
+        assert_eq!(r.scheme("reg.internal:5000"), "http");
+        assert_eq!(r.scheme("reg.internal:5001"), "https");
+        assert_eq!(r.scheme("registry-1.docker.io"), "https");
+        assert_eq!(r.scheme("128.0.0.1:5000"), "https");
+    }
+
+    #[test]
+    fn challenges_are_read_as_distribution_writes_them() {
+        assert_eq!(
+            Challenge::parse(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            Challenge::parse(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/busybox:pull,push".into()),
+            })
+        );
+        assert_eq!(
+            Challenge::parse("bearer realm=https://r/t"),
+            Some(Challenge::Bearer {
+                realm: "https://r/t".into(),
+                service: None,
+                scope: None
+            })
+        );
+        // A bearer challenge without a realm names nowhere to ask.
+        assert_eq!(Challenge::parse(r#"Bearer service="x""#), None);
+        assert_eq!(Challenge::parse("Negotiate"), None);
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            encode("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+        assert_eq!(
+            realm_host("https://auth.example:8443/token").as_deref(),
+            Some("auth.example:8443")
+        );
+    }
+
+    #[test]
+    fn anonymous_credentials_send_no_header() {
+        assert_eq!(Credentials::default().basic(), None);
+        let c = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        assert_eq!(c.basic().as_deref(), Some("Basic dTpw"));
+    }
+
+    /// A registry that answers HEAD with a challenge, then a digest, on a
+    /// loopback socket: the Basic flow end to end (the real registries are
+    /// exercised by the integration tests).
+    #[tokio::test]
+    async fn basic_challenge_is_answered_with_the_credentials() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap();
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let reply = if req.contains("Authorization: Basic dTpw")
+                    || req.contains("authorization: Basic dTpw")
+                {
+                    "HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:abc\r\nContent-Length: 0\r\n\r\n"
+                } else {
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\n\r\n"
+                };
+                s.write_all(reply.as_bytes()).await.unwrap();
+                seen.push(req);
+            }
+            seen
+        });
+        let r = Reference::parse(&format!("{addr}/a/b:v1")).unwrap();
+        let creds = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let d = Registry::default()
+            .manifest_digest(&r, &creds)
+            .await
+            .unwrap();
+        assert_eq!(d.as_deref(), Some("sha256:abc"));
+        let seen = server.await.unwrap();
+        assert!(
+            seen[0].starts_with("HEAD /v2/a/b/manifests/v1 "),
+            "{}",
+            seen[0]
+        );
+    }
+
+    /// A registry that wants a bearer token from its realm, on a loopback
+    /// socket serving both: the token is fetched with the credentials and
+    /// the scope the challenge names, then sent as `Bearer`.
+    #[tokio::test]
+    async fn bearer_challenge_fetches_a_token_from_the_realm() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let realm = format!("http://{addr}/token");
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap();
+                let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                let reply = if req.starts_with("get /token?") {
+                    let body = r#"{"token":"tok"}"#;
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else if req.contains("authorization: bearer tok") {
+                    "HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:def\r\nContent-Length: 0\r\n\r\n".to_string()
+                } else {
+                    format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"reg\",scope=\"repository:a/b:pull\"\r\nContent-Length: 0\r\n\r\n")
+                };
+                s.write_all(reply.as_bytes()).await.unwrap();
+                seen.push(req);
+            }
+            seen
+        });
+        let r = Reference::parse(&format!("{addr}/a/b:v1")).unwrap();
+        let creds = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let d = Registry::default()
+            .manifest_digest(&r, &creds)
+            .await
+            .unwrap();
+        assert_eq!(d.as_deref(), Some("sha256:def"));
+        let seen = server.await.unwrap();
+        assert!(
+            seen[1].starts_with("get /token?service=reg&scope=repository%3aa%2fb%3apull "),
+            "{}",
+            seen[1]
+        );
+        assert!(seen[1].contains("authorization: basic dtpw"), "{}", seen[1]);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_unreachable_naming_the_registry() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let r = Reference::parse(&format!("{addr}/app")).unwrap();
+        let e = Registry::default()
+            .manifest_digest(&r, &Credentials::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RegistryError::Unreachable { .. }), "{e:?}");
+        assert!(e.to_string().contains(&addr), "{e}");
+    }
+}
