@@ -118,8 +118,14 @@ fn prepare(b: &ServiceBuild) -> Result<(ServiceBuild, Vec<Export>), BuildkitErro
             Some(l) => l.clone(),
             None => match Layout::open(dir.as_ref()) {
                 Ok(l) => Arc::new(l),
+                Err(LayoutError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    skip(format!("the cache directory `{dir}` does not exist"));
+                    continue;
+                }
                 Err(e) => {
-                    skip(format!("no cache at `{dir}`: {e}"));
+                    skip(format!("cannot use the cache directory: {e}"));
                     continue;
                 }
             },

@@ -104,11 +104,15 @@ impl ContentService {
 /// message naming the directory, which it passes on in the build's error.
 pub fn status(layout: &Layout, e: LayoutError) -> Status {
     let dir = layout.root().display();
-    let message = match &e {
-        LayoutError::Io { .. } | LayoutError::Mismatch(_) => {
-            format!("cannot write to the cache directory `{dir}`: {e}")
-        }
-        _ => format!("cache directory `{dir}`: {e}"),
+    let writing = match &e {
+        LayoutError::Io { what, .. } => !matches!(*what, "read" | "open"),
+        LayoutError::Mismatch(_) => true,
+        _ => false,
+    };
+    let message = if writing {
+        format!("cannot write to the cache directory `{dir}`: {e}")
+    } else {
+        format!("cache directory `{dir}`: {e}")
     };
     match e {
         LayoutError::BadDigest(_) => Status::invalid_argument(message),
@@ -198,7 +202,7 @@ impl content_server::Content for ContentService {
         let layout = self.choose("Read", request.metadata())?;
         let req = request.into_inner();
         // Checked (the whole blob hashed) before the first byte goes out.
-        let (file, len, offset, size) = blocking({
+        let (file, offset, size) = blocking({
             let layout = layout.clone();
             move || {
                 let d = Digest::parse(&req.digest).map_err(|e| status(&layout, e))?;
@@ -215,11 +219,10 @@ impl content_server::Content for ContentService {
                 } else {
                     req.size as u64
                 };
-                Ok((file, len, offset, size))
+                Ok((file, offset, size))
             }
         })
         .await?;
-        let _ = len;
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             use std::io::{Seek, SeekFrom};
