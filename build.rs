@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "moby/upload/v1/upload.proto",
     "moby/buildkit/secrets/v1/secrets.proto",
     "moby/sshforward/v1/ssh.proto",
+    "containerd/services/content/v1/content.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -33,6 +33,16 @@ pub mod moby {
     }
 }
 
+pub mod containerd {
+    pub mod services {
+        pub mod content {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.content.v1");
+            }
+        }
+    }
+}
+
 pub mod fsutil {
     pub mod types {
         tonic::include_proto!("fsutil.types");

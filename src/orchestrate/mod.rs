@@ -6,6 +6,7 @@ pub mod event;
 pub mod export;
 pub mod fresh;
 pub mod inspect;
+mod localcache;
 pub mod plan;
 pub mod platform;
 pub mod push;
@@ -291,7 +292,7 @@ async fn build_one(
         return outcome;
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<StatusUpdate>();
-    let mut build = Box::pin(export::build(client, engine, b, tx));
+    let mut build = Box::pin(localcache::build(client, engine, b, tx));
     let mut steps = StepCounter::default();
     let result = loop {
         tokio::select! {

@@ -739,6 +739,7 @@ fn plan_service(
             over_control: opts.session_over_control,
             uploads,
             file_send: None,
+            content: Default::default(),
         },
         tracked,
         deps: Vec::new(),
@@ -1041,14 +1042,9 @@ fn cache_entries(
                 ("registry", _) if e.attrs.get("ref").is_none_or(|r| r.is_empty()) => {
                     return Err(bad("`type=registry` needs `ref=IMAGE`".into()));
                 }
-                // The client serves a local cache directory to BuildKit
-                // through the session's content store, which cbuild does not
-                // provide yet: refuse it rather than fail after the build.
-                ("local", _) => {
-                    return Err(bad(
-                        "`type=local` cache is not supported by cbuild yet; use `type=registry` (or `type=inline`)".into(),
-                    ));
-                }
+                // The client serves the directory through the session
+                // (`orchestrate::localcache`); what it needs is checked now.
+                ("local", _) => local_cache_entry(&mut e, key).map_err(bad)?,
                 ("inline", "cache_from") => {
                     return Err(bad(
                         "`type=inline` only exports; to import an inline cache, name the image (`cache_from: [IMAGE]`)".into(),
@@ -1075,6 +1071,43 @@ fn cache_entries(
             Ok(e)
         })
         .collect()
+}
+
+/// Checks a `type=local` entry and makes its directory absolute (relative
+/// to the working directory, as buildx and compose read it): the path is
+/// also the store id the daemon asks the session for.
+fn local_cache_entry(e: &mut ExporterSpec, key: &str) -> Result<(), String> {
+    let attr = if key == "cache_to" { "dest" } else { "src" };
+    let dir = e.attrs.get(attr).map(String::as_str).unwrap_or_default();
+    if dir.is_empty() {
+        return Err(format!("`type=local` needs `{attr}=DIR`"));
+    }
+    let abs = std::path::absolute(dir)
+        .map_err(|err| format!("cannot resolve the cache directory `{dir}`: {err}"))?;
+    let abs = abs
+        .to_str()
+        .ok_or_else(|| format!("the cache directory `{dir}` is not valid UTF-8"))?
+        .to_string();
+    e.attrs.insert(attr.into(), abs);
+    if e.attrs.get("tag").is_some_and(String::is_empty) {
+        return Err("`tag=` is empty; name a tag or leave it out (`latest`)".into());
+    }
+    if let Some(d) = e.attrs.get("digest") {
+        if key == "cache_to" {
+            return Err("`digest=` only applies to `cache_from`".into());
+        }
+        crate::buildkit::session::content::layout::Digest::parse(d)
+            .map_err(|err| format!("{err}; give `digest=sha256:<64 hex digits>`"))?;
+    }
+    if let Some(v) = e.attrs.get("reset") {
+        if !matches!(v.as_str(), "false" | "0" | "False" | "FALSE" | "f" | "F") {
+            return Err(
+                "`reset=` is not supported: cbuild never deletes blobs from a cache directory"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Sets each attribute the entry lacks from its environment variable, if set.
@@ -1410,13 +1443,57 @@ mod tests {
         assert_eq!(e[0].attrs["token"], "tok");
         assert!(!e[0].attrs.contains_key("url"));
         assert_eq!(e[1].attrs["access_key_id"], "mine", "a given value wins");
-        let e = cache_entries("web", "cache_from", &list(&["type=local,src=/c"]), &opts)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("cache_from[0]") && e.contains("not supported"),
-            "{e}"
-        );
+    }
+
+    #[test]
+    fn local_cache_entries_name_an_absolute_directory() {
+        let opts = BuildOptions::default();
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let e = cache_entries(
+            "web",
+            "cache_from",
+            &list(&["type=local,src=/c", "type=local,src=rel/c,tag=v1"]),
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(e[0].attrs["src"], "/c");
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(Path::new(&e[1].attrs["src"]), cwd.join("rel/c"));
+        assert_eq!(e[1].attrs["tag"], "v1");
+        let e = cache_entries(
+            "web",
+            "cache_to",
+            &list(&["type=local,dest=/d,mode=max"]),
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(e[0].attrs["dest"], "/d");
+        assert_eq!(e[0].attrs["mode"], "max");
+        for (key, spec, says) in [
+            ("cache_from", "type=local", "needs `src=DIR`"),
+            ("cache_from", "type=local,dest=/x", "needs `src=DIR`"),
+            ("cache_to", "type=local,src=/x", "needs `dest=DIR`"),
+            ("cache_to", "type=local,dest=/x,tag=", "`tag=` is empty"),
+            (
+                "cache_from",
+                "type=local,src=/x,digest=sha256:../../x",
+                "not a sha256 digest",
+            ),
+            (
+                "cache_to",
+                "type=local,dest=/x,digest=sha256:00",
+                "only applies to `cache_from`",
+            ),
+            ("cache_to", "type=local,dest=/x,reset=true", "never deletes"),
+        ] {
+            let e = cache_entries("web", key, &list(&[spec]), &opts)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("`services.web.build.{key}[0]`: ")) && e.contains(says),
+                "{spec}: {e}"
+            );
+        }
     }
 
     #[test]

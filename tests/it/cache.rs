@@ -12,6 +12,7 @@ use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::common::*;
+use crate::tls::proxy_to_engine;
 
 /// A token no earlier run used (the project name alone repeats a PID).
 fn token(p: &Project) -> String {
@@ -209,9 +210,9 @@ fn unknown_or_unusable_cache_types_are_bad_input() {
             "`type=` is missing",
         ),
         (
-            "cache_from: [\"type=local,src=/tmp/c\"]",
+            "cache_from: [\"type=local,dest=/tmp/c\"]",
             "services.app.build.cache_from[0]",
-            "not supported",
+            "needs `src=DIR`",
         ),
     ] {
         p.file(
@@ -252,4 +253,298 @@ fn tags_name_the_same_image_and_labels_reach_it() {
         l.get("com.docker.compose.service").map(String::as_str),
         Some("app")
     );
+}
+
+/// A compose file for one service whose build has the `cache` lines
+/// (already YAML: `cache_to: [...]`).
+fn cache_compose(image: &str, cache: &str) -> String {
+    format!(
+        "services:\n  app:\n    image: {image}\n    build:\n      context: .\n      pull: true\n      {cache}\n"
+    )
+}
+
+/// The digest `index.json` in `dir` gives the tag `latest`, after checking
+/// the layout is whole: the tagged manifest's blob and every blob it names.
+fn exported_manifest(dir: &std::path::Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let m = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "latest")
+        .unwrap_or_else(|| panic!("no `latest` in {index}"))
+        .clone();
+    let digest = m["digest"].as_str().unwrap().to_string();
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.strip_prefix("sha256:").unwrap())
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&digest)).unwrap()).unwrap();
+    let mut named = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
+    for l in manifest["layers"].as_array().unwrap() {
+        named.push(l["digest"].as_str().unwrap().to_string());
+    }
+    for d in named {
+        assert!(blob(&d).is_file(), "{d} is named but missing");
+    }
+    assert!(dir.join("oci-layout").is_file());
+    assert!(!dir.join("index.json.lock").exists());
+    digest
+}
+
+#[test]
+fn local_cache_exported_by_one_engine_is_imported_by_others() {
+    let p = Project::new("cache-local");
+    let token = token(&p);
+    let image = p.image("app");
+    p.file("Dockerfile", &dockerfile(&token));
+    // Relative to the working directory, as with buildx; not used by the
+    // build, so not part of its context. A file of the user's in it stays.
+    p.file("cache-dir/notes.txt", "mine\n");
+    p.file(
+        "compose.yaml",
+        &cache_compose(&image, "cache_to: [\"type=local,dest=cache-dir,mode=max\"]"),
+    );
+    let exporter = engine("d28-containerd");
+    let (out, events) = build_on(&p, &exporter);
+    assert_ok(&out, "the export build");
+    let (all, cached) = run_steps(&events);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(cached.is_empty(), "nothing to reuse yet: {cached:?}");
+    let dir = p.path().join("cache-dir");
+    exported_manifest(&dir);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "mine\n"
+    );
+
+    p.file(
+        "compose.yaml",
+        &cache_compose(&image, "cache_from: [\"type=local,src=cache-dir\"]"),
+    );
+    // Engines that never ran these steps: the graph drivers of 28.5 (the
+    // primary engine) and 26.1, which import local caches but cannot
+    // export them.
+    for name in ["d28", "d26"] {
+        let host = engine(name);
+        let (out, events) = build_on(&p, &host);
+        assert_ok(&out, &format!("the import build on {name}"));
+        let (all, cached) = run_steps(&events);
+        assert_eq!(all.len(), 2, "{name}: {all:?}");
+        assert_eq!(cached, all, "{name}: every RUN step comes from the cache");
+        let y = docker_at(&host, &["run", "--rm", &image, "cat", "/y"]);
+        assert_eq!(stdout(&y), format!("{token}\n{token}\n"), "{name}");
+    }
+    // Docker 20.10 (BuildKit 0.8) reads the cache through the session too,
+    // but its Dockerfile frontend keys the steps differently from 28.5's:
+    // the build must work, hits are not expected.
+    let stable = engine("stable");
+    let (out, _) = build_on(&p, &stable);
+    assert_ok(&out, "the import build on 20.10");
+    for host in [exporter, engine("d26"), stable] {
+        remove_images(&host, &[&image]);
+    }
+}
+
+#[test]
+fn local_cache_through_a_standalone_builder() {
+    // The same exchange when the session travels inside Control.Session:
+    // Docker 28.5's containerd-store BuildKit in "buildkitd mode" exports
+    // (the image goes to the primary engine as a tarball), 26.1 imports.
+    let socket = engine("d28-containerd");
+    let bk = proxy_to_engine(
+        std::path::PathBuf::from(socket.strip_prefix("unix://").unwrap()),
+        None,
+        true,
+    );
+    let builder = format!("tcp://{}", bk.addr);
+    let p = Project::new("cache-local-bk");
+    let token = token(&p);
+    let image = p.image("app");
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("nested/new");
+    p.file("Dockerfile", &dockerfile(&token));
+    p.file(
+        "compose.yaml",
+        &cache_compose(
+            &image,
+            &format!("cache_to: [\"type=local,dest={},tag=v1\"]", dir.display()),
+        ),
+    );
+    let primary = engine("d28");
+    let out = p.cbuild_env(
+        &["--builder", &builder, "build"],
+        &[("DOCKER_HOST", &primary)],
+    );
+    assert_ok(&out, "the export through buildkitd mode");
+    let index = std::fs::read_to_string(dir.join("index.json")).unwrap();
+    assert!(
+        index.contains("\"org.opencontainers.image.ref.name\":\"v1\""),
+        "{index}"
+    );
+
+    p.file(
+        "compose.yaml",
+        &cache_compose(
+            &image,
+            &format!("cache_from: [\"type=local,src={},tag=v1\"]", dir.display()),
+        ),
+    );
+    let mut runs: Vec<(String, Vec<String>)> = vec![(engine("d26"), vec!["build".into()])];
+    // A real standalone buildkitd, where this session has one (CI has
+    // none): it imports too, the image going to the primary engine.
+    if let Some(real) = std::env::var("CBUILD_BUILDKITD_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+    {
+        runs.push((
+            primary.clone(),
+            vec!["--builder".into(), real, "build".into()],
+        ));
+    }
+    for (host, args) in runs {
+        let mut full = vec!["--progress", "json"];
+        full.extend(args.iter().map(String::as_str));
+        let out = p.cbuild_env(&full, &[("DOCKER_HOST", &host)]);
+        assert_ok(&out, &format!("the import with {args:?} on {host}"));
+        let events: Vec<serde_json::Value> = stdout(&out)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let (all, cached) = run_steps(&events);
+        assert_eq!(all.len(), 2, "{args:?}: {all:?}");
+        assert_eq!(cached, all, "{args:?}: every RUN step comes from the cache");
+    }
+    remove_images(&engine("d26"), &[&image]);
+    remove_images(&primary, &[&image]);
+}
+
+#[test]
+fn local_cache_faults_name_the_key_and_change_nothing() {
+    let p = Project::new("cache-local-bad");
+    let image = p.image("app");
+    p.file("Dockerfile", &dockerfile(&token(&p)));
+    let host = engine("d28-containerd");
+    let run = |cache: &str| {
+        p.file("compose.yaml", &cache_compose(&image, cache));
+        let out = p.cbuild_env(&["build"], &[("DOCKER_HOST", &host)]);
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{err}");
+        (out.status.code(), err)
+    };
+    let expect_fail = |cache: &str, key: &str, says: &[&str]| {
+        let (code, err) = run(cache);
+        assert_eq!(code, Some(1), "{cache}: {err}");
+        for part in [key].iter().chain(says) {
+            assert!(err.contains(part), "{cache}: `{part}` missing in:\n{err}");
+        }
+    };
+
+    // A file where the directory should be.
+    p.file("not-a-dir", "user data\n");
+    expect_fail(
+        "cache_to: [\"type=local,dest=not-a-dir\"]",
+        "`services.app.build.cache_to[0]`",
+        &["not-a-dir", "cannot create"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("not-a-dir")).unwrap(),
+        "user data\n"
+    );
+
+    // A cache_from directory that is not there: a warning, as with buildx,
+    // and nothing is created.
+    let (code, err) = run("cache_from: [\"type=local,src=no-such-dir\"]");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("`services.app.build.cache_from[0]`") && err.contains("no-such-dir"),
+        "{err}"
+    );
+    assert!(!p.path().join("no-such-dir").exists());
+
+    // A good cache, then copies of it damaged three ways.
+    let (code, err) = run("cache_to: [\"type=local,dest=good,mode=max\"]");
+    assert_eq!(code, Some(0), "{err}");
+    let good = p.path().join("good");
+    let manifest = exported_manifest(&good);
+    let copy = |name: &str| {
+        let to = p.path().join(name);
+        let out = std::process::Command::new("cp")
+            .args(["-a"])
+            .arg(&good)
+            .arg(&to)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        to
+    };
+    let flip = |path: &std::path::Path| {
+        let mut perms = std::fs::metadata(path).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(path, perms).unwrap();
+        let mut b = std::fs::read(path).unwrap();
+        let i = b.len() / 2;
+        b[i] ^= 0xff;
+        std::fs::write(path, &b).unwrap();
+        b
+    };
+
+    // index.json is not an index: cbuild does not write over it.
+    let bad_index = copy("bad-index");
+    std::fs::write(bad_index.join("index.json"), "{\"manifests\": 7}").unwrap();
+    expect_fail(
+        "cache_to: [\"type=local,dest=bad-index\"]",
+        "`services.app.build.cache_to[0]`",
+        &["index.json", "not a valid OCI index"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(bad_index.join("index.json")).unwrap(),
+        "{\"manifests\": 7}"
+    );
+
+    // The manifest a cache_from tag names does not match its digest.
+    let bad_manifest = copy("bad-manifest");
+    let path = bad_manifest
+        .join("blobs/sha256")
+        .join(manifest.strip_prefix("sha256:").unwrap());
+    let damaged = flip(&path);
+    expect_fail(
+        "cache_from: [\"type=local,src=bad-manifest\"]",
+        "`services.app.build.cache_from[0]`",
+        &["does not match its digest", "bad-manifest"],
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), damaged, "left as it was");
+
+    // A layer the export would write is there with other bytes: the export
+    // fails, the file and index.json stay as they were.
+    let bad_layer = copy("bad-layer");
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(bad_layer.join("blobs/sha256").join(&manifest[7..])).unwrap(),
+    )
+    .unwrap();
+    let mut layers = Vec::new();
+    for l in m["layers"].as_array().unwrap() {
+        let path = bad_layer
+            .join("blobs/sha256")
+            .join(&l["digest"].as_str().unwrap()[7..]);
+        let bytes = flip(&path);
+        layers.push((path, bytes));
+    }
+    let index_before = std::fs::read(bad_layer.join("index.json")).unwrap();
+    expect_fail(
+        "cache_to: [\"type=local,dest=bad-layer,mode=max\"]",
+        "`services.app.build.cache_to[0]`",
+        &["does not match its digest", "bad-layer"],
+    );
+    for (path, bytes) in layers {
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "left as it was");
+    }
+    assert_eq!(
+        std::fs::read(bad_layer.join("index.json")).unwrap(),
+        index_before
+    );
+    remove_images(&host, &[&image]);
 }

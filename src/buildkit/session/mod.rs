@@ -14,6 +14,7 @@
 //! router, so what is advertised and what is served cannot drift apart.
 
 pub mod auth;
+pub mod content;
 pub mod filesend;
 pub mod filesync;
 pub mod secrets;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tonic::service::Routes;
 
+use super::proto::containerd::services::content::v1::content_server::{self, ContentServer};
 use super::proto::moby::buildkit::secrets::v1::secrets_server::{self, SecretsServer};
 use super::proto::moby::filesync::v1::auth_server::{self, AuthServer};
 use super::proto::moby::filesync::v1::file_send_server::{self, FileSendServer};
@@ -45,6 +47,15 @@ pub struct Registered {
     /// The methods advertised (a method that only answers `Unimplemented`
     /// because it is never used, as FileSync's `TarStream`, is left out).
     pub methods: &'static [&'static str],
+    /// Registered only for a session that serves a local cache directory.
+    pub only_with_stores: bool,
+}
+
+impl Registered {
+    /// Whether a session serving `spec` registers this service.
+    pub fn serves(&self, spec: &SessionSpec) -> bool {
+        !self.only_with_stores || !spec.content.is_empty()
+    }
 }
 
 /// Every service [`routes`] registers, with its methods.
@@ -57,14 +68,17 @@ pub const REGISTERED: &[Registered] = &[
     Registered {
         service: tonic_health::pb::health_server::SERVICE_NAME,
         methods: &["Check", "Watch"],
+        only_with_stores: false,
     },
     Registered {
         service: file_sync_server::SERVICE_NAME,
         methods: &["DiffCopy"],
+        only_with_stores: false,
     },
     Registered {
         service: file_send_server::SERVICE_NAME,
         methods: &["DiffCopy"],
+        only_with_stores: false,
     },
     Registered {
         service: auth_server::SERVICE_NAME,
@@ -74,26 +88,39 @@ pub const REGISTERED: &[Registered] = &[
             "GetTokenAuthority",
             "VerifyTokenAuthority",
         ],
+        only_with_stores: false,
     },
     Registered {
         service: secrets_server::SERVICE_NAME,
         methods: &["GetSecret"],
+        only_with_stores: false,
     },
     Registered {
         service: upload_server::SERVICE_NAME,
         methods: &["Pull"],
+        only_with_stores: false,
     },
     Registered {
         service: ssh_server::SERVICE_NAME,
         methods: &["CheckAgent", "ForwardAgent"],
+        only_with_stores: false,
+    },
+    // The daemon calls it without looking at the list; it is advertised
+    // for completeness. Delete (refused), List, ListStatuses and Update
+    // are left out.
+    Registered {
+        service: content_server::SERVICE_NAME,
+        methods: &["Info", "Read", "Status", "Write", "Abort"],
+        only_with_stores: true,
     },
 ];
 
-/// Every gRPC method the session serves, as advertised to the daemon
-/// (`/package.Service/Method`).
-pub fn methods() -> impl Iterator<Item = String> {
+/// Every gRPC method a session serving `spec` serves, as advertised to the
+/// daemon (`/package.Service/Method`).
+pub fn methods(spec: &SessionSpec) -> impl Iterator<Item = String> + '_ {
     REGISTERED
         .iter()
+        .filter(|r| r.serves(spec))
         .flat_map(|r| r.methods.iter().map(move |m| format!("/{}/{m}", r.service)))
 }
 
@@ -117,6 +144,9 @@ pub struct SessionSpec {
     pub uploads: HashMap<String, upload::Upload>,
     /// Where a file exporter's bytes go (the `docker` exporter's tarball).
     pub file_send: Option<filesend::FileSendTarget>,
+    /// The local cache directories (`type=local`) the daemon may read and
+    /// write, by store id.
+    pub content: content::Stores,
     /// Carry the session inside `Control.Session` even on a Docker engine
     /// (which otherwise gets the `/session` upgrade). This is the only path
     /// a standalone buildkitd has, so it can be exercised against Docker.
@@ -183,8 +213,10 @@ pub fn new_id() -> String {
         .collect()
 }
 
-/// The session headers (HTTP form) that announce a session to the daemon.
-pub fn headers(id: &str, shared_key: &str) -> Vec<(String, String)> {
+/// The session headers (HTTP form) that announce a session serving `spec`
+/// to the daemon.
+pub fn headers(id: &str, spec: &SessionSpec) -> Vec<(String, String)> {
+    let shared_key = spec.shared_key.as_str();
     let mut h = vec![
         ("X-Docker-Expose-Session-Uuid".to_string(), id.to_string()),
         (
@@ -196,7 +228,7 @@ pub fn headers(id: &str, shared_key: &str) -> Vec<(String, String)> {
             shared_key.to_string(),
         ),
     ];
-    for m in methods() {
+    for m in methods(spec) {
         h.push(("X-Docker-Expose-Session-Grpc-Method".to_string(), m));
     }
     h
@@ -215,7 +247,7 @@ pub(crate) fn routes(spec: &SessionSpec, stats: Arc<TransferStats>) -> Routes {
         spec.uploads.clone(),
         stats.clone(),
     ));
-    Routes::new(health)
+    let routes = Routes::new(health)
         .add_service(filesync)
         .add_service(auth)
         .add_service(secrets)
@@ -224,7 +256,15 @@ pub(crate) fn routes(spec: &SessionSpec, stats: Arc<TransferStats>) -> Routes {
         .add_service(
             FileSendServer::new(filesend::FileSendService::new(spec.file_send.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
-        )
+        );
+    if spec.content.is_empty() {
+        return routes;
+    }
+    routes.add_service(
+        ContentServer::new(content::ContentService::new(spec.content.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
 }
 
 /// Largest gRPC message cbuild accepts or sends on the session (the daemon's
@@ -298,8 +338,8 @@ mod tests {
     /// The status a call of `path` through the session's router answers
     /// with in its headers (`None` when the call is accepted and streams),
     /// and its message.
-    async fn call(path: &str) -> (Option<String>, Option<String>) {
-        let routes = routes(&SessionSpec::default(), Arc::default());
+    async fn call(spec: &SessionSpec, path: &str) -> (Option<String>, Option<String>) {
+        let routes = routes(spec, Arc::default());
         let req = http::Request::builder()
             .method("POST")
             .uri(format!("http://session{path}"))
@@ -323,27 +363,41 @@ mod tests {
     #[tokio::test]
     async fn every_advertised_method_is_routed() {
         let unimplemented = Some((tonic::Code::Unimplemented as i32).to_string());
-        let (status, message) = call("/moby.filesync.v1.FileSync/NoSuchMethod").await;
+        let plain = SessionSpec::default();
+        let (status, message) = call(&plain, "/moby.filesync.v1.FileSync/NoSuchMethod").await;
         assert_eq!((&status, &message), (&unimplemented, &None));
-        let (status, message) = call("/no.such.Service/Method").await;
+        let (status, message) = call(&plain, "/no.such.Service/Method").await;
         assert_eq!((&status, &message), (&unimplemented, &None));
 
-        let advertised: Vec<String> = methods().collect();
-        assert!(advertised.contains(&"/moby.filesync.v1.FileSync/DiffCopy".to_string()));
-        assert!(!advertised.iter().any(|m| m.ends_with("/TarStream")));
-        for m in &advertised {
-            let (status, message) = call(m).await;
-            assert!(
-                status != unimplemented || message.is_some(),
-                "{m} is advertised but not routed"
-            );
+        let dir = tempfile::tempdir().unwrap();
+        let mut with_cache = SessionSpec::default();
+        with_cache.content.insert(
+            "/c",
+            Arc::new(content::layout::Layout::create(dir.path()).unwrap()),
+        );
+        let content_info = "/containerd.services.content.v1.Content/Info";
+        for (spec, serves_content) in [(&plain, false), (&with_cache, true)] {
+            let advertised: Vec<String> = methods(spec).collect();
+            assert!(advertised.contains(&"/moby.filesync.v1.FileSync/DiffCopy".to_string()));
+            assert!(!advertised.iter().any(|m| m.ends_with("/TarStream")));
+            assert_eq!(advertised.iter().any(|m| m == content_info), serves_content);
+            for m in &advertised {
+                let (status, message) = call(spec, m).await;
+                assert!(
+                    status != unimplemented || message.is_some(),
+                    "{m} is advertised but not routed"
+                );
+            }
+            let h = headers("id", spec);
+            let listed: Vec<&String> = h
+                .iter()
+                .filter(|(k, _)| k == "X-Docker-Expose-Session-Grpc-Method")
+                .map(|(_, v)| v)
+                .collect();
+            assert_eq!(listed.len(), advertised.len());
         }
-        let h = headers("id", "key");
-        let listed: Vec<&String> = h
-            .iter()
-            .filter(|(k, _)| k == "X-Docker-Expose-Session-Grpc-Method")
-            .map(|(_, v)| v)
-            .collect();
-        assert_eq!(listed.len(), advertised.len());
+        // Without a cache directory the daemon finds no content store.
+        let (status, message) = call(&plain, content_info).await;
+        assert_eq!((&status, &message), (&unimplemented, &None));
     }
 }

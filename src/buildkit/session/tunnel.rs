@@ -63,7 +63,7 @@ pub async fn start(
     let id = super::new_id();
     let stats = Arc::new(TransferStats::default());
     let routes = routes(spec, stats.clone());
-    let hdrs = headers(&id, &spec.shared_key);
+    let hdrs = headers(&id, spec);
     let task = if address.is_docker() && !spec.over_control {
         let io = address.upgrade("/session", &hdrs).await?;
         tokio::spawn(serve(io, routes))
