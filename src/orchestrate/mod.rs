@@ -10,6 +10,7 @@ pub mod plan;
 pub mod shutdown;
 pub mod status;
 pub mod up;
+pub mod why;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -219,13 +220,13 @@ async fn build_one(
 ) -> ServiceOutcome {
     let started = Instant::now();
     // The inputs as they are when the build starts.
-    let inputs = match engine {
-        Some(e) if b.record.is_some() => {
-            let bases = fresh::base_ids(e, &b.bases).await;
-            Some(fresh::inputs_digest(b, &bases))
-        }
-        _ => None,
-    };
+    let mut inputs = None;
+    let mut bases = Default::default();
+    if let Some(e) = engine.filter(|_| b.record.is_some()) {
+        bases = fresh::base_ids(e, &b.bases).await;
+        inputs = Some(fresh::inputs_digest(b, &bases));
+    }
+    let why_started = why::started(b, engine, bases).await;
     reporter.report(BuildEvent::Started {
         service: b.service.clone(),
         image: b.image.clone(),
@@ -254,12 +255,14 @@ async fn build_one(
     let (tx, mut rx) = mpsc::unbounded_channel::<StatusUpdate>();
     let mut build = Box::pin(export::build(client, engine, b, tx));
     let mut steps = StepCounter::default();
+    let mut progress = why::ProgressLog::default();
     let result = loop {
         tokio::select! {
             r = &mut build => break r,
             _ = shutdown.requested() => break Err(BuildkitError::Cancelled),
             Some(update) = rx.recv() => {
                 steps.count(&update);
+                progress.update(&update);
                 reporter.report(BuildEvent::Status {
                     service: b.service.clone(),
                     update,
@@ -272,12 +275,14 @@ async fn build_one(
     drop(build);
     while let Ok(update) = rx.try_recv() {
         steps.count(&update);
+        progress.update(&update);
         reporter.report(BuildEvent::Status {
             service: b.service.clone(),
             update,
         });
     }
     let hashing = b.finish(result.is_ok());
+    why::save_last(b, why_started, &progress, result.is_ok());
     match (&result, inputs) {
         (Ok(r), Some(inputs)) => {
             if let Some(id) = r.outcome.image_id() {
