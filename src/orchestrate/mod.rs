@@ -314,6 +314,11 @@ async fn build_one(
             exporter_response: r.outcome.exporter_response.clone().into_iter().collect(),
             steps_run: steps.run,
             steps_cached: steps.cached,
+            advice: if steps.run > 0 {
+                why::advice_count(b)
+            } else {
+                0
+            },
             transfer: r.transfer,
             hashing,
             up_to_date: false,
@@ -333,6 +338,7 @@ async fn build_one(
             exporter_response: Default::default(),
             steps_run: steps.run,
             steps_cached: steps.cached,
+            advice: 0,
         },
     };
     reporter.report(BuildEvent::Finished {

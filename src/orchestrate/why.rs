@@ -1218,13 +1218,7 @@ fn advise_one(project: &Project, b: &ServiceBuild, opts: &BuildOptions) -> Advic
         None => Vec::new(),
     };
     let mut facts = ContextFacts::default();
-    if let Some(LocalDir::Tracked(t)) = b.session.locals.get("context") {
-        facts.manifests = MANIFESTS
-            .iter()
-            .filter(|m| t.root.join(m).is_file())
-            .map(|m| m.to_string())
-            .collect();
-    }
+    facts.manifests = manifests(b);
     let inspect = super::inspect::inspect(
         project,
         &super::inspect::InspectOptions {
@@ -1250,6 +1244,30 @@ fn advise_one(project: &Project, b: &ServiceBuild, opts: &BuildOptions) -> Advic
     }
     report.advice = advise_dockerfile(&u, &facts, last.as_ref(), &changed);
     report
+}
+
+/// The dependency manifests at the root of a service's context.
+fn manifests(b: &ServiceBuild) -> Vec<String> {
+    match b.session.locals.get("context") {
+        Some(LocalDir::Tracked(t)) => MANIFESTS
+            .iter()
+            .filter(|m| t.root.join(m).is_file())
+            .map(|m| m.to_string())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// How much advice a service's Dockerfile has, from what is cheap to read (no context walk,
+/// so heavy paths are left out): for the hint after a build.
+pub fn advice_count(b: &ServiceBuild) -> usize {
+    let args = build_args(b);
+    let Some(u) = dockerfile_text(b).and_then(|t| read_dockerfile(&t, b, &args)) else {
+        return 0;
+    };
+    let mut facts = ContextFacts::default();
+    facts.manifests = manifests(b);
+    advise_dockerfile(&u, &facts, None, &[]).len()
 }
 
 fn dockerfile_name(b: &ServiceBuild) -> String {

@@ -98,7 +98,7 @@ fn single_stage_edits_rerun_from_the_copy_that_reads_them() {
     assert_eq!(report["changes"][0]["line"], 5, "{report:#}");
     assert_eq!(report["changes"][0]["files"][0]["path"], "src/a.txt");
 
-    p.file("package.json", "{\"v\": 2}\n");
+    p.file("package.json", &u(&p, "{\"v\": 2}\n"));
     let (want, _) = predicted(&p, "app");
     assert_eq!(want, set(&["3/6", "4/6", "5/6", "6/6"]));
     assert_eq!(ran(&p, "app"), want);
@@ -337,7 +337,8 @@ fn last_shows_what_ran_and_what_was_cached() {
         "{}",
         stdout(&out)
     );
-    p.build_ok(&["build"]);
+    let err = p.build_ok(&["build"]);
+    assert!(!err.contains("why --advise"), "no advice applies: {err}");
     p.file("b.txt", &u(&p, "b2\n"));
     p.build_ok(&["build"]);
     let out = p.cbuild(&["why", "--last", "--format", "json"]);
@@ -385,7 +386,11 @@ fn advise_names_lines_and_changes_nothing() {
         .file("Dockerfile", df)
         .file("package.json", &u(&p, "{}\n"))
         .file("node_modules/x/index.js", &"x".repeat(64 * 1024));
-    p.build_ok(&["build"]);
+    let err = p.build_ok(&["build"]);
+    assert!(
+        err.contains("hint: `cbuild why --advise app` shows how to keep more of the cache"),
+        "{err}"
+    );
     let out = p.cbuild(&["why", "--advise", "--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
