@@ -1217,8 +1217,10 @@ fn advise_one(project: &Project, b: &ServiceBuild, opts: &BuildOptions) -> Advic
             .collect(),
         None => Vec::new(),
     };
-    let mut facts = ContextFacts::default();
-    facts.manifests = manifests(b);
+    let mut facts = ContextFacts {
+        manifests: manifests(b),
+        ..Default::default()
+    };
     let inspect = super::inspect::inspect(
         project,
         &super::inspect::InspectOptions {
@@ -1265,8 +1267,10 @@ pub fn advice_count(b: &ServiceBuild) -> usize {
     let Some(u) = dockerfile_text(b).and_then(|t| read_dockerfile(&t, b, &args)) else {
         return 0;
     };
-    let mut facts = ContextFacts::default();
-    facts.manifests = manifests(b);
+    let facts = ContextFacts {
+        manifests: manifests(b),
+        ..Default::default()
+    };
     advise_dockerfile(&u, &facts, None, &[]).len()
 }
 
