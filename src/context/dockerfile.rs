@@ -2203,4 +2203,66 @@ mod tests {
         );
         too_large_at(&df, 4, "more than 16 MiB");
     }
+
+    /// Steps are numbered as BuildKit names them: `FROM` of an image counts, `FROM` of a
+    /// stage or `scratch` does not, `WORKDIR /` counts in the total but takes no number, and
+    /// `ENV`/`LABEL` make no step.
+    #[test]
+    fn steps_are_numbered_as_buildkit_names_them() {
+        let df = "FROM a AS one\nWORKDIR /\nENV X=1\nCOPY x /x\nWORKDIR /app\nRUN r\nLABEL l=1\n\
+                  FROM one\nRUN s\nFROM scratch AS three\nCOPY --from=one /x /x\n";
+        let u = analyze(df, None, &HashMap::new()).unwrap();
+        let labels: Vec<(&str, usize)> = u
+            .stages
+            .iter()
+            .map(|s| (s.label.as_str(), s.numbered))
+            .collect();
+        assert_eq!(labels, [("one", 5), ("stage-1", 1), ("three", 1)]);
+        let numbers: Vec<(usize, Option<usize>)> =
+            u.steps.iter().map(|s| (s.line, s.number)).collect();
+        assert_eq!(
+            numbers,
+            [
+                (1, Some(1)),
+                (2, None),
+                (3, None),
+                (4, Some(2)),
+                (5, Some(3)),
+                (6, Some(4)),
+                (7, None),
+                (8, None),
+                (9, Some(1)),
+                (10, None),
+                (11, Some(1)),
+            ]
+        );
+        assert_eq!(u.steps[10].reads, [StepRead::Stage(0)]);
+        // One stage: no label, unless it reads an image or named context, which BuildKit
+        // counts as a stage of its own.
+        let u = analyze("FROM a\nRUN x\n", None, &HashMap::new()).unwrap();
+        assert_eq!(u.stages[0].label, "");
+        let u = analyze("FROM a\nCOPY --from=img /x /x\n", None, &HashMap::new()).unwrap();
+        assert_eq!(u.stages[0].label, "stage-0");
+        assert_eq!(u.steps[1].reads, [StepRead::Named("img".into())]);
+    }
+
+    #[test]
+    fn steps_record_what_they_read_and_their_heredocs() {
+        let df = "FROM a\nARG V\nCOPY src/ *.json /app/\nRUN --mount=type=bind,source=tools,target=/t --mount=type=tmpfs,target=/tmp <<EOF\necho $V\nEOF\nADD https://example.com/f /f\n";
+        let u = analyze(df, None, &HashMap::new()).unwrap();
+        assert_eq!(
+            u.steps[2].reads,
+            [
+                StepRead::Context("src".into()),
+                StepRead::Context("*.json".into())
+            ]
+        );
+        assert_eq!(u.steps[3].reads, [StepRead::Context("tools".into())]);
+        assert_eq!(u.steps[3].args, ["V"]);
+        assert!(u.steps[3].key.contains("echo $V"), "{}", u.steps[3].key);
+        assert_eq!(
+            u.steps[4].reads,
+            [StepRead::Remote("https://example.com/f".into())]
+        );
+    }
 }

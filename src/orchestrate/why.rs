@@ -1558,4 +1558,16 @@ mod tests {
         let a = advise_dockerfile(&u, &ContextFacts::default(), Some(&last), &[]);
         assert!(a.iter().all(|a| a.seconds == Some(12.5)), "{a:?}");
     }
+
+    #[test]
+    fn an_unknown_instruction_limits_the_prediction() {
+        let u = analyze("FROM a\nCOPY x /x\nFROBNICATE y\nRUN z\n");
+        let p = predict(&u, &changed(&[]), &OtherChanges::default());
+        let v: Vec<Verdict> = p.steps.iter().map(|s| s.verdict).collect();
+        assert_eq!(v, [Verdict::Cached, Verdict::Cached, Verdict::CannotTell]);
+        assert!(p.notes[0].contains("line 3"), "{:?}", p.notes);
+        // A change before it is still certain.
+        let p = predict(&u, &changed(&["x"]), &OtherChanges::default());
+        assert_eq!(runs(&p), ["2/3", "3/3"]);
+    }
 }
