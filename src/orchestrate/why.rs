@@ -75,6 +75,9 @@ pub struct LastBuild {
     pub dockerfile: Option<String>,
     /// Its build arguments.
     pub args: BTreeMap<String, String>,
+    /// Its target stage, if one was named.
+    #[serde(default)]
+    pub target: Option<String>,
     /// The IDs of the images it started from.
     pub bases: BTreeMap<String, String>,
     /// What BuildKit's cache keys see of those images.
@@ -117,6 +120,7 @@ async fn base_images(engine: &Engine, names: &[String]) -> BTreeMap<String, Base
 pub struct StartedBuild {
     dockerfile: Option<String>,
     args: BTreeMap<String, String>,
+    target: Option<String>,
     bases: BTreeMap<String, String>,
     base_images: BTreeMap<String, BaseImage>,
 }
@@ -135,6 +139,7 @@ pub async fn started(
     StartedBuild {
         dockerfile: dockerfile_text(b),
         args: build_args(b),
+        target: b.solve.frontend_attrs.get("target").cloned(),
         bases,
         base_images,
     }
@@ -199,6 +204,7 @@ pub fn save_last(b: &ServiceBuild, started: StartedBuild, log: &ProgressLog, ok:
         ok,
         dockerfile: started.dockerfile,
         args: started.args,
+        target: started.target,
         bases: started.bases,
         base_images: started.base_images,
         steps: log.steps(),
@@ -257,8 +263,16 @@ fn read_dockerfile(
     b: &ServiceBuild,
     args: &BTreeMap<String, String>,
 ) -> Option<ContextUse> {
-    let args: HashMap<String, String> = args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let target = b.solve.frontend_attrs.get("target").map(String::as_str);
+    read_for(text, target, args)
+}
+
+fn read_for(
+    text: &str,
+    target: Option<&str>,
+    args: &BTreeMap<String, String>,
+) -> Option<ContextUse> {
+    let args: HashMap<String, String> = args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     dockerfile::analyze(text, target, &args).ok()
 }
 
@@ -335,6 +349,9 @@ pub struct OtherChanges {
     /// Images with the same layers but another environment, user, working directory or
     /// shell: the `RUN` steps on them re-run.
     pub image_configs: Vec<String>,
+    /// Stages the last build's target did not reach: BuildKit may hold them from an older
+    /// build or not.
+    pub newly_reached: Vec<usize>,
 }
 
 /// A prediction for one build.
@@ -557,6 +574,11 @@ pub fn predict(
         }
     }
     // What cbuild cannot see.
+    for (i, s) in steps.iter().enumerate() {
+        if s.keyword == "FROM" && other.newly_reached.contains(&s.stage) {
+            unknown.insert(i, "the last build's target did not build this stage".into());
+        }
+    }
     if let Some(syntax) = now.syntax.as_deref().filter(|s| !standard_frontend(s)) {
         notes.push(format!(
             "the Dockerfile is built by the frontend `{syntax}` (`# syntax=`), whose cache keys cbuild does not know: cannot tell"
@@ -812,6 +834,25 @@ async fn why_one(b: &ServiceBuild, engine: &Engine) -> WhyReport {
                     }
                 }
                 None => other.dockerfile_unknown = dockerfile_changed,
+            }
+            let target = b.solve.frontend_attrs.get("target");
+            if let Some(l) = last.as_ref().filter(|l| l.target.as_ref() != target) {
+                let text = l
+                    .dockerfile
+                    .as_deref()
+                    .or(text.as_deref())
+                    .unwrap_or_default();
+                match read_for(text, l.target.as_deref(), &l.args) {
+                    Some(old) => {
+                        other.newly_reached = (0..now.stages.len())
+                            .filter(|&i| {
+                                now.stages[i].reachable
+                                    && old.stages.get(i).is_none_or(|s| !s.reachable)
+                            })
+                            .collect();
+                    }
+                    None => other.newly_reached = (0..now.stages.len()).collect(),
+                }
             }
             let mut p = predict(&now, &changes, &other);
             if last.is_none() && reason.contains("build options or base images") {
@@ -1569,5 +1610,29 @@ mod tests {
         // A change before it is still certain.
         let p = predict(&u, &changed(&["x"]), &OtherChanges::default());
         assert_eq!(runs(&p), ["2/3", "3/3"]);
+    }
+
+    #[test]
+    fn stages_a_new_target_reaches_are_cannot_tell() {
+        let u = analyze("FROM a AS one\nRUN x\nFROM a AS two\nRUN y\n");
+        let other = OtherChanges {
+            newly_reached: vec![1],
+            ..Default::default()
+        };
+        let p = predict(&u, &[], &other);
+        let v: Vec<(&str, Verdict)> = p
+            .steps
+            .iter()
+            .map(|s| (s.step.as_str(), s.verdict))
+            .collect();
+        assert_eq!(
+            v,
+            [
+                ("one 1/2", Verdict::NotReached),
+                ("one 2/2", Verdict::NotReached),
+                ("two 1/2", Verdict::CannotTell),
+                ("two 2/2", Verdict::CannotTell)
+            ]
+        );
     }
 }
