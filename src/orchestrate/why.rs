@@ -12,7 +12,9 @@
 //! * its instruction changed, or an `ENV`/`ARG`/`USER`/`SHELL` before it that a `RUN` sees
 //!   (compared with the Dockerfile the last build read, recorded next to the build record),
 //! * a build argument declared before a `RUN` changed value (it is in the `RUN`'s env),
-//! * the image it starts from or copies from has another ID,
+//! * the image it starts from or copies from has another ID (on a graph-driver engine, whose
+//!   BuildKit caches a `FROM` on the image's layers, only other layers count, and other
+//!   environment, user, working directory or shell re-run only the `RUN`s),
 //! * the step before it re-runs, or the stage it copies from re-runs.
 //!
 //! Where that cannot be known, the step is "cannot tell": sources BuildKit fetches itself,
@@ -817,13 +819,22 @@ async fn why_one(b: &ServiceBuild, engine: &Engine) -> WhyReport {
                         .collect();
                     let bases = fresh::base_ids(engine, &b.bases).await;
                     let now_images = base_images(engine, &b.bases).await;
+                    // Measured: the graph driver's BuildKit caches a `FROM` on the layers,
+                    // so a config-only change re-runs only `RUN`s; on the containerd image
+                    // store every step on an image with a new ID re-runs.
+                    let by_layers = match engine.version().await {
+                        Ok(v) => !v.containerd_store,
+                        Err(_) => false,
+                    };
                     for (name, id) in &bases {
                         if l.bases.get(name).is_none_or(|old| old == id) {
                             continue;
                         }
                         match (l.base_images.get(name), now_images.get(name)) {
                             (Some(old), Some(new))
-                                if !old.layers.is_empty() && old.layers == new.layers =>
+                                if by_layers
+                                    && !old.layers.is_empty()
+                                    && old.layers == new.layers =>
                             {
                                 if old.run_config != new.run_config {
                                     other.image_configs.push(name.clone());

@@ -75,6 +75,10 @@ fn u(p: &Project, text: &str) -> String {
     format!("{text}{}\n", p.name)
 }
 
+fn containerd_store() -> bool {
+    docker_ok(&["info", "--format", "{{json .DriverStatus}}"]).contains("io.containerd.snapshotter")
+}
+
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -226,9 +230,14 @@ fn a_changed_base_image_reruns_its_stage_and_a_changed_arg_its_runs() {
         docker_ok(&["commit", "--change", change, &c, &base]);
         let _ = docker(&["rm", &c]);
     };
+    // On the containerd image store BuildKit re-runs every step on an image with a new ID.
     commit(&["true"], "ENV WHY=1");
     let (want, _) = predicted(&p, "app");
-    assert_eq!(want, set(&["stage-1 4/4"]));
+    if containerd_store() {
+        assert_eq!(want, set(&["stage-1 2/4", "stage-1 3/4", "stage-1 4/4"]));
+    } else {
+        assert_eq!(want, set(&["stage-1 4/4"]));
+    }
     assert_eq!(ran(&p, "app"), want);
 
     // New layers: every step on it re-runs; the stage it copies from does not.
