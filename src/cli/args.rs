@@ -21,6 +21,7 @@ pub struct Cli {
 /// Names of the commands, as typed.
 const COMMANDS: &[&str] = &[
     "build", "config", "context", "doctor", "version", "help", "up", "status", "bench", "push",
+    "why",
 ];
 
 /// Options (of any command) that take a separate value, so that value is
@@ -173,6 +174,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Show what each service's build would send to BuildKit (no Docker needed).
     Context(ContextArgs),
+    /// Explain which Dockerfile steps the next build re-runs and why (no solve), what the
+    /// last build ran (`--last`), or where a Dockerfile wastes the cache (`--advise`).
+    Why(WhyArgs),
     /// Measure context size, hashing, transfer and solve times per service
     /// (the user's files are only read; edits happen on a scratch copy).
     Bench(BenchArgs),
@@ -296,6 +300,26 @@ pub struct StatusArgs {
     /// older image.
     #[arg(long)]
     pub check: bool,
+}
+
+/// `cbuild why` options.
+#[derive(Debug, Args, Clone, Default)]
+pub struct WhyArgs {
+    /// Services (default: every service with a `build:` section).
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: StatusFormat,
+    /// Show what the last build ran and took from the cache, per step, with its time.
+    #[arg(long, conflicts_with = "advise")]
+    pub last: bool,
+    /// Point at the Dockerfile lines that waste the cache (never changes a file).
+    #[arg(long)]
+    pub advise: bool,
+    /// Set build-time variables as the next build would (`KEY=VALUE`, or `KEY`).
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
 }
 
 /// `cbuild bench` options.

@@ -121,6 +121,110 @@ pub struct Stage {
     pub line: usize,
     /// Whether the target depends on this stage.
     pub reachable: bool,
+    /// The stage as BuildKit names it in step names (`[build 2/5] RUN …`): its name,
+    /// `stage-N` when it has none, empty when the Dockerfile has one stage.
+    pub label: String,
+    /// How many numbered steps BuildKit counts in it (the `5` of `2/5`).
+    pub numbered: usize,
+}
+
+/// What one instruction reads besides the state its stage has reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepRead {
+    /// A path of the main context as normalised for `followpaths` (`.` is the whole
+    /// context); `COPY`/`ADD` sources may be `filepath.Match` patterns (see [`reads_path`]).
+    Context(String),
+    /// The result of an earlier stage (`COPY --from=`, `RUN --mount=…,from=`, `FROM stage`
+    /// is the stage's base, not a read).
+    Stage(usize),
+    /// An image, or a named context (`additional_contexts`) of that name.
+    Named(String),
+    /// A source BuildKit fetches itself.
+    Remote(String),
+}
+
+/// One instruction of a stage, as the cache sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Index of the stage.
+    pub stage: usize,
+    /// First line of the instruction.
+    pub line: usize,
+    /// Upper-cased keyword.
+    pub keyword: String,
+    /// The instruction as written (continuation lines joined), without heredoc bodies.
+    pub text: String,
+    /// What decides its cache key in the Dockerfile: the text and any heredoc bodies.
+    pub key: String,
+    /// BuildKit's number for the vertex it makes (`2` of `[build 2/5]`); `None` for
+    /// instructions that make none (`ENV`, `ARG`, `LABEL`, `CMD`…, `WORKDIR /`).
+    pub number: Option<usize>,
+    /// What it reads besides the stage's state.
+    pub reads: Vec<StepRead>,
+    /// For `RUN`: the `ARG`s declared in its stage before it (their values are in its
+    /// environment, so a changed value re-runs it).
+    pub args: Vec<String>,
+}
+
+impl Step {
+    /// Whether the instruction only sets image configuration: it makes no vertex and no
+    /// later step sees it, so changing it re-runs nothing.
+    pub fn config_only(&self) -> bool {
+        matches!(
+            self.keyword.as_str(),
+            "LABEL"
+                | "CMD"
+                | "ENTRYPOINT"
+                | "EXPOSE"
+                | "VOLUME"
+                | "STOPSIGNAL"
+                | "HEALTHCHECK"
+                | "MAINTAINER"
+                | "ONBUILD"
+        )
+    }
+
+    /// Whether BuildKit knows the instruction.
+    pub fn known(&self) -> bool {
+        self.config_only()
+            || matches!(
+                self.keyword.as_str(),
+                "FROM" | "RUN" | "COPY" | "ADD" | "ENV" | "ARG" | "USER" | "WORKDIR" | "SHELL"
+            )
+    }
+}
+
+/// Whether a `COPY`/`ADD` source or bind-mount source (`pattern`, normalised as in
+/// [`StepRead::Context`]) reads the context file `path`. A source names a file or a directory
+/// whose whole tree is read; with wildcards it is Go's `path.Match` against each path of the
+/// tree, a matched directory again read whole (BuildKit `cache/contenthash` `Checksum` with
+/// `Wildcard`). That is not `.dockerignore` semantics: `*` never crosses `/` and `**` is no
+/// different from `*`, so [`glob_match`](super::dockerignore::glob_match) is used, not the
+/// pattern matcher.
+pub fn reads_path(pattern: &str, path: &str) -> bool {
+    if pattern == "." || pattern == path {
+        return true;
+    }
+    if path
+        .strip_prefix(pattern)
+        .is_some_and(|r| r.starts_with('/'))
+    {
+        return true;
+    }
+    if !pattern.contains(['*', '?', '[', '\\']) {
+        return false;
+    }
+    let mut prefix_end = path.len();
+    loop {
+        let prefix = &path[..prefix_end];
+        if super::dockerignore::glob_match(pattern, prefix).unwrap_or(false) {
+            return true;
+        }
+        match prefix.rfind('/') {
+            Some(i) => prefix_end = i,
+            None => return false,
+        }
+    }
 }
 
 /// One instruction's use of the build context.
@@ -170,6 +274,9 @@ pub struct ContextUse {
     /// The frontend image the build runs instead of the built-in Dockerfile frontend: the
     /// `BUILDKIT_SYNTAX` build argument, else the `# syntax=` directive (its first word).
     pub syntax: Option<String>,
+    /// Every instruction after the first `FROM` (each `FROM` included), in order, with what
+    /// it reads: the model `cbuild why` predicts cache hits with.
+    pub steps: Vec<Step>,
 }
 
 /// Reads `text` as BuildKit's Dockerfile frontend would for `target` (the last stage when
@@ -196,9 +303,13 @@ pub fn analyze(
             if let Some(n) = &s.name {
                 names.entry(n.clone()).or_insert(stages.len());
             }
+            let mut s = s;
+            let mut reads = Vec::new();
             if s.base_stage.is_none() && !s.base.eq_ignore_ascii_case("scratch") {
                 images.push((line, s.base.clone()));
+                reads.push(StepRead::Named(s.base.clone()));
             }
+            s.steps.push(step(stages.len(), ins, reads, Vec::new()));
             stages.push(s);
             continue;
         }
@@ -220,6 +331,8 @@ pub fn analyze(
                 format!("`{}` before the first `FROM`", ins.keyword.to_lowercase()),
             );
         };
+        let mut reads = Vec::new();
+        let args_before = stage.arg_order.clone();
         match ins.keyword.as_str() {
             "ARG" => {
                 for (k, default) in parse_arg(ins, x.escape)? {
@@ -234,6 +347,9 @@ pub fn analyze(
                             .flatten()
                             .or_else(|| platform_arg(&k))
                     });
+                    if !stage.arg_order.contains(&k) {
+                        stage.arg_order.push(k.clone());
+                    }
                     stage.args.insert(k, value);
                 }
             }
@@ -271,12 +387,16 @@ pub fn analyze(
                     sources.push(x.expand(w, &Scope::Stage(stage), line)?);
                 }
                 match from {
-                    Some(f) if !f.is_empty() => stage.deps.push(Dep::CopyFrom(f, line)),
+                    Some(f) if !f.is_empty() => {
+                        reads.push(StepRead::Named(f.clone()));
+                        stage.deps.push(Dep::CopyFrom(f, line));
+                    }
                     _ => {
                         for s in sources {
                             if is_add {
                                 let kind = source_kind(&s);
                                 if kind != SourceKind::Local {
+                                    reads.push(StepRead::Remote(s.clone()));
                                     remote_sources.push(RemoteSource {
                                         url: s.clone(),
                                         line,
@@ -287,6 +407,7 @@ pub fn analyze(
                                     continue;
                                 }
                             }
+                            reads.push(StepRead::Context(normalize_use(&s)));
                             stage
                                 .uses
                                 .push((s, line, if is_add { "ADD" } else { "COPY" }));
@@ -306,14 +427,27 @@ pub fn analyze(
                     match mount.kind.as_str() {
                         "cache" | "secret" | "ssh" if mount.from.is_empty() => {}
                         _ if !mount.from.is_empty() => {
+                            reads.push(StepRead::Named(mount.from.clone()));
                             stage.deps.push(Dep::MountFrom(mount.from, line));
                         }
-                        _ => stage.uses.push((mount.source, line, "RUN")),
+                        kind => {
+                            // A tmpfs mount is not part of the cache key.
+                            if kind != "tmpfs" {
+                                reads.push(StepRead::Context(normalize_use(&mount.source)));
+                            }
+                            stage.uses.push((mount.source, line, "RUN"));
+                        }
                     }
                 }
             }
             _ => {}
         }
+        let args = if ins.keyword == "RUN" {
+            args_before
+        } else {
+            Vec::new()
+        };
+        stage.steps.push(step(stage_index, ins, reads, args));
     }
     if stages.is_empty() {
         return err(
@@ -341,6 +475,9 @@ pub fn analyze(
     // Resolve the edges, then walk them from the target. A `--from` that names no stage
     // names an image.
     let mut edges: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
+    // BuildKit adds a state for every image or named context read by `--from`, so a
+    // one-stage Dockerfile that reads one no longer names its steps without a stage.
+    let mut foreign_from = false;
     for (i, s) in stages.iter().enumerate() {
         if let Some(b) = s.base_stage {
             edges[i].push(b);
@@ -356,6 +493,7 @@ pub fn analyze(
                     } else if let Some(j) = find_stage(&names, name) {
                         edges[i].push(j);
                     } else {
+                        foreign_from = true;
                         images.push((*line, name.clone()));
                     }
                 }
@@ -363,6 +501,7 @@ pub fn analyze(
                     if let Some(j) = find_stage(&names, name) {
                         edges[i].push(j);
                     } else {
+                        foreign_from = true;
                         images.push((*line, name.clone()));
                     }
                 }
@@ -419,16 +558,44 @@ pub fn analyze(
         Some(arg) => first_word(arg),
         None => syntax_directive(text),
     };
+    let single = stages.len() == 1 && !foreign_from;
+    let mut steps = Vec::new();
+    let mut numbered = Vec::new();
+    for (i, s) in stages.iter_mut().enumerate() {
+        numbered.push(number_steps(s));
+        for mut st in std::mem::take(&mut s.steps) {
+            for r in &mut st.reads {
+                if let StepRead::Named(n) = r {
+                    let stage = match n.parse::<usize>() {
+                        Ok(index) => Some(index),
+                        Err(_) => find_stage(&names, n),
+                    };
+                    if let Some(j) = stage.filter(|j| *j < i) {
+                        *r = StepRead::Stage(j);
+                    }
+                }
+            }
+            steps.push(st);
+        }
+    }
     Ok(ContextUse {
         follow_paths,
         stages: stages
             .iter()
             .zip(&reachable)
-            .map(|(s, r)| Stage {
+            .zip(numbered)
+            .enumerate()
+            .map(|(i, ((s, r), n))| Stage {
                 name: s.name.clone(),
                 base: s.base.clone(),
                 line: s.line,
                 reachable: *r,
+                label: match (&s.name, single) {
+                    (_, true) => String::new(),
+                    (Some(n), false) => n.clone(),
+                    (None, false) => format!("stage-{i}"),
+                },
+                numbered: n,
             })
             .collect(),
         target,
@@ -436,7 +603,76 @@ pub fn analyze(
         images,
         remote_sources,
         syntax,
+        steps,
     })
+}
+
+/// A step of `stage` for `ins`, not numbered yet.
+fn step(stage: usize, ins: &Instruction, reads: Vec<StepRead>, args: Vec<String>) -> Step {
+    let text = if ins.rest.is_empty() {
+        ins.keyword.clone()
+    } else {
+        format!("{} {}", ins.keyword, ins.rest)
+    };
+    Step {
+        stage,
+        line: ins.line,
+        keyword: ins.keyword.clone(),
+        key: format!("{text}\n{}", ins.heredocs),
+        text,
+        number: None,
+        reads,
+        args,
+    }
+}
+
+/// `path.Join("/", p)` made relative, `.` for the root: the form of [`PathUse::path`].
+fn normalize_use(p: &str) -> String {
+    let rooted = clean(&format!("/{p}"));
+    if rooted == "/" {
+        ".".to_string()
+    } else {
+        rooted[1..].to_string()
+    }
+}
+
+/// Numbers a stage's steps as BuildKit's `prefixCommand` does (`dockerfile2llb/convert.go`):
+/// the `FROM` of an image counts when the base is neither a stage nor `scratch`, then every
+/// `ADD`, `COPY`, `RUN` and `WORKDIR` counts towards the total, but a `WORKDIR` that stays at
+/// `/` makes no vertex and takes no number. Returns the total.
+fn number_steps(s: &mut StageState) -> usize {
+    let mut total = 0;
+    let mut index = 0;
+    let mut wd = "/".to_string();
+    for st in &mut s.steps {
+        match st.keyword.as_str() {
+            "FROM" if s.base_stage.is_none() && !s.base.eq_ignore_ascii_case("scratch") => {
+                total += 1;
+                index += 1;
+                st.number = Some(index);
+            }
+            "ADD" | "COPY" | "RUN" => {
+                total += 1;
+                index += 1;
+                st.number = Some(index);
+            }
+            "WORKDIR" => {
+                total += 1;
+                let arg = st.text["WORKDIR".len()..].trim();
+                wd = if arg.starts_with('/') {
+                    clean(arg)
+                } else {
+                    clean(&format!("{wd}/{arg}"))
+                };
+                if wd != "/" {
+                    index += 1;
+                    st.number = Some(index);
+                }
+            }
+            _ => {}
+        }
+    }
+    total
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -517,6 +753,9 @@ struct StageState {
     env: HashMap<String, String>,
     deps: Vec<Dep>,
     uses: Vec<(String, usize, &'static str)>,
+    /// The `ARG` names declared so far, in order.
+    arg_order: Vec<String>,
+    steps: Vec<Step>,
 }
 
 /// The variables a word is expanded with. Kept as maps that grow with each `ARG` and `ENV`
@@ -621,6 +860,8 @@ fn parse_from(
         env,
         deps: Vec::new(),
         uses: Vec::new(),
+        arg_order: Vec::new(),
+        steps: Vec::new(),
     })
 }
 
@@ -1388,6 +1629,8 @@ struct Instruction {
     rest: String,
     /// First line.
     line: usize,
+    /// The heredoc bodies that follow it, as written.
+    heredocs: String,
 }
 
 struct Instructions {
@@ -1507,6 +1750,7 @@ fn read_instructions(text: &str) -> Result<Instructions, DockerfileError> {
             return err(start + 1, format!("unknown instruction: `{keyword}`"));
         }
         // Heredoc bodies follow the instruction line, one per marker, in order.
+        let mut heredocs = String::new();
         if matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") && !rest.starts_with('[') {
             for (word, strip_tabs) in rest.split_whitespace().filter_map(heredoc_word) {
                 loop {
@@ -1523,6 +1767,8 @@ fn read_instructions(text: &str) -> Result<Instructions, DockerfileError> {
                     if l == word {
                         break;
                     }
+                    heredocs.push_str(l);
+                    heredocs.push('\n');
                 }
             }
         }
@@ -1530,6 +1776,7 @@ fn read_instructions(text: &str) -> Result<Instructions, DockerfileError> {
             keyword,
             rest: rest.to_string(),
             line: start + 1,
+            heredocs,
         });
     }
     Ok(Instructions { escape, list })
@@ -1955,5 +2202,67 @@ mod tests {
             "r".repeat(60_000)
         );
         too_large_at(&df, 4, "more than 16 MiB");
+    }
+
+    /// Steps are numbered as BuildKit names them: `FROM` of an image counts, `FROM` of a
+    /// stage or `scratch` does not, `WORKDIR /` counts in the total but takes no number, and
+    /// `ENV`/`LABEL` make no step.
+    #[test]
+    fn steps_are_numbered_as_buildkit_names_them() {
+        let df = "FROM a AS one\nWORKDIR /\nENV X=1\nCOPY x /x\nWORKDIR /app\nRUN r\nLABEL l=1\n\
+                  FROM one\nRUN s\nFROM scratch AS three\nCOPY --from=one /x /x\n";
+        let u = analyze(df, None, &HashMap::new()).unwrap();
+        let labels: Vec<(&str, usize)> = u
+            .stages
+            .iter()
+            .map(|s| (s.label.as_str(), s.numbered))
+            .collect();
+        assert_eq!(labels, [("one", 5), ("stage-1", 1), ("three", 1)]);
+        let numbers: Vec<(usize, Option<usize>)> =
+            u.steps.iter().map(|s| (s.line, s.number)).collect();
+        assert_eq!(
+            numbers,
+            [
+                (1, Some(1)),
+                (2, None),
+                (3, None),
+                (4, Some(2)),
+                (5, Some(3)),
+                (6, Some(4)),
+                (7, None),
+                (8, None),
+                (9, Some(1)),
+                (10, None),
+                (11, Some(1)),
+            ]
+        );
+        assert_eq!(u.steps[10].reads, [StepRead::Stage(0)]);
+        // One stage: no label, unless it reads an image or named context, which BuildKit
+        // counts as a stage of its own.
+        let u = analyze("FROM a\nRUN x\n", None, &HashMap::new()).unwrap();
+        assert_eq!(u.stages[0].label, "");
+        let u = analyze("FROM a\nCOPY --from=img /x /x\n", None, &HashMap::new()).unwrap();
+        assert_eq!(u.stages[0].label, "stage-0");
+        assert_eq!(u.steps[1].reads, [StepRead::Named("img".into())]);
+    }
+
+    #[test]
+    fn steps_record_what_they_read_and_their_heredocs() {
+        let df = "FROM a\nARG V\nCOPY src/ *.json /app/\nRUN --mount=type=bind,source=tools,target=/t --mount=type=tmpfs,target=/tmp <<EOF\necho $V\nEOF\nADD https://example.com/f /f\n";
+        let u = analyze(df, None, &HashMap::new()).unwrap();
+        assert_eq!(
+            u.steps[2].reads,
+            [
+                StepRead::Context("src".into()),
+                StepRead::Context("*.json".into())
+            ]
+        );
+        assert_eq!(u.steps[3].reads, [StepRead::Context("tools".into())]);
+        assert_eq!(u.steps[3].args, ["V"]);
+        assert!(u.steps[3].key.contains("echo $V"), "{}", u.steps[3].key);
+        assert_eq!(
+            u.steps[4].reads,
+            [StepRead::Remote("https://example.com/f".into())]
+        );
     }
 }

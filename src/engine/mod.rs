@@ -82,6 +82,11 @@ pub struct ImageInfo {
     pub repo_digests: Vec<String>,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
+    /// Its layers (`RootFS.Layers`, diff IDs): what a build's `FROM` caches on.
+    pub layers: Vec<String>,
+    /// The configuration a `RUN` on it sees (environment, user, working directory, shell),
+    /// as one text: a change re-runs `RUN` steps even when the layers are the same.
+    pub run_config: String,
 }
 
 impl Engine {
@@ -149,6 +154,16 @@ impl Engine {
     pub async fn image(&self, name: &str) -> Result<Option<ImageInfo>, EngineError> {
         match self.docker.inspect_image(name).await {
             Ok(img) => Ok(Some(ImageInfo {
+                layers: img
+                    .root_fs
+                    .as_ref()
+                    .and_then(|r| r.layers.clone())
+                    .unwrap_or_default(),
+                run_config: img
+                    .config
+                    .as_ref()
+                    .map(|c| serde_json::json!([c.env, c.user, c.working_dir, c.shell]).to_string())
+                    .unwrap_or_default(),
                 id: img.id.unwrap_or_default(),
                 repo_digests: img
                     .repo_digests

@@ -57,6 +57,9 @@ pub struct ServiceOutcome {
     pub steps_run: usize,
     /// Dockerfile steps taken from the cache.
     pub steps_cached: usize,
+    /// How many pieces of `cbuild why --advise` cache advice its Dockerfile has (0 when it
+    /// was not built).
+    pub advice: usize,
 }
 
 impl ServiceOutcome {
@@ -75,6 +78,7 @@ impl ServiceOutcome {
             exporter_response: Default::default(),
             steps_run: 0,
             steps_cached: 0,
+            advice: 0,
         }
     }
 }

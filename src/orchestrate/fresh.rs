@@ -251,14 +251,24 @@ fn files_path(record: &Path) -> std::path::PathBuf {
     record.with_extension("files.json")
 }
 
-/// Which files changed since the last build, in words (`changed `a`;
-/// added `b``), for the first request whose listing differs. `None` when
-/// cbuild cannot tell (no record, or the listings agree).
-pub async fn what_changed(b: &ServiceBuild) -> Option<String> {
+/// One file that differs from what the last build was shown.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FileChange {
+    /// `changed`, `added` or `removed`.
+    pub kind: &'static str,
+    /// The path, relative to the directory served.
+    pub path: String,
+}
+
+/// Which files differ from what the last build was shown, per request the daemon made (its
+/// local directory name: `context`, `dockerfile`, `_ctx_NAME`), replaying each request's
+/// filters. `None` when cbuild cannot tell (no record, or a directory it cannot read).
+pub async fn changes(b: &ServiceBuild) -> Option<Vec<(String, Vec<FileChange>)>> {
     let path = b.record.as_ref()?;
     let record = load(path)?;
     let before: Vec<Vec<(String, String)>> =
         serde_json::from_slice(&std::fs::read(files_path(path)).ok()?).ok()?;
+    let mut out = Vec::new();
     for (served, old) in record.served.iter().zip(before) {
         let local = b.session.locals.get(&served.local)?.clone();
         let opts = served.opts.clone();
@@ -268,23 +278,51 @@ pub async fn what_changed(b: &ServiceBuild) -> Option<String> {
             .ok()?;
         let old: BTreeMap<String, String> = old.into_iter().collect();
         let new: BTreeMap<String, String> = now.into_iter().collect();
-        let changed: Vec<&String> = new
-            .iter()
-            .filter(|(p, f)| old.get(*p).is_some_and(|o| o != *f))
-            .map(|(p, _)| p)
-            .collect();
-        let added: Vec<&String> = new.keys().filter(|p| !old.contains_key(*p)).collect();
-        let removed: Vec<&String> = old.keys().filter(|p| !new.contains_key(*p)).collect();
+        let mut list = Vec::new();
+        for (p, f) in &new {
+            match old.get(p) {
+                Some(o) if o != f => list.push(FileChange {
+                    kind: "changed",
+                    path: p.clone(),
+                }),
+                Some(_) => {}
+                None => list.push(FileChange {
+                    kind: "added",
+                    path: p.clone(),
+                }),
+            }
+        }
+        for p in old.keys().filter(|p| !new.contains_key(*p)) {
+            list.push(FileChange {
+                kind: "removed",
+                path: p.clone(),
+            });
+        }
+        out.push((served.local.clone(), list));
+    }
+    Some(out)
+}
+
+/// Which files changed since the last build, in words (`changed `a`;
+/// added `b``), for the first request whose listing differs. `None` when
+/// cbuild cannot tell (no record, or the listings agree).
+pub async fn what_changed(b: &ServiceBuild) -> Option<String> {
+    for (_, list) in changes(b).await? {
         let mut parts = Vec::new();
-        for (what, list) in [("changed", changed), ("added", added), ("removed", removed)] {
-            if list.is_empty() {
+        for what in ["changed", "added", "removed"] {
+            let names: Vec<&String> = list
+                .iter()
+                .filter(|c| c.kind == what)
+                .map(|c| &c.path)
+                .collect();
+            if names.is_empty() {
                 continue;
             }
-            let mut names: Vec<String> = list.iter().take(5).map(|p| format!("`{p}`")).collect();
-            if list.len() > 5 {
-                names.push(format!("and {} more", list.len() - 5));
+            let mut shown: Vec<String> = names.iter().take(5).map(|p| format!("`{p}`")).collect();
+            if names.len() > 5 {
+                shown.push(format!("and {} more", names.len() - 5));
             }
-            parts.push(format!("{what} {}", names.join(", ")));
+            parts.push(format!("{what} {}", shown.join(", ")));
         }
         if !parts.is_empty() {
             return Some(parts.join("; "));

@@ -13,6 +13,7 @@ pub mod push;
 pub mod shutdown;
 pub mod status;
 pub mod up;
+pub mod why;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -259,13 +260,13 @@ async fn build_one(
 ) -> ServiceOutcome {
     let started = Instant::now();
     // The inputs as they are when the build starts.
-    let inputs = match engine {
-        Some(e) if b.record.is_some() => {
-            let bases = fresh::base_ids(e, &b.bases).await;
-            Some(fresh::inputs_digest(b, &bases))
-        }
-        _ => None,
-    };
+    let mut inputs = None;
+    let mut bases = Default::default();
+    if let Some(e) = engine.filter(|_| b.record.is_some()) {
+        bases = fresh::base_ids(e, &b.bases).await;
+        inputs = Some(fresh::inputs_digest(b, &bases));
+    }
+    let why_started = why::started(b, engine, bases).await;
     reporter.report(BuildEvent::Started {
         service: b.service.clone(),
         image: b.image.clone(),
@@ -294,12 +295,14 @@ async fn build_one(
     let (tx, mut rx) = mpsc::unbounded_channel::<StatusUpdate>();
     let mut build = Box::pin(localcache::build(client, engine, b, tx));
     let mut steps = StepCounter::default();
+    let mut progress = why::ProgressLog::default();
     let result = loop {
         tokio::select! {
             r = &mut build => break r,
             _ = shutdown.requested() => break Err(BuildkitError::Cancelled),
             Some(update) = rx.recv() => {
                 steps.count(&update);
+                progress.update(&update);
                 reporter.report(BuildEvent::Status {
                     service: b.service.clone(),
                     update,
@@ -312,6 +315,7 @@ async fn build_one(
     drop(build);
     while let Ok(update) = rx.try_recv() {
         steps.count(&update);
+        progress.update(&update);
         reporter.report(BuildEvent::Status {
             service: b.service.clone(),
             update,
@@ -347,6 +351,7 @@ async fn build_one(
             }
         }
     }
+    why::save_last(b, why_started, &progress, result.is_ok());
     match (&result, inputs) {
         (Ok(r), Some(inputs)) => {
             if let Some(id) = r.outcome.image_id() {
@@ -385,6 +390,11 @@ async fn build_one(
             exporter_response: r.outcome.exporter_response.clone().into_iter().collect(),
             steps_run: steps.run,
             steps_cached: steps.cached,
+            advice: if steps.run > 0 {
+                why::advice_count(b)
+            } else {
+                0
+            },
             transfer: r.transfer,
             hashing,
             up_to_date: false,
@@ -404,6 +414,7 @@ async fn build_one(
             exporter_response: Default::default(),
             steps_run: steps.run,
             steps_cached: steps.cached,
+            advice: 0,
         },
     };
     reporter.report(BuildEvent::Finished {

@@ -71,6 +71,17 @@ pub fn print(printer: &Printer, results: &[(String, ServiceOutcome)]) {
         .filter(|(_, o)| o.error.is_some())
         .map(|(s, _)| s.as_str())
         .collect();
+    let advised: Vec<&str> = results
+        .iter()
+        .filter(|(_, o)| o.advice > 0 && o.error.is_none())
+        .map(|(s, _)| s.as_str())
+        .collect();
+    if !advised.is_empty() && printer.mode() != Mode::Json {
+        printer.hint(&format!(
+            "`cbuild why --advise {}` shows how to keep more of the cache",
+            advised.join(" ")
+        ));
+    }
     if !failed.is_empty() {
         printer.always(&format!(
             "error: {} of {} services failed: {}",

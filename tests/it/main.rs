@@ -29,3 +29,4 @@ mod skip;
 mod tls;
 mod tty;
 mod up;
+mod why;

@@ -9,6 +9,7 @@ mod doctor;
 mod push;
 mod status;
 mod up;
+mod why;
 
 use super::args::{Cli, Command};
 use super::ExitStatus;
@@ -25,6 +26,7 @@ pub async fn dispatch(cli: Cli, printer: &Printer) -> ExitStatus {
         Command::Doctor => doctor::run(&cli.global, printer).await,
         Command::Up(u) => up::run(&cli.global, &u, printer).await,
         Command::Status(s) => status::run(&cli.global, &s, printer).await,
+        Command::Why(w) => why::run(&cli.global, &w, printer).await,
     }
 }
 
