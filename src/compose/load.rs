@@ -675,6 +675,9 @@ impl Loader {
             }
         }
         self.resolve_paths(&mut dict, base);
+        if !nested {
+            resolve_bare_environment(&mut dict, env);
+        }
         Ok(dict)
     }
 
@@ -1067,6 +1070,29 @@ impl Loader {
             }
         }
         Ok(())
+    }
+}
+
+/// Gives each bare `KEY` of a service's `environment` list the value `env`
+/// has for it (compose-go's `ResolveEnvironment`, run at the end of every
+/// `loadYamlModel`): an included file's services so take theirs from the
+/// include's environment, not from the including project's. A map-form
+/// `KEY:` is left for the project environment, as compose-go leaves it.
+fn resolve_bare_environment(dict: &mut Value, env: &HashMap<String, String>) {
+    let Some(Value::Mapping(services)) = dict.get_mut("services") else {
+        return;
+    };
+    for (_, s) in services.iter_mut() {
+        let Some(Value::Sequence(entries)) = s.get_mut("environment") else {
+            continue;
+        };
+        for e in entries.iter_mut() {
+            if let Value::String(k) = e {
+                if let (false, Some(v)) = (k.contains('='), env.get(k.as_str())) {
+                    *k = format!("{k}={v}");
+                }
+            }
+        }
     }
 }
 
@@ -1527,7 +1553,43 @@ fn service(
     if let Some(b) = m.get("build") {
         svc.build = Some(build(file, &format!("{key}.build"), b, working_dir, env)?);
     }
-    let from_files = env_files(file, &key, m.get("env_file"), env)?;
+    // compose-go's `WithServicesEnvironmentResolved`: an env file's
+    // `${VAR}` is looked up in the project environment, then in the
+    // service's own `environment` (its bare keys resolved from the project
+    // environment), then among the keys the env files set before it.
+    let own: HashMap<String, String> = m
+        .get("environment")
+        .map(super::render::pairs)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.or_else(|| env.get(&k).cloned())?)))
+        .collect();
+    let from_files = env_files(file, &key, m.get("env_file"), env, &own)?;
+    let mut commands: Vec<(String, &Value)> = ["command", "entrypoint"]
+        .iter()
+        .filter_map(|k| Some((format!("{key}.{k}"), m.get(*k)?)))
+        .collect();
+    for hook in ["post_start", "pre_stop"] {
+        if let Some(Value::Sequence(hooks)) = m.get(hook) {
+            for (i, h) in hooks.iter().enumerate() {
+                if let Some(c) = h.get("command") {
+                    commands.push((format!("{key}.{hook}[{i}].command"), c));
+                }
+            }
+        }
+    }
+    for (at, c) in commands {
+        if let Value::String(c) = c {
+            if super::shellwords::split(c).is_none() {
+                return Err(invalid(
+                    file,
+                    &at,
+                    "invalid command line string: close every quote, end with no lone `\\`, \
+                     and write a `(` only as `$(`, or give the command as a list",
+                ));
+            }
+        }
+    }
     svc.config = super::render::service_json(&m, &from_files, env);
     Ok(svc)
 }
@@ -1540,6 +1602,7 @@ fn env_files(
     key: &str,
     v: Option<&Value>,
     env: &HashMap<String, String>,
+    own: &HashMap<String, String>,
 ) -> Result<Vec<(String, String)>, ComposeError> {
     let mut out: Vec<(String, String)> = Vec::new();
     let Some(Value::Sequence(items)) = v else {
@@ -1571,7 +1634,7 @@ fn env_files(
             source,
         })?;
         let lookup = |k: &str| {
-            env.get(k).cloned().or_else(|| {
+            env.get(k).or_else(|| own.get(k)).cloned().or_else(|| {
                 out.iter()
                     .rev()
                     .find(|(n, _)| n == k)

@@ -11,6 +11,7 @@ pub mod load;
 pub mod merge;
 pub mod render;
 pub mod schema;
+pub mod shellwords;
 pub mod yaml;
 
 use std::collections::BTreeMap;

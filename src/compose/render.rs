@@ -201,7 +201,8 @@ pub fn to_json_all(v: &Value) -> Json {
 
 /// `KEY=VALUE` list or mapping → `(key, value)` pairs; a bare `KEY` or a
 /// null value gives `None`.
-fn pairs(v: &Value) -> Vec<(String, Option<String>)> {
+/// The `KEY=value` / `KEY` entries of an `environment`-like list or map.
+pub(crate) fn pairs(v: &Value) -> Vec<(String, Option<String>)> {
     match v {
         Value::Mapping(m) => m
             .iter()
@@ -261,13 +262,25 @@ pub(crate) fn service_json(
     if !environment.is_empty() {
         out.insert("environment".into(), Json::Object(environment));
     }
-    // compose 2.40 prints its model: a command string is split as a shell
-    // would (compose-go uses shellwords), a healthcheck string runs with
+    // compose 2.40 prints its model: a command string is split into words
+    // as compose-go's shellwords does, a healthcheck string runs with
     // CMD-SHELL, and exposed ports are strings.
+    let split = |c: &mut Json| {
+        if let Json::String(s) = c {
+            if let Some(words) = super::shellwords::split(s) {
+                *c = json!(words);
+            }
+        }
+    };
     for k in ["command", "entrypoint"] {
-        if let Some(Json::String(c)) = out.get(k) {
-            if let Some(words) = shlex::split(c) {
-                out.insert(k.into(), json!(words));
+        if let Some(c) = out.get_mut(k) {
+            split(c);
+        }
+    }
+    for hook in ["post_start", "pre_stop"] {
+        if let Some(Json::Array(hooks)) = out.get_mut(hook) {
+            for c in hooks.iter_mut().filter_map(|h| h.get_mut("command")) {
+                split(c);
             }
         }
     }
