@@ -45,6 +45,12 @@ pub struct LoadOptions {
 
 /// Loads the project described by `opts`.
 pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
+    let mut loader = Loader::default();
+    // A value error is placed at its line and column once the texts are read.
+    load_with(opts, &mut loader).map_err(|e| loader.place(e))
+}
+
+fn load_with(opts: &LoadOptions, loader: &mut Loader) -> Result<Project, ComposeError> {
     // compose reads `.env` before it knows the files (COMPOSE_FILE may come
     // from there): from the project directory, else the first `-f` file's
     // folder, else the current directory.
@@ -87,12 +93,7 @@ pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
         }
     }
     let shown = files.first().cloned().unwrap_or_default();
-    let mut loader = Loader {
-        home: env.get("HOME").cloned(),
-        texts: HashMap::new(),
-        warnings: Vec::new(),
-        resets: HashMap::new(),
-    };
+    loader.home = env.get("HOME").cloned();
     let name = loader.project_name(opts, &env, &files, &working_dir, &shown)?;
     // Files may refer to the name being loaded, as compose allows.
     env.insert("COMPOSE_PROJECT_NAME".to_string(), name.clone());
@@ -345,11 +346,14 @@ fn check_services(
 }
 
 /// State shared while files, includes and extends are read.
+#[derive(Default)]
 struct Loader {
     /// `HOME`, for `~` in paths.
     home: Option<String>,
     /// Files read so far: text and the name shown in messages.
     texts: HashMap<PathBuf, (String, PathBuf)>,
+    /// The keys of `texts` in the order read.
+    read_order: Vec<PathBuf>,
     /// Warnings so far, each once.
     warnings: Vec<String>,
     /// The `!reset` / `!override` key paths of each file read, so the file
@@ -1213,6 +1217,7 @@ fn invalid(path: &Path, key: &str, message: &str) -> ComposeError {
         path: path.to_path_buf(),
         key: key.to_string(),
         message: message.to_string(),
+        at: None,
     }
 }
 
@@ -1507,7 +1512,45 @@ impl Loader {
         }
         let t = read_file(file)?;
         self.texts.insert(file.to_path_buf(), t.clone());
+        self.read_order.push(file.to_path_buf());
         Ok(t)
+    }
+
+    /// Gives a value error the line and column of the node it names, in
+    /// the last file read that has that node, which it then names: a value
+    /// merged in from an override file is checked under the first file's
+    /// name, and the error stops loading, so no file read after the bad one
+    /// can hide it. Left as it is when no file has the node as written.
+    fn place(&self, e: ComposeError) -> ComposeError {
+        let ComposeError::Invalid {
+            path,
+            key,
+            message,
+            at: None,
+        } = e
+        else {
+            return e;
+        };
+        let found = self
+            .read_order
+            .iter()
+            .rev()
+            .filter_map(|f| self.texts.get(f))
+            .find_map(|(text, shown)| Some((shown, crate::compose::yaml::locate(text, &key)?)));
+        match found {
+            Some((shown, at)) => ComposeError::Invalid {
+                path: shown.clone(),
+                key,
+                message,
+                at: Some(at),
+            },
+            None => ComposeError::Invalid {
+                path,
+                key,
+                message,
+                at: None,
+            },
+        }
     }
 }
 
@@ -2058,6 +2101,91 @@ mod tests {
             .to_string();
         assert!(err.contains("compose.yaml"), "{err}");
         assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn value_errors_name_file_line_and_column() {
+        // Issue 14: a wrong kind under a key names where the value is.
+        let at = |files: &[(&str, &str)], args: &[&str]| match load_dir(files, args, &[]).1 {
+            Err(ComposeError::Invalid { path, key, at, .. }) => (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                key,
+                at,
+            ),
+            other => panic!("expected a value error, got {other:?}"),
+        };
+        let base = "services:\n  app:\n    image: x\n    command: ok\n";
+        assert_eq!(
+            at(
+                &[(
+                    "compose.yaml",
+                    "services:\n  app:\n    image: x\n    ports:\n      - 80\n      - [1]\n"
+                )],
+                &[]
+            ),
+            (
+                "compose.yaml".into(),
+                "services.app.ports[1]".into(),
+                Some((6, 9))
+            )
+        );
+        assert_eq!(
+            at(
+                &[(
+                    "compose.yaml",
+                    "services:\n  app:\n    image: x\n    ports: 5\n"
+                )],
+                &[]
+            ),
+            (
+                "compose.yaml".into(),
+                "services.app.ports".into(),
+                Some((4, 12))
+            )
+        );
+        assert_eq!(
+            at(&[("compose.yaml", "x-a: &a\n  args: [1]\nservices:\n  app:\n    image: x\n    build:\n      context: .\n      args: [1]\n")], &[]),
+            ("compose.yaml".into(), "services.app.build.args[0]".into(), Some((8, 14)))
+        );
+        // A bad value merged in from an override file is found there.
+        assert_eq!(
+            at(
+                &[
+                    ("compose.yaml", base),
+                    ("o.yaml", "services:\n  app:\n    command: \"a (b\"\n")
+                ],
+                &["compose.yaml", "o.yaml"]
+            ),
+            (
+                "o.yaml".into(),
+                "services.app.command".into(),
+                Some((3, 14))
+            )
+        );
+        // In an included file, the included file is named.
+        assert_eq!(
+            at(
+                &[
+                    (
+                        "compose.yaml",
+                        "include: [lib/lib.yaml]\nservices:\n  main:\n    image: x\n"
+                    ),
+                    (
+                        "lib/lib.yaml",
+                        "services:\n  lib:\n    image: x\n    user: [1]\n"
+                    )
+                ],
+                &[]
+            ),
+            ("lib.yaml".into(), "services.lib.user".into(), Some((4, 11)))
+        );
+        let err = load_str("services:\n  app:\n    image: [x]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("compose.yaml:3:12`: `services.app.image`"),
+            "{err}"
+        );
     }
 
     /// Writes `files` (name, text) into a fresh folder and loads it with
