@@ -142,6 +142,7 @@ fn load_with(opts: &LoadOptions, loader: &mut Loader) -> Result<Project, Compose
         let svc = service(&shown, &name, v, &working_dir, &env)?;
         project.services.insert(name, svc);
     }
+    check_consistency(&shown, &top, &project.services)?;
     for key in ["networks", "volumes", "secrets", "configs"] {
         if let Some(v) = top.get(key) {
             project
@@ -339,6 +340,191 @@ fn check_services(
                 file,
                 &format!("services.{n}.depends_on"),
                 &format!("dependency cycle: {}", cycle.join(" -> ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// compose-go's `checkConsistency` on the resolved services (what
+/// [`check_services`] cannot see before the short forms are read): every
+/// resource a service names is defined, typed values were cast, and values
+/// given twice (`mem_limit` and `deploy.resources.limits.memory`) agree.
+fn check_consistency(
+    file: &Path,
+    top: &Mapping,
+    services: &BTreeMap<String, Service>,
+) -> Result<(), ComposeError> {
+    use serde_json::Value as Json;
+    let defined = |kind: &str, name: &str| {
+        top.get(kind)
+            .and_then(Value::as_mapping)
+            .is_some_and(|m| m.contains_key(name))
+    };
+    let number = |j: Option<&Json>| match j {
+        Some(Json::Number(n)) => n.as_f64(),
+        Some(Json::String(s)) => s.parse::<f64>().ok(),
+        _ => None,
+    };
+    for (name, svc) in services {
+        let key = format!("services.{name}");
+        let c = &svc.config;
+        if let Some((at, what)) = super::render::uncast_scalar(c) {
+            return Err(invalid(file, &format!("{key}.{at}"), what));
+        }
+        if let Some(b) = c.get("build") {
+            let set = |k: &str| {
+                b.get(k)
+                    .and_then(Json::as_str)
+                    .is_some_and(|s| !s.is_empty())
+            };
+            if set("dockerfile") && set("dockerfile_inline") {
+                return Err(invalid(
+                    file,
+                    &format!("{key}.build.dockerfile_inline"),
+                    "`dockerfile` and `dockerfile_inline` cannot be used together; keep one",
+                ));
+            }
+            if let Some(Json::Object(ac)) = b.get("additional_contexts") {
+                for (ctx, target) in ac {
+                    let Some(other) = target.as_str().and_then(|t| t.strip_prefix("service:"))
+                    else {
+                        continue;
+                    };
+                    let why = match services.get(other) {
+                        None => format!("names the unknown service `{other}`"),
+                        Some(o) if o.build.is_none() => {
+                            format!("names the service `{other}`, which has no `build`")
+                        }
+                        Some(_) => continue,
+                    };
+                    return Err(invalid(
+                        file,
+                        &format!("{key}.build.additional_contexts.{ctx}"),
+                        &why,
+                    ));
+                }
+            }
+        }
+        if let Some(Json::String(first)) = c
+            .get("healthcheck")
+            .and_then(|h| h.get("test"))
+            .and_then(|t| t.get(0))
+        {
+            if !matches!(first.as_str(), "CMD" | "CMD-SHELL" | "NONE") {
+                return Err(invalid(
+                    file,
+                    &format!("{key}.healthcheck.test"),
+                    "must start with CMD, CMD-SHELL or NONE",
+                ));
+            }
+        }
+        if let Some(Json::Object(deps)) = c.get("depends_on") {
+            for (dep, spec) in deps {
+                let required = spec.get("required").and_then(Json::as_bool).unwrap_or(true);
+                if required && !services.contains_key(dep) {
+                    return Err(invalid(
+                        file,
+                        &key,
+                        &format!(
+                            "depends on undefined service `{dep}` (through `links`, `volumes_from` or `network_mode`)"
+                        ),
+                    ));
+                }
+            }
+        }
+        let sources = |k: &str| -> Vec<(usize, String)> {
+            match c.get(k) {
+                Some(Json::Array(a)) => a
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| {
+                        k != "volumes" || e.get("type").and_then(Json::as_str) == Some("volume")
+                    })
+                    .filter_map(|(i, e)| Some((i, e.get("source")?.as_str()?.to_string())))
+                    .filter(|(_, s)| !s.is_empty())
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        for (kind, what) in [
+            ("volumes", "volume"),
+            ("secrets", "secret"),
+            ("configs", "config"),
+        ] {
+            for (i, src) in sources(kind) {
+                if !defined(kind, &src) {
+                    return Err(invalid(
+                        file,
+                        &format!("{key}.{kind}[{i}]"),
+                        &format!("refers to undefined {what} `{src}`; define it under the top-level `{kind}:`"),
+                    ));
+                }
+            }
+        }
+        if let Some(Json::Object(models)) = c.get("models") {
+            if let Some(m) = models.keys().find(|m| !defined("models", m)) {
+                return Err(invalid(
+                    file,
+                    &format!("{key}.models"),
+                    &format!(
+                        "refers to undefined model `{m}`; define it under the top-level `models:`"
+                    ),
+                ));
+            }
+        }
+        let deploy = c.get("deploy");
+        let at = |p: &[&str]| p.iter().try_fold(deploy?, |j, k| j.get(*k));
+        let scale = number(c.get("scale"));
+        let replicas = number(at(&["replicas"]));
+        for (k, v) in [("scale", scale), ("deploy.replicas", replicas)] {
+            if v.is_some_and(|v| v < 0.0) {
+                return Err(invalid(file, &format!("{key}.{k}"), "must be 0 or more"));
+            }
+        }
+        let twice = [
+            ("scale", scale, "deploy.replicas", replicas),
+            (
+                "cpus",
+                number(c.get("cpus")),
+                "deploy.resources.limits.cpus",
+                number(at(&["resources", "limits", "cpus"])),
+            ),
+            (
+                "mem_limit",
+                number(c.get("mem_limit")),
+                "deploy.resources.limits.memory",
+                number(at(&["resources", "limits", "memory"])),
+            ),
+            (
+                "mem_reservation",
+                number(c.get("mem_reservation")),
+                "deploy.resources.reservations.memory",
+                number(at(&["resources", "reservations", "memory"])),
+            ),
+            (
+                "pids_limit",
+                number(c.get("pids_limit")),
+                "deploy.resources.limits.pids",
+                number(at(&["resources", "limits", "pids"])),
+            ),
+        ];
+        for (a, x, b, y) in twice {
+            if let (Some(x), Some(y)) = (x, y) {
+                if x != 0.0 && x != y {
+                    return Err(invalid(
+                        file,
+                        &format!("{key}.{a}"),
+                        &format!("differs from `{b}`; give the value once, or the same in both"),
+                    ));
+                }
+            }
+        }
+        if c.get("container_name").is_some() && scale.or(replicas).is_some_and(|n| n > 1.0) {
+            return Err(invalid(
+                file,
+                &format!("{key}.container_name"),
+                "cannot be used with more than one replica (`scale` or `deploy.replicas`): container names are unique",
             ));
         }
     }
@@ -776,6 +962,22 @@ impl Loader {
                     for f in files {
                         if let Some(Value::String(p)) = f.get_mut("path") {
                             *p = self.abs(base, p);
+                        }
+                    }
+                }
+                if let Some(Value::Sequence(watch)) =
+                    s.get_mut("develop").and_then(|d| d.get_mut("watch"))
+                {
+                    for w in watch {
+                        if let Some(Value::String(p)) = w.get_mut("path") {
+                            *p = self.abs(base, p);
+                            // compose-go's `absSymbolicLink`: a link is
+                            // watched as the path it points to.
+                            if std::fs::symlink_metadata(&*p).is_ok_and(|m| m.is_symlink()) {
+                                if let Ok(real) = std::fs::canonicalize(&*p) {
+                                    *p = real.to_string_lossy().into_owned();
+                                }
+                            }
                         }
                     }
                 }

@@ -265,22 +265,36 @@ pub(crate) fn service_json(
     // compose 2.40 prints its model: a command string is split into words
     // as compose-go's shellwords does, a healthcheck string runs with
     // CMD-SHELL, and exposed ports are strings.
-    let split = |c: &mut Json| {
-        if let Json::String(s) = c {
-            if let Some(words) = super::shellwords::split(s) {
-                *c = json!(words);
-            }
-        }
-    };
     for k in ["command", "entrypoint"] {
         if let Some(c) = out.get_mut(k) {
-            split(c);
+            split_command(c);
         }
     }
     for hook in ["post_start", "pre_stop"] {
         if let Some(Json::Array(hooks)) = out.get_mut(hook) {
-            for c in hooks.iter_mut().filter_map(|h| h.get_mut("command")) {
-                split(c);
+            hooks.iter_mut().for_each(hook_json);
+        }
+    }
+    if let Some(Json::Array(models)) = out.get("models") {
+        // compose-go reads a list of model names as a map to null options.
+        let models: Map<String, Json> = models
+            .iter()
+            .filter_map(Json::as_str)
+            .map(|m| (m.to_string(), Json::Null))
+            .collect();
+        out.insert("models".into(), Json::Object(models));
+    }
+    if let Some(Json::Array(watch)) = out.get_mut("develop").and_then(|d| d.get_mut("watch")) {
+        for w in watch.iter_mut().filter_map(Json::as_object_mut) {
+            // `exec` is a struct in compose-go's Trigger, which JSON's
+            // omitempty keeps: an absent one prints as `{"command": null}`.
+            let exec = w.entry("exec").or_insert_with(|| json!({}));
+            hook_json(exec);
+            for k in ["include", "ignore"] {
+                if let Some(Json::String(s)) = w.get(k) {
+                    let list = json!([s]);
+                    w.insert(k.into(), list);
+                }
             }
         }
     }
@@ -484,6 +498,46 @@ fn string_map(v: &Value) -> Map<String, Json> {
         .collect()
 }
 
+/// A `command`-like string split into words as compose-go does.
+fn split_command(c: &mut Json) {
+    if let Json::String(s) = c {
+        if let Some(words) = super::shellwords::split(s) {
+            *c = json!(words);
+        }
+    }
+}
+
+/// A lifecycle hook (or a watch rule's `exec`) as compose-go's
+/// `ServiceHook` prints: `command` always there and split into words,
+/// `environment` a map (a bare key maps to null).
+fn hook_json(h: &mut Json) {
+    let Json::Object(h) = h else { return };
+    let command = h.entry("command").or_insert(Json::Null);
+    split_command(command);
+    let env = match h.get("environment") {
+        Some(Json::Array(items)) => items
+            .iter()
+            .filter_map(Json::as_str)
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), Json::String(v.to_string())),
+                None => (e.to_string(), Json::Null),
+            })
+            .collect(),
+        Some(Json::Object(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Json::Null | Json::String(_) => v.clone(),
+                    other => Json::String(other.to_string()),
+                };
+                (k.clone(), v)
+            })
+            .collect(),
+        _ => return,
+    };
+    h.insert("environment".into(), Json::Object(env));
+}
+
 /// `extra_hosts` (list or mapping, `host:ip` or `host=ip`) as compose-go
 /// prints it: `host=ip`, sorted, without duplicates. The first `:` splits,
 /// so an IPv6 address stays whole.
@@ -508,45 +562,74 @@ fn extra_hosts(h: &Value) -> Json {
 /// out, as Go's `omitempty` does), integers, floats, and byte sizes as a
 /// string count of bytes (`1g` → `"1073741824"`). `deploy` always has
 /// `resources` and `placement`, and its labels are a string map.
-fn cast_scalars(svc: &mut Map<String, Json>) {
-    #[derive(Clone, Copy)]
-    enum Kind {
-        Bool,
-        Int,
-        Float,
-        Bytes,
+/// What a typed scalar of a service is cast to.
+#[derive(Clone, Copy)]
+enum Kind {
+    Bool,
+    Int,
+    Float,
+    Bytes,
+}
+use Kind::*;
+
+/// The typed scalars compose-go casts (its interpolation `TypeCastMapping`).
+const PATHS: &[(&[&str], Kind)] = &[
+    (&["tty"], Bool),
+    (&["stdin_open"], Bool),
+    (&["privileged"], Bool),
+    (&["read_only"], Bool),
+    (&["init"], Bool),
+    (&["oom_kill_disable"], Bool),
+    (&["healthcheck", "disable"], Bool),
+    (&["healthcheck", "retries"], Int),
+    (&["cpu_shares"], Int),
+    (&["pids_limit"], Int),
+    (&["oom_score_adj"], Int),
+    (&["cpus"], Float),
+    (&["mem_limit"], Bytes),
+    (&["memswap_limit"], Bytes),
+    (&["mem_reservation"], Bytes),
+    (&["shm_size"], Bytes),
+    (&["deploy", "replicas"], Int),
+    (&["deploy", "restart_policy", "max_attempts"], Int),
+    (&["deploy", "update_config", "parallelism"], Int),
+    (&["deploy", "update_config", "max_failure_ratio"], Float),
+    (&["deploy", "rollback_config", "parallelism"], Int),
+    (&["deploy", "rollback_config", "max_failure_ratio"], Float),
+    (&["deploy", "placement", "max_replicas_per_node"], Int),
+    (&["deploy", "resources", "limits", "cpus"], Float),
+    (&["deploy", "resources", "limits", "memory"], Bytes),
+    (&["deploy", "resources", "limits", "pids"], Int),
+    (&["deploy", "resources", "reservations", "cpus"], Float),
+    (&["deploy", "resources", "reservations", "memory"], Bytes),
+];
+
+/// The first typed scalar (see [`cast_scalars`]) that could not be cast
+/// (`deploy.replicas: x`), as a key path below the service, with what it
+/// must be; compose fails on those ("failed to cast to expected type").
+pub(crate) fn uncast_scalar(svc: &Map<String, Json>) -> Option<(String, &'static str)> {
+    for (path, kind) in PATHS {
+        let mut at = Some(svc);
+        let (last, parents) = path.split_last()?;
+        for p in parents {
+            at = at.and_then(|m| m.get(*p)).and_then(Json::as_object);
+        }
+        let Some(Json::String(s)) = at.and_then(|m| m.get(*last)) else {
+            continue;
+        };
+        let what = match kind {
+            Bool => "must be a boolean (true or false)",
+            Int => "must be an integer",
+            Float => "must be a number",
+            Bytes if s.parse::<i64>().is_err() => "must be a byte size such as 512m or 2g",
+            Bytes => continue,
+        };
+        return Some((path.join("."), what));
     }
-    use Kind::*;
-    const PATHS: &[(&[&str], Kind)] = &[
-        (&["tty"], Bool),
-        (&["stdin_open"], Bool),
-        (&["privileged"], Bool),
-        (&["read_only"], Bool),
-        (&["init"], Bool),
-        (&["oom_kill_disable"], Bool),
-        (&["healthcheck", "disable"], Bool),
-        (&["healthcheck", "retries"], Int),
-        (&["cpu_shares"], Int),
-        (&["pids_limit"], Int),
-        (&["oom_score_adj"], Int),
-        (&["cpus"], Float),
-        (&["mem_limit"], Bytes),
-        (&["memswap_limit"], Bytes),
-        (&["mem_reservation"], Bytes),
-        (&["shm_size"], Bytes),
-        (&["deploy", "replicas"], Int),
-        (&["deploy", "restart_policy", "max_attempts"], Int),
-        (&["deploy", "update_config", "parallelism"], Int),
-        (&["deploy", "update_config", "max_failure_ratio"], Float),
-        (&["deploy", "rollback_config", "parallelism"], Int),
-        (&["deploy", "rollback_config", "max_failure_ratio"], Float),
-        (&["deploy", "placement", "max_replicas_per_node"], Int),
-        (&["deploy", "resources", "limits", "cpus"], Float),
-        (&["deploy", "resources", "limits", "memory"], Bytes),
-        (&["deploy", "resources", "limits", "pids"], Int),
-        (&["deploy", "resources", "reservations", "cpus"], Float),
-        (&["deploy", "resources", "reservations", "memory"], Bytes),
-    ];
+    None
+}
+
+fn cast_scalars(svc: &mut Map<String, Json>) {
     if let Some(Json::Object(d)) = svc.get_mut("deploy") {
         d.entry("resources").or_insert(json!({}));
         d.entry("placement").or_insert(json!({}));
