@@ -6,7 +6,8 @@
 //! case's environment, in a copy of its folder (so nothing is written into
 //! the corpus and the folder keeps its name, which is the project name).
 //! A case passes when the whole printed model equals `expected.json` as
-//! data — or, for a case with `expected.err`, when cbuild fails too. No
+//! data — or, for a case with `expected.err`, when cbuild refuses it too
+//! (exit 2, an `error:` line). No
 //! Docker is needed.
 //!
 //! [`KNOWN_FAILURES`] lists the cases where cbuild deliberately differs and
@@ -177,10 +178,14 @@ fn run(case: &Case) -> Result<(), String> {
     let stderr = stderr.join().unwrap();
     let stderr = String::from_utf8_lossy(&stderr);
     if src.join("expected.err").exists() {
-        return if status.success() {
-            Err("compose fails but cbuild succeeded".into())
-        } else {
-            Ok(())
+        // Bad input is exit 2 with an `error:` line, never a panic.
+        return match status.code() {
+            Some(0) => Err("compose fails but cbuild succeeded".into()),
+            Some(2) if stderr.starts_with("error: ") => Ok(()),
+            _ => Err(format!(
+                "compose fails; cbuild failed with {status} instead of exit 2 and an error: {}",
+                stderr.trim()
+            )),
         };
     }
     if !status.success() {
