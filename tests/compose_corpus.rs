@@ -7,8 +7,7 @@
 //! the corpus and the folder keeps its name, which is the project name).
 //! A case passes when the whole printed model equals `expected.json` as
 //! data — or, for a case with `expected.err`, when cbuild refuses it too
-//! (exit 2, an `error:` line). No
-//! Docker is needed.
+//! (exit 2, an `error:` line). No Docker is needed.
 //!
 //! [`KNOWN_FAILURES`] lists the cases where cbuild deliberately differs and
 //! why; the test fails if one of them starts passing, so the table stays
