@@ -17,6 +17,8 @@
 #![allow(clippy::print_stderr)]
 
 use std::io::Read;
+
+use cbuild::compose::yaml;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -118,19 +120,17 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Runs one case: `Ok` when cbuild's whole `config --format json` model
-/// equals compose's as data (or cbuild fails where compose does), else
-/// what differs: the name, the services, `image` and `build` first, as the
-/// parts a build depends on, then every other JSON path that differs.
-fn run(case: &Case) -> Result<(), String> {
-    let src = Path::new(CORPUS).join(&case.name);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir: PathBuf = tmp.path().join(&case.name);
-    copy_dir(&src, &dir);
+/// Runs `cbuild <args> config --format <format>` for a case in `dir`:
+/// its exit status, stdout and stderr.
+fn config(
+    case: &Case,
+    dir: &Path,
+    format: &str,
+) -> Result<(std::process::ExitStatus, Vec<u8>, String), String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cbuild"))
         .args(&case.args)
-        .args(["config", "--format", "json"])
-        .current_dir(&dir)
+        .args(["config", "--format", format])
+        .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", "/home/cbuild-corpus")
@@ -175,7 +175,24 @@ fn run(case: &Case) -> Result<(), String> {
     let status = child.wait().unwrap();
     let stdout = stdout.join().unwrap();
     let stderr = stderr.join().unwrap();
-    let stderr = String::from_utf8_lossy(&stderr);
+    Ok((
+        status,
+        stdout,
+        String::from_utf8_lossy(&stderr).into_owned(),
+    ))
+}
+
+/// Runs one case: `Ok` when cbuild's whole `config --format json` model,
+/// and its `--format yaml` one, equal compose's as data (or cbuild fails
+/// where compose does), else what differs: the name, the services, `image`
+/// and `build` first, as the parts a build depends on, then every other
+/// path that differs.
+fn run(case: &Case) -> Result<(), String> {
+    let src = Path::new(CORPUS).join(&case.name);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir: PathBuf = tmp.path().join(&case.name);
+    copy_dir(&src, &dir);
+    let (status, stdout, stderr) = config(case, &dir, "json")?;
     if src.join("expected.err").exists() {
         // Bad input is exit 2 with an `error:` line, never a panic.
         return match status.code() {
@@ -228,6 +245,27 @@ fn run(case: &Case) -> Result<(), String> {
     diff_paths("", &expected, &actual, &mut rest);
     if !rest.is_empty() {
         return Err(format!("model differs at {}", rest.join("; ")));
+    }
+    // compose's YAML (its default format) is a model of its own: extensions
+    // kept, empty values left out.
+    let expected = std::fs::read_to_string(src.join("expected.yaml"))
+        .unwrap()
+        .replace("${CASE_DIR}", &dir.to_string_lossy());
+    let (status, stdout, stderr) = config(case, &dir, "yaml")?;
+    if !status.success() {
+        return Err(format!("cbuild failed on --format yaml: {}", stderr.trim()));
+    }
+    let data = |text: &str| -> Result<serde_json::Value, String> {
+        let v: yaml::Value = yaml::from_str(text).map_err(|e| e.to_string())?;
+        serde_json::to_value(v).map_err(|e| e.to_string())
+    };
+    let expected = data(&expected).unwrap();
+    let actual = data(&String::from_utf8_lossy(&stdout))
+        .map_err(|e| format!("cbuild printed no YAML: {e}"))?;
+    let mut rest = Vec::new();
+    diff_paths("", &expected, &actual, &mut rest);
+    if !rest.is_empty() {
+        return Err(format!("YAML model differs at {}", rest.join("; ")));
     }
     Ok(())
 }

@@ -143,7 +143,7 @@ fn load_with(opts: &LoadOptions, loader: &mut Loader) -> Result<Project, Compose
         project.services.insert(name, svc);
     }
     check_consistency(&shown, &top, &project.services)?;
-    for key in ["networks", "volumes", "secrets", "configs"] {
+    for key in ["networks", "volumes", "secrets", "configs", "models"] {
         if let Some(v) = top.get(key) {
             project
                 .config
@@ -1836,6 +1836,11 @@ fn service(
         }
     }
     svc.config = super::render::service_json(&m, &from_files, env);
+    svc.extensions = m
+        .iter()
+        .filter(|(k, _)| key_text(k).starts_with("x-"))
+        .map(|(k, v)| (key_text(k), super::render::to_json_all(v)))
+        .collect();
     Ok(svc)
 }
 

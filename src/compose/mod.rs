@@ -67,6 +67,8 @@ pub struct Service {
     /// The whole service, `build` included, as `docker compose config`
     /// prints it (see [`render`]).
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// The service's own `x-*` keys, which compose prints in YAML only.
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Service {

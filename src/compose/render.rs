@@ -13,8 +13,79 @@ use super::load::parse_bytes;
 use super::merge::{key_text, scalar_text};
 use super::Project;
 
+/// The whole project as `docker compose config` (YAML, its default)
+/// prints it, as data. compose's two forms differ: its YAML keeps the
+/// extensions its JSON drops (a service's `x-*` keys, the top-level
+/// `models`) and leaves out what Go's YAML encoder finds empty (a null
+/// `command` or `entrypoint`, an empty `ipam`, deploy `placement` or
+/// `resources`, a watch rule's empty `exec`), which its JSON prints.
+pub fn project_yaml(p: &Project) -> Json {
+    let mut out = project_model(p);
+    let Json::Object(top) = &mut out else {
+        return out;
+    };
+    if let Some(Json::Object(networks)) = top.get_mut("networks") {
+        for n in networks.values_mut().filter_map(Json::as_object_mut) {
+            if n.get("ipam") == Some(&json!({})) {
+                n.remove("ipam");
+            }
+        }
+    }
+    if let Some(Json::Object(services)) = top.get_mut("services") {
+        for (name, s) in services.iter_mut() {
+            let Json::Object(s) = s else { continue };
+            for k in ["command", "entrypoint"] {
+                if s.get(k) == Some(&Json::Null) {
+                    s.remove(k);
+                }
+            }
+            if let Some(Json::Object(d)) = s.get_mut("deploy") {
+                d.retain(|k, v| {
+                    !(matches!(k.as_str(), "placement" | "resources") && *v == json!({}))
+                });
+            }
+            if let Some(Json::Array(watch)) = s.get_mut("develop").and_then(|d| d.get_mut("watch"))
+            {
+                for w in watch.iter_mut().filter_map(Json::as_object_mut) {
+                    if w.get("exec") == Some(&json!({"command": null})) {
+                        w.remove("exec");
+                    }
+                }
+            }
+            if let Some(svc) = p.services.get(name) {
+                let mut x = Json::Object(svc.extensions.clone());
+                escape_dollars(&mut x);
+                if let Json::Object(x) = x {
+                    s.extend(x);
+                }
+            }
+        }
+    }
+    if let Some(models) = p.config.get("models") {
+        let mut models = models.clone();
+        escape_dollars(&mut models);
+        top.insert("models".into(), models);
+    }
+    out
+}
+
 /// The whole project as `docker compose config --format json` prints it.
 pub fn project_json(p: &Project) -> Json {
+    let mut out = project_model(p);
+    if let Some(Json::Object(services)) = out.get_mut("services") {
+        for ports in services.values_mut().filter_map(|s| s.get_mut("ports")) {
+            if let Json::Array(ports) = ports {
+                for port in ports.iter_mut().filter_map(Json::as_object_mut) {
+                    port.retain(|k, _| !k.starts_with("x-"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What compose's JSON and YAML models share.
+fn project_model(p: &Project) -> Json {
     let mut top = Map::new();
     top.insert("name".into(), Json::String(p.name.clone()));
     let services: Map<String, Json> = p
@@ -241,6 +312,11 @@ pub(crate) fn service_json(
         match k.as_str() {
             "build" | "env_file" | "extends" | "environment" => {}
             _ if k.starts_with("x-") => {}
+            // A long-form port keeps its extensions, which compose's YAML
+            // prints (`project_json` drops them).
+            "ports" => {
+                out.insert(k, to_json_all(v));
+            }
             _ => {
                 out.insert(k, to_json(v));
             }
