@@ -44,12 +44,14 @@ pub enum ComposeError {
         at: Option<(usize, usize)>,
     },
     /// Variable interpolation failed.
-    #[error("`{path}`: {message}")]
+    #[error("`{}{}`: {message}", path.display(), at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
     Interpolate {
         /// The file.
         path: PathBuf,
         /// What failed, with the key path.
         message: String,
+        /// The 1-based line and column of the value, when known.
+        at: Option<(usize, usize)>,
     },
     /// An env file could not be parsed.
     #[error(transparent)]

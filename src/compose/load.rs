@@ -520,6 +520,23 @@ fn check_consistency(
                 }
             }
         }
+        if let Some(Json::String(n)) = c.get("container_name") {
+            // compose's schema pattern `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, which
+            // JSON Schema matches anywhere in the value (`-xy` passes, `c`
+            // does not).
+            let chars: Vec<char> = n.chars().collect();
+            let ok = chars.windows(2).any(|w| {
+                w[0].is_ascii_alphanumeric()
+                    && (w[1].is_ascii_alphanumeric() || matches!(w[1], '_' | '.' | '-'))
+            });
+            if !ok {
+                return Err(invalid(
+                    file,
+                    &format!("{key}.container_name"),
+                    "must hold a letter or digit followed by a letter, digit, `_`, `.` or `-` (compose's pattern `[a-zA-Z0-9][a-zA-Z0-9_.-]+`)",
+                ));
+            }
+        }
         if c.get("container_name").is_some() && scale.or(replicas).is_some_and(|n| n > 1.0) {
             return Err(invalid(
                 file,
@@ -821,6 +838,9 @@ impl Loader {
                 )
                 .map_err(|e| ComposeError::Interpolate {
                     path: shown.clone(),
+                    at: e
+                        .path()
+                        .and_then(|k| crate::compose::yaml::locate(&text, k)),
                     message: e.to_string(),
                 })?;
                 for name in unset {
@@ -1666,6 +1686,7 @@ impl Loader {
                         let n = interpolate::interpolate(&n, &lookup).map_err(|e| {
                             ComposeError::Interpolate {
                                 path: shown.clone(),
+                                at: crate::compose::yaml::locate(&text, "name"),
                                 message: e.with_path("name").to_string(),
                             }
                         })?;
@@ -2393,6 +2414,32 @@ mod tests {
             err.contains("compose.yaml:3:12`: `services.app.image`"),
             "{err}"
         );
+        let err = load_str(
+            "services:\n  app:\n    image: x\n    environment:\n      A: ${NOPE:?set it}\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "compose.yaml:5:10`: error while interpolating services.app.environment.A"
+            ),
+            "{err}"
+        );
+        // compose's container name pattern matches anywhere in the value.
+        for (name, ok) in [
+            ("c", false),
+            ("-x", false),
+            ("a b", false),
+            ("-xy", true),
+            ("ab cd", true),
+        ] {
+            let r = load_str(
+                &format!("services:\n  app:\n    image: x\n    container_name: \"{name}\"\n"),
+                &[],
+            );
+            assert_eq!(r.is_ok(), ok, "{name}: {r:?}");
+        }
     }
 
     /// Writes `files` (name, text) into a fresh folder and loads it with
