@@ -31,7 +31,8 @@ fn check(text: &[u8]) -> Result<(), TestCaseError> {
         Ok(project) => {
             let json = render::project_json(&project);
             prop_assert!(json.get("services").is_some());
-            yaml::to_string(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            yaml::to_string(&render::project_yaml(&project))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
         Err(e) => {
             let shown = format!("{e:#}");

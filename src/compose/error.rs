@@ -32,7 +32,7 @@ pub enum ComposeError {
         message: String,
     },
     /// A key holds a value of the wrong kind, or an unknown key.
-    #[error("`{path}`: `{key}`: {message}")]
+    #[error("`{}{}`: `{key}`: {message}", path.display(), at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -40,14 +40,18 @@ pub enum ComposeError {
         key: String,
         /// What is wrong.
         message: String,
+        /// The 1-based line and column of the value, when the file has it.
+        at: Option<(usize, usize)>,
     },
     /// Variable interpolation failed.
-    #[error("`{path}`: {message}")]
+    #[error("`{}{}`: {message}", path.display(), at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
     Interpolate {
         /// The file.
         path: PathBuf,
         /// What failed, with the key path.
         message: String,
+        /// The 1-based line and column of the value, when known.
+        at: Option<(usize, usize)>,
     },
     /// An env file could not be parsed.
     #[error(transparent)]

@@ -45,6 +45,12 @@ pub struct LoadOptions {
 
 /// Loads the project described by `opts`.
 pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
+    let mut loader = Loader::default();
+    // A value error is placed at its line and column once the texts are read.
+    load_with(opts, &mut loader).map_err(|e| loader.place(e))
+}
+
+fn load_with(opts: &LoadOptions, loader: &mut Loader) -> Result<Project, ComposeError> {
     // compose reads `.env` before it knows the files (COMPOSE_FILE may come
     // from there): from the project directory, else the first `-f` file's
     // folder, else the current directory.
@@ -87,12 +93,7 @@ pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
         }
     }
     let shown = files.first().cloned().unwrap_or_default();
-    let mut loader = Loader {
-        home: env.get("HOME").cloned(),
-        texts: HashMap::new(),
-        warnings: Vec::new(),
-        resets: HashMap::new(),
-    };
+    loader.home = env.get("HOME").cloned();
     let name = loader.project_name(opts, &env, &files, &working_dir, &shown)?;
     // Files may refer to the name being loaded, as compose allows.
     env.insert("COMPOSE_PROJECT_NAME".to_string(), name.clone());
@@ -141,7 +142,8 @@ pub fn load(opts: &LoadOptions) -> Result<Project, ComposeError> {
         let svc = service(&shown, &name, v, &working_dir, &env)?;
         project.services.insert(name, svc);
     }
-    for key in ["networks", "volumes", "secrets", "configs"] {
+    check_consistency(&shown, &top, &project.services)?;
+    for key in ["networks", "volumes", "secrets", "configs", "models"] {
         if let Some(v) = top.get(key) {
             project
                 .config
@@ -344,12 +346,217 @@ fn check_services(
     Ok(())
 }
 
+/// compose-go's `checkConsistency` on the resolved services (what
+/// [`check_services`] cannot see before the short forms are read): every
+/// resource a service names is defined, typed values were cast, and values
+/// given twice (`mem_limit` and `deploy.resources.limits.memory`) agree.
+fn check_consistency(
+    file: &Path,
+    top: &Mapping,
+    services: &BTreeMap<String, Service>,
+) -> Result<(), ComposeError> {
+    use serde_json::Value as Json;
+    let defined = |kind: &str, name: &str| {
+        top.get(kind)
+            .and_then(Value::as_mapping)
+            .is_some_and(|m| m.contains_key(name))
+    };
+    let number = |j: Option<&Json>| match j {
+        Some(Json::Number(n)) => n.as_f64(),
+        Some(Json::String(s)) => s.parse::<f64>().ok(),
+        _ => None,
+    };
+    for (name, svc) in services {
+        let key = format!("services.{name}");
+        let c = &svc.config;
+        if let Some((at, what)) = super::render::uncast_scalar(c) {
+            return Err(invalid(file, &format!("{key}.{at}"), what));
+        }
+        if let Some(b) = c.get("build") {
+            let set = |k: &str| {
+                b.get(k)
+                    .and_then(Json::as_str)
+                    .is_some_and(|s| !s.is_empty())
+            };
+            if set("dockerfile") && set("dockerfile_inline") {
+                return Err(invalid(
+                    file,
+                    &format!("{key}.build.dockerfile_inline"),
+                    "`dockerfile` and `dockerfile_inline` cannot be used together; keep one",
+                ));
+            }
+            if let Some(Json::Object(ac)) = b.get("additional_contexts") {
+                for (ctx, target) in ac {
+                    let Some(other) = target.as_str().and_then(|t| t.strip_prefix("service:"))
+                    else {
+                        continue;
+                    };
+                    let why = match services.get(other) {
+                        None => format!("names the unknown service `{other}`"),
+                        Some(o) if o.build.is_none() => {
+                            format!("names the service `{other}`, which has no `build`")
+                        }
+                        Some(_) => continue,
+                    };
+                    return Err(invalid(
+                        file,
+                        &format!("{key}.build.additional_contexts.{ctx}"),
+                        &why,
+                    ));
+                }
+            }
+        }
+        if let Some(Json::String(first)) = c
+            .get("healthcheck")
+            .and_then(|h| h.get("test"))
+            .and_then(|t| t.get(0))
+        {
+            if !matches!(first.as_str(), "CMD" | "CMD-SHELL" | "NONE") {
+                return Err(invalid(
+                    file,
+                    &format!("{key}.healthcheck.test"),
+                    "must start with CMD, CMD-SHELL or NONE",
+                ));
+            }
+        }
+        if let Some(Json::Object(deps)) = c.get("depends_on") {
+            for (dep, spec) in deps {
+                let required = spec.get("required").and_then(Json::as_bool).unwrap_or(true);
+                if required && !services.contains_key(dep) {
+                    return Err(invalid(
+                        file,
+                        &key,
+                        &format!(
+                            "depends on undefined service `{dep}` (through `links`, `volumes_from` or `network_mode`)"
+                        ),
+                    ));
+                }
+            }
+        }
+        let sources = |k: &str| -> Vec<(usize, String)> {
+            match c.get(k) {
+                Some(Json::Array(a)) => a
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| {
+                        k != "volumes" || e.get("type").and_then(Json::as_str) == Some("volume")
+                    })
+                    .filter_map(|(i, e)| Some((i, e.get("source")?.as_str()?.to_string())))
+                    .filter(|(_, s)| !s.is_empty())
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        for (kind, what) in [
+            ("volumes", "volume"),
+            ("secrets", "secret"),
+            ("configs", "config"),
+        ] {
+            for (i, src) in sources(kind) {
+                if !defined(kind, &src) {
+                    return Err(invalid(
+                        file,
+                        &format!("{key}.{kind}[{i}]"),
+                        &format!("refers to undefined {what} `{src}`; define it under the top-level `{kind}:`"),
+                    ));
+                }
+            }
+        }
+        if let Some(Json::Object(models)) = c.get("models") {
+            if let Some(m) = models.keys().find(|m| !defined("models", m)) {
+                return Err(invalid(
+                    file,
+                    &format!("{key}.models"),
+                    &format!(
+                        "refers to undefined model `{m}`; define it under the top-level `models:`"
+                    ),
+                ));
+            }
+        }
+        let deploy = c.get("deploy");
+        let at = |p: &[&str]| p.iter().try_fold(deploy?, |j, k| j.get(*k));
+        let scale = number(c.get("scale"));
+        let replicas = number(at(&["replicas"]));
+        for (k, v) in [("scale", scale), ("deploy.replicas", replicas)] {
+            if v.is_some_and(|v| v < 0.0) {
+                return Err(invalid(file, &format!("{key}.{k}"), "must be 0 or more"));
+            }
+        }
+        let twice = [
+            ("scale", scale, "deploy.replicas", replicas),
+            (
+                "cpus",
+                number(c.get("cpus")),
+                "deploy.resources.limits.cpus",
+                number(at(&["resources", "limits", "cpus"])),
+            ),
+            (
+                "mem_limit",
+                number(c.get("mem_limit")),
+                "deploy.resources.limits.memory",
+                number(at(&["resources", "limits", "memory"])),
+            ),
+            (
+                "mem_reservation",
+                number(c.get("mem_reservation")),
+                "deploy.resources.reservations.memory",
+                number(at(&["resources", "reservations", "memory"])),
+            ),
+            (
+                "pids_limit",
+                number(c.get("pids_limit")),
+                "deploy.resources.limits.pids",
+                number(at(&["resources", "limits", "pids"])),
+            ),
+        ];
+        for (a, x, b, y) in twice {
+            if let (Some(x), Some(y)) = (x, y) {
+                if x != 0.0 && x != y {
+                    return Err(invalid(
+                        file,
+                        &format!("{key}.{a}"),
+                        &format!("differs from `{b}`; give the value once, or the same in both"),
+                    ));
+                }
+            }
+        }
+        if let Some(Json::String(n)) = c.get("container_name") {
+            // compose's schema pattern `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, which
+            // JSON Schema matches anywhere in the value (`-xy` passes, `c`
+            // does not).
+            let chars: Vec<char> = n.chars().collect();
+            let ok = chars.windows(2).any(|w| {
+                w[0].is_ascii_alphanumeric()
+                    && (w[1].is_ascii_alphanumeric() || matches!(w[1], '_' | '.' | '-'))
+            });
+            if !ok {
+                return Err(invalid(
+                    file,
+                    &format!("{key}.container_name"),
+                    "must hold a letter or digit followed by a letter, digit, `_`, `.` or `-` (compose's pattern `[a-zA-Z0-9][a-zA-Z0-9_.-]+`)",
+                ));
+            }
+        }
+        if c.get("container_name").is_some() && scale.or(replicas).is_some_and(|n| n > 1.0) {
+            return Err(invalid(
+                file,
+                &format!("{key}.container_name"),
+                "cannot be used with more than one replica (`scale` or `deploy.replicas`): container names are unique",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// State shared while files, includes and extends are read.
+#[derive(Default)]
 struct Loader {
     /// `HOME`, for `~` in paths.
     home: Option<String>,
     /// Files read so far: text and the name shown in messages.
     texts: HashMap<PathBuf, (String, PathBuf)>,
+    /// The keys of `texts` in the order read.
+    read_order: Vec<PathBuf>,
     /// Warnings so far, each once.
     warnings: Vec<String>,
     /// The `!reset` / `!override` key paths of each file read, so the file
@@ -631,6 +838,9 @@ impl Loader {
                 )
                 .map_err(|e| ComposeError::Interpolate {
                     path: shown.clone(),
+                    at: e
+                        .path()
+                        .and_then(|k| crate::compose::yaml::locate(&text, k)),
                     message: e.to_string(),
                 })?;
                 for name in unset {
@@ -675,6 +885,9 @@ impl Loader {
             }
         }
         self.resolve_paths(&mut dict, base);
+        if !nested {
+            resolve_bare_environment(&mut dict, env);
+        }
         Ok(dict)
     }
 
@@ -769,6 +982,22 @@ impl Loader {
                     for f in files {
                         if let Some(Value::String(p)) = f.get_mut("path") {
                             *p = self.abs(base, p);
+                        }
+                    }
+                }
+                if let Some(Value::Sequence(watch)) =
+                    s.get_mut("develop").and_then(|d| d.get_mut("watch"))
+                {
+                    for w in watch {
+                        if let Some(Value::String(p)) = w.get_mut("path") {
+                            *p = self.abs(base, p);
+                            // compose-go's `absSymbolicLink`: a link is
+                            // watched as the path it points to.
+                            if std::fs::symlink_metadata(&*p).is_ok_and(|m| m.is_symlink()) {
+                                if let Ok(real) = std::fs::canonicalize(&*p) {
+                                    *p = real.to_string_lossy().into_owned();
+                                }
+                            }
                         }
                     }
                 }
@@ -1070,6 +1299,29 @@ impl Loader {
     }
 }
 
+/// Gives each bare `KEY` of a service's `environment` list the value `env`
+/// has for it (compose-go's `ResolveEnvironment`, run at the end of every
+/// `loadYamlModel`): an included file's services so take theirs from the
+/// include's environment, not from the including project's. A map-form
+/// `KEY:` is left for the project environment, as compose-go leaves it.
+fn resolve_bare_environment(dict: &mut Value, env: &HashMap<String, String>) {
+    let Some(Value::Mapping(services)) = dict.get_mut("services") else {
+        return;
+    };
+    for (_, s) in services.iter_mut() {
+        let Some(Value::Sequence(entries)) = s.get_mut("environment") else {
+            continue;
+        };
+        for e in entries.iter_mut() {
+            if let Value::String(k) = e {
+                if let (false, Some(v)) = (k.contains('='), env.get(k.as_str())) {
+                    *k = format!("{k}={v}");
+                }
+            }
+        }
+    }
+}
+
 /// compose-go's `transform.Canonical`: the short forms that matter for the
 /// model, rewritten to their long forms.
 fn canonical(dict: &mut Value, file: &Path) -> Result<(), ComposeError> {
@@ -1187,6 +1439,7 @@ fn invalid(path: &Path, key: &str, message: &str) -> ComposeError {
         path: path.to_path_buf(),
         key: key.to_string(),
         message: message.to_string(),
+        at: None,
     }
 }
 
@@ -1433,6 +1686,7 @@ impl Loader {
                         let n = interpolate::interpolate(&n, &lookup).map_err(|e| {
                             ComposeError::Interpolate {
                                 path: shown.clone(),
+                                at: crate::compose::yaml::locate(&text, "name"),
                                 message: e.with_path("name").to_string(),
                             }
                         })?;
@@ -1481,7 +1735,45 @@ impl Loader {
         }
         let t = read_file(file)?;
         self.texts.insert(file.to_path_buf(), t.clone());
+        self.read_order.push(file.to_path_buf());
         Ok(t)
+    }
+
+    /// Gives a value error the line and column of the node it names, in
+    /// the last file read that has that node, which it then names: a value
+    /// merged in from an override file is checked under the first file's
+    /// name, and the error stops loading, so no file read after the bad one
+    /// can hide it. Left as it is when no file has the node as written.
+    fn place(&self, e: ComposeError) -> ComposeError {
+        let ComposeError::Invalid {
+            path,
+            key,
+            message,
+            at: None,
+        } = e
+        else {
+            return e;
+        };
+        let found = self
+            .read_order
+            .iter()
+            .rev()
+            .filter_map(|f| self.texts.get(f))
+            .find_map(|(text, shown)| Some((shown, crate::compose::yaml::locate(text, &key)?)));
+        match found {
+            Some((shown, at)) => ComposeError::Invalid {
+                path: shown.clone(),
+                key,
+                message,
+                at: Some(at),
+            },
+            None => ComposeError::Invalid {
+                path,
+                key,
+                message,
+                at: None,
+            },
+        }
     }
 }
 
@@ -1527,8 +1819,49 @@ fn service(
     if let Some(b) = m.get("build") {
         svc.build = Some(build(file, &format!("{key}.build"), b, working_dir, env)?);
     }
-    let from_files = env_files(file, &key, m.get("env_file"), env)?;
+    // compose-go's `WithServicesEnvironmentResolved`: an env file's
+    // `${VAR}` is looked up in the project environment, then in the
+    // service's own `environment` (its bare keys resolved from the project
+    // environment), then among the keys the env files set before it.
+    let own: HashMap<String, String> = m
+        .get("environment")
+        .map(super::render::pairs)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.or_else(|| env.get(&k).cloned())?)))
+        .collect();
+    let from_files = env_files(file, &key, m.get("env_file"), env, &own)?;
+    let mut commands: Vec<(String, &Value)> = ["command", "entrypoint"]
+        .iter()
+        .filter_map(|k| Some((format!("{key}.{k}"), m.get(*k)?)))
+        .collect();
+    for hook in ["post_start", "pre_stop"] {
+        if let Some(Value::Sequence(hooks)) = m.get(hook) {
+            for (i, h) in hooks.iter().enumerate() {
+                if let Some(c) = h.get("command") {
+                    commands.push((format!("{key}.{hook}[{i}].command"), c));
+                }
+            }
+        }
+    }
+    for (at, c) in commands {
+        if let Value::String(c) = c {
+            if super::shellwords::split(c).is_none() {
+                return Err(invalid(
+                    file,
+                    &at,
+                    "invalid command line string: close every quote, end with no lone `\\`, \
+                     and write a `(` only as `$(`, or give the command as a list",
+                ));
+            }
+        }
+    }
     svc.config = super::render::service_json(&m, &from_files, env);
+    svc.extensions = m
+        .iter()
+        .filter(|(k, _)| key_text(k).starts_with("x-"))
+        .map(|(k, v)| (key_text(k), super::render::to_json_all(v)))
+        .collect();
     Ok(svc)
 }
 
@@ -1540,6 +1873,7 @@ fn env_files(
     key: &str,
     v: Option<&Value>,
     env: &HashMap<String, String>,
+    own: &HashMap<String, String>,
 ) -> Result<Vec<(String, String)>, ComposeError> {
     let mut out: Vec<(String, String)> = Vec::new();
     let Some(Value::Sequence(items)) = v else {
@@ -1571,7 +1905,7 @@ fn env_files(
             source,
         })?;
         let lookup = |k: &str| {
-            env.get(k).cloned().or_else(|| {
+            env.get(k).or_else(|| own.get(k)).cloned().or_else(|| {
                 out.iter()
                     .rev()
                     .find(|(n, _)| n == k)
@@ -1995,6 +2329,117 @@ mod tests {
             .to_string();
         assert!(err.contains("compose.yaml"), "{err}");
         assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn value_errors_name_file_line_and_column() {
+        // Issue 14: a wrong kind under a key names where the value is.
+        let at = |files: &[(&str, &str)], args: &[&str]| match load_dir(files, args, &[]).1 {
+            Err(ComposeError::Invalid { path, key, at, .. }) => (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                key,
+                at,
+            ),
+            other => panic!("expected a value error, got {other:?}"),
+        };
+        let base = "services:\n  app:\n    image: x\n    command: ok\n";
+        assert_eq!(
+            at(
+                &[(
+                    "compose.yaml",
+                    "services:\n  app:\n    image: x\n    ports:\n      - 80\n      - [1]\n"
+                )],
+                &[]
+            ),
+            (
+                "compose.yaml".into(),
+                "services.app.ports[1]".into(),
+                Some((6, 9))
+            )
+        );
+        assert_eq!(
+            at(
+                &[(
+                    "compose.yaml",
+                    "services:\n  app:\n    image: x\n    ports: 5\n"
+                )],
+                &[]
+            ),
+            (
+                "compose.yaml".into(),
+                "services.app.ports".into(),
+                Some((4, 12))
+            )
+        );
+        assert_eq!(
+            at(&[("compose.yaml", "x-a: &a\n  args: [1]\nservices:\n  app:\n    image: x\n    build:\n      context: .\n      args: [1]\n")], &[]),
+            ("compose.yaml".into(), "services.app.build.args[0]".into(), Some((8, 14)))
+        );
+        // A bad value merged in from an override file is found there.
+        assert_eq!(
+            at(
+                &[
+                    ("compose.yaml", base),
+                    ("o.yaml", "services:\n  app:\n    command: \"a (b\"\n")
+                ],
+                &["compose.yaml", "o.yaml"]
+            ),
+            (
+                "o.yaml".into(),
+                "services.app.command".into(),
+                Some((3, 14))
+            )
+        );
+        // In an included file, the included file is named.
+        assert_eq!(
+            at(
+                &[
+                    (
+                        "compose.yaml",
+                        "include: [lib/lib.yaml]\nservices:\n  main:\n    image: x\n"
+                    ),
+                    (
+                        "lib/lib.yaml",
+                        "services:\n  lib:\n    image: x\n    user: [1]\n"
+                    )
+                ],
+                &[]
+            ),
+            ("lib.yaml".into(), "services.lib.user".into(), Some((4, 11)))
+        );
+        let err = load_str("services:\n  app:\n    image: [x]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("compose.yaml:3:12`: `services.app.image`"),
+            "{err}"
+        );
+        let err = load_str(
+            "services:\n  app:\n    image: x\n    environment:\n      A: ${NOPE:?set it}\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "compose.yaml:5:10`: error while interpolating services.app.environment.A"
+            ),
+            "{err}"
+        );
+        // compose's container name pattern matches anywhere in the value.
+        for (name, ok) in [
+            ("c", false),
+            ("-x", false),
+            ("a b", false),
+            ("-xy", true),
+            ("ab cd", true),
+        ] {
+            let r = load_str(
+                &format!("services:\n  app:\n    image: x\n    container_name: \"{name}\"\n"),
+                &[],
+            );
+            assert_eq!(r.is_ok(), ok, "{name}: {r:?}");
+        }
     }
 
     /// Writes `files` (name, text) into a fresh folder and loads it with

@@ -11,6 +11,7 @@ pub mod load;
 pub mod merge;
 pub mod render;
 pub mod schema;
+pub mod shellwords;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -66,6 +67,8 @@ pub struct Service {
     /// The whole service, `build` included, as `docker compose config`
     /// prints it (see [`render`]).
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// The service's own `x-*` keys, which compose prints in YAML only.
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Service {

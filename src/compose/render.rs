@@ -13,8 +13,79 @@ use super::load::parse_bytes;
 use super::merge::{key_text, scalar_text};
 use super::Project;
 
+/// The whole project as `docker compose config` (YAML, its default)
+/// prints it, as data. compose's two forms differ: its YAML keeps the
+/// extensions its JSON drops (a service's `x-*` keys, the top-level
+/// `models`) and leaves out what Go's YAML encoder finds empty (a null
+/// `command` or `entrypoint`, an empty `ipam`, deploy `placement` or
+/// `resources`, a watch rule's empty `exec`), which its JSON prints.
+pub fn project_yaml(p: &Project) -> Json {
+    let mut out = project_model(p);
+    let Json::Object(top) = &mut out else {
+        return out;
+    };
+    if let Some(Json::Object(networks)) = top.get_mut("networks") {
+        for n in networks.values_mut().filter_map(Json::as_object_mut) {
+            if n.get("ipam") == Some(&json!({})) {
+                n.remove("ipam");
+            }
+        }
+    }
+    if let Some(Json::Object(services)) = top.get_mut("services") {
+        for (name, s) in services.iter_mut() {
+            let Json::Object(s) = s else { continue };
+            for k in ["command", "entrypoint"] {
+                if s.get(k) == Some(&Json::Null) {
+                    s.remove(k);
+                }
+            }
+            if let Some(Json::Object(d)) = s.get_mut("deploy") {
+                d.retain(|k, v| {
+                    !(matches!(k.as_str(), "placement" | "resources") && *v == json!({}))
+                });
+            }
+            if let Some(Json::Array(watch)) = s.get_mut("develop").and_then(|d| d.get_mut("watch"))
+            {
+                for w in watch.iter_mut().filter_map(Json::as_object_mut) {
+                    if w.get("exec") == Some(&json!({"command": null})) {
+                        w.remove("exec");
+                    }
+                }
+            }
+            if let Some(svc) = p.services.get(name) {
+                let mut x = Json::Object(svc.extensions.clone());
+                escape_dollars(&mut x);
+                if let Json::Object(x) = x {
+                    s.extend(x);
+                }
+            }
+        }
+    }
+    if let Some(models) = p.config.get("models") {
+        let mut models = models.clone();
+        escape_dollars(&mut models);
+        top.insert("models".into(), models);
+    }
+    out
+}
+
 /// The whole project as `docker compose config --format json` prints it.
 pub fn project_json(p: &Project) -> Json {
+    let mut out = project_model(p);
+    if let Some(Json::Object(services)) = out.get_mut("services") {
+        for ports in services.values_mut().filter_map(|s| s.get_mut("ports")) {
+            if let Json::Array(ports) = ports {
+                for port in ports.iter_mut().filter_map(Json::as_object_mut) {
+                    port.retain(|k, _| !k.starts_with("x-"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What compose's JSON and YAML models share.
+fn project_model(p: &Project) -> Json {
     let mut top = Map::new();
     top.insert("name".into(), Json::String(p.name.clone()));
     let services: Map<String, Json> = p
@@ -201,7 +272,8 @@ pub fn to_json_all(v: &Value) -> Json {
 
 /// `KEY=VALUE` list or mapping → `(key, value)` pairs; a bare `KEY` or a
 /// null value gives `None`.
-fn pairs(v: &Value) -> Vec<(String, Option<String>)> {
+/// The `KEY=value` / `KEY` entries of an `environment`-like list or map.
+pub(crate) fn pairs(v: &Value) -> Vec<(String, Option<String>)> {
     match v {
         Value::Mapping(m) => m
             .iter()
@@ -240,6 +312,11 @@ pub(crate) fn service_json(
         match k.as_str() {
             "build" | "env_file" | "extends" | "environment" => {}
             _ if k.starts_with("x-") => {}
+            // A long-form port keeps its extensions, which compose's YAML
+            // prints (`project_json` drops them).
+            "ports" => {
+                out.insert(k, to_json_all(v));
+            }
             _ => {
                 out.insert(k, to_json(v));
             }
@@ -261,13 +338,39 @@ pub(crate) fn service_json(
     if !environment.is_empty() {
         out.insert("environment".into(), Json::Object(environment));
     }
-    // compose 2.40 prints its model: a command string is split as a shell
-    // would (compose-go uses shellwords), a healthcheck string runs with
+    // compose 2.40 prints its model: a command string is split into words
+    // as compose-go's shellwords does, a healthcheck string runs with
     // CMD-SHELL, and exposed ports are strings.
     for k in ["command", "entrypoint"] {
-        if let Some(Json::String(c)) = out.get(k) {
-            if let Some(words) = shlex::split(c) {
-                out.insert(k.into(), json!(words));
+        if let Some(c) = out.get_mut(k) {
+            split_command(c);
+        }
+    }
+    for hook in ["post_start", "pre_stop"] {
+        if let Some(Json::Array(hooks)) = out.get_mut(hook) {
+            hooks.iter_mut().for_each(hook_json);
+        }
+    }
+    if let Some(Json::Array(models)) = out.get("models") {
+        // compose-go reads a list of model names as a map to null options.
+        let models: Map<String, Json> = models
+            .iter()
+            .filter_map(Json::as_str)
+            .map(|m| (m.to_string(), Json::Null))
+            .collect();
+        out.insert("models".into(), Json::Object(models));
+    }
+    if let Some(Json::Array(watch)) = out.get_mut("develop").and_then(|d| d.get_mut("watch")) {
+        for w in watch.iter_mut().filter_map(Json::as_object_mut) {
+            // `exec` is a struct in compose-go's Trigger, which JSON's
+            // omitempty keeps: an absent one prints as `{"command": null}`.
+            let exec = w.entry("exec").or_insert_with(|| json!({}));
+            hook_json(exec);
+            for k in ["include", "ignore"] {
+                if let Some(Json::String(s)) = w.get(k) {
+                    let list = json!([s]);
+                    w.insert(k.into(), list);
+                }
             }
         }
     }
@@ -471,6 +574,46 @@ fn string_map(v: &Value) -> Map<String, Json> {
         .collect()
 }
 
+/// A `command`-like string split into words as compose-go does.
+fn split_command(c: &mut Json) {
+    if let Json::String(s) = c {
+        if let Some(words) = super::shellwords::split(s) {
+            *c = json!(words);
+        }
+    }
+}
+
+/// A lifecycle hook (or a watch rule's `exec`) as compose-go's
+/// `ServiceHook` prints: `command` always there and split into words,
+/// `environment` a map (a bare key maps to null).
+fn hook_json(h: &mut Json) {
+    let Json::Object(h) = h else { return };
+    let command = h.entry("command").or_insert(Json::Null);
+    split_command(command);
+    let env = match h.get("environment") {
+        Some(Json::Array(items)) => items
+            .iter()
+            .filter_map(Json::as_str)
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), Json::String(v.to_string())),
+                None => (e.to_string(), Json::Null),
+            })
+            .collect(),
+        Some(Json::Object(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Json::Null | Json::String(_) => v.clone(),
+                    other => Json::String(other.to_string()),
+                };
+                (k.clone(), v)
+            })
+            .collect(),
+        _ => return,
+    };
+    h.insert("environment".into(), Json::Object(env));
+}
+
 /// `extra_hosts` (list or mapping, `host:ip` or `host=ip`) as compose-go
 /// prints it: `host=ip`, sorted, without duplicates. The first `:` splits,
 /// so an IPv6 address stays whole.
@@ -495,45 +638,74 @@ fn extra_hosts(h: &Value) -> Json {
 /// out, as Go's `omitempty` does), integers, floats, and byte sizes as a
 /// string count of bytes (`1g` → `"1073741824"`). `deploy` always has
 /// `resources` and `placement`, and its labels are a string map.
-fn cast_scalars(svc: &mut Map<String, Json>) {
-    #[derive(Clone, Copy)]
-    enum Kind {
-        Bool,
-        Int,
-        Float,
-        Bytes,
+/// What a typed scalar of a service is cast to.
+#[derive(Clone, Copy)]
+enum Kind {
+    Bool,
+    Int,
+    Float,
+    Bytes,
+}
+use Kind::*;
+
+/// The typed scalars compose-go casts (its interpolation `TypeCastMapping`).
+const PATHS: &[(&[&str], Kind)] = &[
+    (&["tty"], Bool),
+    (&["stdin_open"], Bool),
+    (&["privileged"], Bool),
+    (&["read_only"], Bool),
+    (&["init"], Bool),
+    (&["oom_kill_disable"], Bool),
+    (&["healthcheck", "disable"], Bool),
+    (&["healthcheck", "retries"], Int),
+    (&["cpu_shares"], Int),
+    (&["pids_limit"], Int),
+    (&["oom_score_adj"], Int),
+    (&["cpus"], Float),
+    (&["mem_limit"], Bytes),
+    (&["memswap_limit"], Bytes),
+    (&["mem_reservation"], Bytes),
+    (&["shm_size"], Bytes),
+    (&["deploy", "replicas"], Int),
+    (&["deploy", "restart_policy", "max_attempts"], Int),
+    (&["deploy", "update_config", "parallelism"], Int),
+    (&["deploy", "update_config", "max_failure_ratio"], Float),
+    (&["deploy", "rollback_config", "parallelism"], Int),
+    (&["deploy", "rollback_config", "max_failure_ratio"], Float),
+    (&["deploy", "placement", "max_replicas_per_node"], Int),
+    (&["deploy", "resources", "limits", "cpus"], Float),
+    (&["deploy", "resources", "limits", "memory"], Bytes),
+    (&["deploy", "resources", "limits", "pids"], Int),
+    (&["deploy", "resources", "reservations", "cpus"], Float),
+    (&["deploy", "resources", "reservations", "memory"], Bytes),
+];
+
+/// The first typed scalar (see [`cast_scalars`]) that could not be cast
+/// (`deploy.replicas: x`), as a key path below the service, with what it
+/// must be; compose fails on those ("failed to cast to expected type").
+pub(crate) fn uncast_scalar(svc: &Map<String, Json>) -> Option<(String, &'static str)> {
+    for (path, kind) in PATHS {
+        let mut at = Some(svc);
+        let (last, parents) = path.split_last()?;
+        for p in parents {
+            at = at.and_then(|m| m.get(*p)).and_then(Json::as_object);
+        }
+        let Some(Json::String(s)) = at.and_then(|m| m.get(*last)) else {
+            continue;
+        };
+        let what = match kind {
+            Bool => "must be a boolean (true or false)",
+            Int => "must be an integer",
+            Float => "must be a number",
+            Bytes if s.parse::<i64>().is_err() => "must be a byte size such as 512m or 2g",
+            Bytes => continue,
+        };
+        return Some((path.join("."), what));
     }
-    use Kind::*;
-    const PATHS: &[(&[&str], Kind)] = &[
-        (&["tty"], Bool),
-        (&["stdin_open"], Bool),
-        (&["privileged"], Bool),
-        (&["read_only"], Bool),
-        (&["init"], Bool),
-        (&["oom_kill_disable"], Bool),
-        (&["healthcheck", "disable"], Bool),
-        (&["healthcheck", "retries"], Int),
-        (&["cpu_shares"], Int),
-        (&["pids_limit"], Int),
-        (&["oom_score_adj"], Int),
-        (&["cpus"], Float),
-        (&["mem_limit"], Bytes),
-        (&["memswap_limit"], Bytes),
-        (&["mem_reservation"], Bytes),
-        (&["shm_size"], Bytes),
-        (&["deploy", "replicas"], Int),
-        (&["deploy", "restart_policy", "max_attempts"], Int),
-        (&["deploy", "update_config", "parallelism"], Int),
-        (&["deploy", "update_config", "max_failure_ratio"], Float),
-        (&["deploy", "rollback_config", "parallelism"], Int),
-        (&["deploy", "rollback_config", "max_failure_ratio"], Float),
-        (&["deploy", "placement", "max_replicas_per_node"], Int),
-        (&["deploy", "resources", "limits", "cpus"], Float),
-        (&["deploy", "resources", "limits", "memory"], Bytes),
-        (&["deploy", "resources", "limits", "pids"], Int),
-        (&["deploy", "resources", "reservations", "cpus"], Float),
-        (&["deploy", "resources", "reservations", "memory"], Bytes),
-    ];
+    None
+}
+
+fn cast_scalars(svc: &mut Map<String, Json>) {
     if let Some(Json::Object(d)) = svc.get_mut("deploy") {
         d.entry("resources").or_insert(json!({}));
         d.entry("placement").or_insert(json!({}));

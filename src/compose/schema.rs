@@ -28,6 +28,15 @@ enum Kind {
     List,
     /// A list of strings.
     Strings,
+    /// A list of numbers, strings or mappings (`ports`).
+    PortItems,
+    /// A list of strings or mappings (short and long forms: `volumes`,
+    /// `secrets`, `configs`, `devices`).
+    StrOrMapItems,
+    /// A list of numbers or strings (`expose`).
+    ScalarItems,
+    /// A list of mappings (`post_start`, `pre_stop`).
+    MapItems,
     /// A string or a list of strings.
     StrOrStrings,
     /// A mapping of scalars (or null), or a list of strings.
@@ -56,12 +65,12 @@ const SERVICE: &[(&str, Kind)] = &[
     ("attach", BoolOrStr),
     ("blkio_config", Map),
     ("build", StrOrMap),
-    ("cap_add", List),
-    ("cap_drop", List),
+    ("cap_add", Strings),
+    ("cap_drop", Strings),
     ("cgroup", Str),
     ("cgroup_parent", Str),
     ("command", Command),
-    ("configs", List),
+    ("configs", StrOrMapItems),
     ("container_name", Str),
     ("cpu_count", NumOrStr),
     ("cpu_percent", NumOrStr),
@@ -77,17 +86,17 @@ const SERVICE: &[(&str, Kind)] = &[
     ("deploy", MapOrNull),
     ("develop", MapOrNull),
     ("device_cgroup_rules", Strings),
-    ("devices", List),
+    ("devices", StrOrMapItems),
     ("dns", StrOrStrings),
-    ("dns_opt", List),
+    ("dns_opt", Strings),
     ("dns_search", StrOrStrings),
     ("domainname", Str),
     ("entrypoint", Command),
     ("env_file", Files),
     ("environment", ListOrDict),
-    ("expose", List),
+    ("expose", ScalarItems),
     ("extends", StrOrMap),
-    ("external_links", List),
+    ("external_links", Strings),
     ("extra_hosts", ExtraHosts),
     ("group_add", List),
     ("healthcheck", Map),
@@ -98,7 +107,7 @@ const SERVICE: &[(&str, Kind)] = &[
     ("isolation", Str),
     ("label_file", Files),
     ("labels", ListOrDict),
-    ("links", List),
+    ("links", Strings),
     ("logging", Map),
     ("mac_address", Str),
     ("mem_limit", NumOrStr),
@@ -113,9 +122,9 @@ const SERVICE: &[(&str, Kind)] = &[
     ("pid", StrOrNull),
     ("pids_limit", NumOrStr),
     ("platform", Str),
-    ("ports", List),
-    ("post_start", List),
-    ("pre_stop", List),
+    ("ports", PortItems),
+    ("post_start", MapItems),
+    ("pre_stop", MapItems),
     ("privileged", BoolOrStr),
     ("profiles", Strings),
     ("provider", Map),
@@ -125,8 +134,8 @@ const SERVICE: &[(&str, Kind)] = &[
     ("restart", Str),
     ("runtime", Str),
     ("scale", NumOrStr),
-    ("secrets", List),
-    ("security_opt", List),
+    ("secrets", StrOrMapItems),
+    ("security_opt", Strings),
     ("shm_size", NumOrStr),
     ("stdin_open", BoolOrStr),
     ("stop_grace_period", Str),
@@ -140,8 +149,8 @@ const SERVICE: &[(&str, Kind)] = &[
     ("user", Str),
     ("userns_mode", Str),
     ("uts", Str),
-    ("volumes", List),
-    ("volumes_from", List),
+    ("volumes", StrOrMapItems),
+    ("volumes_from", Strings),
     ("working_dir", Str),
 ];
 
@@ -164,7 +173,7 @@ const BUILD: &[(&str, Kind)] = &[
     ("provenance", BoolOrStr),
     ("pull", BoolOrStr),
     ("sbom", BoolOrStr),
-    ("secrets", List),
+    ("secrets", StrOrMapItems),
     ("shm_size", NumOrStr),
     ("ssh", ListOrDict),
     ("tags", List),
@@ -204,6 +213,29 @@ fn check(kind: Kind, v: &Value) -> Result<(), (Option<String>, &'static str)> {
         (List, _) => whole("must be a list"),
         (Strings, Value::Sequence(s)) => item(all_strings(s)),
         (Strings, _) => whole("must be a list of strings"),
+        (PortItems | StrOrMapItems | ScalarItems | MapItems, Value::Sequence(s)) => {
+            let (ok, what): (fn(&Value) -> bool, _) = match kind {
+                PortItems => (
+                    |e| matches!(e, Value::Number(_) | Value::String(_) | Value::Mapping(_)),
+                    "must be a number, a string or a mapping",
+                ),
+                StrOrMapItems => (
+                    |e| matches!(e, Value::String(_) | Value::Mapping(_)),
+                    "must be a string (the short form) or a mapping",
+                ),
+                ScalarItems => (
+                    |e| matches!(e, Value::Number(_) | Value::String(_)),
+                    "must be a number or a string",
+                ),
+                _ => (|e| e.is_mapping(), "must be a mapping"),
+            };
+            item(
+                s.iter()
+                    .position(|e| !ok(e))
+                    .map_or(Ok(()), |i| Err((i, what))),
+            )
+        }
+        (PortItems | StrOrMapItems | ScalarItems | MapItems, _) => whole("must be a list"),
         (StrOrStrings, Value::String(_)) => Ok(()),
         (StrOrStrings, Value::Sequence(s)) => item(all_strings(s)),
         (StrOrStrings, _) => whole("must be a string or a list of strings"),

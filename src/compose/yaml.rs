@@ -11,6 +11,150 @@
 
 pub use serde_norway::{from_str, to_string, Deserializer, Error, Mapping, Value};
 
+/// Where the node a key path names starts in `text`: `(line, column)`,
+/// both from 1, of its value in the first document that has it.
+///
+/// `path` is written as cbuild's messages write key paths:
+/// `services.app.ports[0]`. A mapping key may itself hold dots
+/// (`labels.com.example.x`); every key that fits is tried. `None` when no
+/// document has the node as written, e.g. a value that came in through a
+/// merge key, `extends` or another file.
+///
+/// The Value type keeps no positions, so this replays the document through
+/// serde_norway's deserializer, following only the path, and stops at the
+/// node with an error: serde_norway stamps an error raised inside a node
+/// with that node's start mark.
+pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
+    use serde::de::DeserializeSeed;
+    for doc in Deserializer::from_str(text) {
+        match (Find { rest: path }).deserialize(doc) {
+            Ok(()) => {}
+            Err(e) if e.to_string().contains(FOUND) => {
+                return e.location().map(|l| (l.line(), l.column()));
+            }
+            // A document that does not parse has no positions to give.
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// The message [`Find`] stops with at its target.
+const FOUND: &str = "cbuild-locate: found";
+
+/// Follows the rest of a key path down one document (see [`locate`]).
+struct Find<'p> {
+    rest: &'p str,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Find<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Find<'_> {
+    fn here<E: serde::de::Error>(&self) -> Result<(), E> {
+        if self.rest.is_empty() {
+            Err(E::custom(FOUND))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Find<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML node")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.here()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.here()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.here()
+    }
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<(), E> {
+        self.here()
+    }
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<(), E> {
+        self.here()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.here()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.here()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.here()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.here()
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.here()?;
+        // `[3].build` -> index 3, then `build`.
+        let target = self.rest.strip_prefix('[').and_then(|r| {
+            let (n, after) = r.split_once(']')?;
+            Some((
+                n.parse::<usize>().ok()?,
+                after.strip_prefix('.').unwrap_or(after),
+            ))
+        });
+        let mut i = 0;
+        loop {
+            let more = match target {
+                Some((n, after)) if n == i => seq.next_element_seed(Find { rest: after })?,
+                _ => seq.next_element::<serde::de::IgnoredAny>()?.map(|_| ()),
+            };
+            if more.is_none() {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.here()?;
+        while let Some(key) = map.next_key::<Value>()? {
+            let key = match key {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => String::new(),
+            };
+            let after = self.rest.strip_prefix(key.as_str()).and_then(|a| {
+                if a.is_empty() || a.starts_with('[') {
+                    Some(a)
+                } else {
+                    a.strip_prefix('.')
+                }
+            });
+            match after {
+                Some(after) if !key.is_empty() => map.next_value_seed(Find { rest: after })?,
+                _ => map.next_value::<serde::de::IgnoredAny>().map(|_| ())?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A tagged node (`!reset`, `!override`): the path goes through the tag.
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        use serde::de::VariantAccess;
+        let (_, variant) = data.variant::<serde::de::IgnoredAny>()?;
+        variant.newtype_variant_seed(self)
+    }
+}
+
 /// How deep flow collections (`[…]`, `{…}`) may nest. libyaml's cost grows
 /// with the square of that depth (100,000 levels took 90 s), while real
 /// Compose files nest a handful of levels: deeper input is refused before
@@ -87,6 +231,23 @@ pub fn flow_too_deep(text: &str) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_paths_are_located_in_the_text() {
+        let text = "services:\n  app:\n    image: x\n    ports:\n      - 80\n      - [1]\n    labels:\n      com.example.a: 1\n    command: !reset null\n---\nname: second\n";
+        assert_eq!(locate(text, "services.app.ports[1]"), Some((6, 9)));
+        assert_eq!(locate(text, "services.app.ports"), Some((5, 7)));
+        assert_eq!(
+            locate(text, "services.app.labels.com.example.a"),
+            Some((8, 22))
+        );
+        assert_eq!(locate(text, "services.app.command"), Some((9, 14)));
+        assert_eq!(locate(text, "name"), Some((11, 7)));
+        assert_eq!(locate(text, "services.app.ports[2]"), None);
+        assert_eq!(locate(text, "services.other"), None);
+        assert_eq!(locate(text, "(top level)"), None);
+        assert_eq!(locate("a: [", "b"), None);
+    }
 
     #[test]
     fn flow_nesting_is_bounded_and_real_files_pass() {

@@ -36,10 +36,17 @@ pub fn run(global: &GlobalArgs, args: &ConfigArgs, printer: &Printer) -> ExitSta
         crate::ui::print_lines(printer, &lines);
         return ExitStatus::Success;
     }
-    let model = crate::compose::render::project_json(&project);
+    // compose prints a slightly different model per format (see
+    // `render::project_yaml`).
     let out = match args.format {
-        ConfigFormat::Json => serde_json::to_string_pretty(&model).map_err(anyhow::Error::from),
-        ConfigFormat::Yaml => crate::compose::yaml::to_string(&model).map_err(anyhow::Error::from),
+        ConfigFormat::Json => {
+            let model = crate::compose::render::project_json(&project);
+            serde_json::to_string_pretty(&model).map_err(anyhow::Error::from)
+        }
+        ConfigFormat::Yaml => {
+            let model = crate::compose::render::project_yaml(&project);
+            crate::compose::yaml::to_string(&model).map_err(anyhow::Error::from)
+        }
     };
     match out {
         Ok(s) => {
