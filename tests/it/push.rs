@@ -158,6 +158,13 @@ fn build_push_on_a_graph_driver_engine_pushes_through_the_engine() {
     round("push-engine", None, &host);
 }
 
+/// Debian's Docker 20.10 (BuildKit 0.8): the engine pushes, as on 28.5's
+/// graph driver.
+#[test]
+fn build_push_on_docker_20_10_pushes_through_the_engine() {
+    round("push-stable", None, &engine("stable"));
+}
+
 #[test]
 fn build_push_on_the_containerd_store_is_pushed_by_the_exporter() {
     round("push-cd", None, &engine("d28-containerd"));

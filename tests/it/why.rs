@@ -42,7 +42,16 @@ fn predicted(p: &Project, service: &str) -> (BTreeSet<String>, serde_json::Value
 /// Builds `service` and returns the numbered steps BuildKit ran (not cached).
 fn ran(p: &Project, service: &str) -> BTreeSet<String> {
     let out = p.cbuild(&["--progress", "json", "build", service]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        stdout(&out)
+            .lines()
+            .filter(|l| l.contains("\"error\""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let mut latest: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     for e in stdout(&out)
         .lines()
