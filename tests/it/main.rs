@@ -27,3 +27,4 @@ mod skip;
 mod tls;
 mod tty;
 mod up;
+mod watch;

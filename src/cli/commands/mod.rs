@@ -8,6 +8,7 @@ mod context;
 mod doctor;
 mod status;
 mod up;
+mod watch;
 
 use super::args::{Cli, Command};
 use super::ExitStatus;
@@ -23,6 +24,7 @@ pub async fn dispatch(cli: Cli, printer: &Printer) -> ExitStatus {
         Command::Doctor => doctor::run(&cli.global, printer).await,
         Command::Up(u) => up::run(&cli.global, &u, printer).await,
         Command::Status(s) => status::run(&cli.global, &s, printer).await,
+        Command::Watch(w) => watch::run(&cli.global, &w, printer).await,
     }
 }
 
