@@ -309,7 +309,9 @@ mod tests {
             Some("/app/src/a/b.js")
         );
         assert!(t[0].matches(Path::new("/proj/src/a/b.js")));
-        assert!(!t[0].matches(Path::new("/proj/src/a/b.log")));
+        assert!(!t[0].matches(Path::new("/proj/src/b.log")));
+        // `.dockerignore` syntax: `*` does not cross `/` (compose's matcher).
+        assert!(t[0].matches(Path::new("/proj/src/a/b.log")));
         assert!(!t[0].matches(Path::new("/proj/src/.git/HEAD")));
         assert!(!t[0].matches(Path::new("/proj/srcx/a")));
         assert_eq!(t[1].action, Action::Rebuild);
