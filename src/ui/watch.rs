@@ -94,7 +94,7 @@ impl WatchReporter for TtyWatch {
                 ProgressStyle::with_template("{prefix:.bold} {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
-            bar.set_prefix(service.to_string());
+            bar.set_prefix(format!("{service:<16}"));
             bar
         });
         bar.set_message(text(&state));

@@ -454,3 +454,97 @@ fn bad_watch_entries_are_exit_2_with_the_key() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("develop.watch"), "{}", stderr(&out));
 }
+
+fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux is installed by scripts/test");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_terminal_shows_one_line_per_service() {
+    let p = Project::new("watch-tty");
+    let service = |dir: &str| {
+        format!(
+            "  {dir}:\n    build: {dir}\n    command: {SERVE}\n    develop:\n      watch:\n        - path: {dir}/src\n          action: sync\n          target: /app\n"
+        )
+    };
+    p.file(
+        "compose.yaml",
+        &format!("services:\n{}{}", service("alpha"), service("beta")),
+    )
+    .file("alpha/Dockerfile", "FROM cbuild-base\nCOPY src /app\n")
+    .file("alpha/src/a.txt", "a\n")
+    .file("beta/Dockerfile", "FROM cbuild-base\nCOPY src /app\n")
+    .file("beta/src/b.txt", "b\n");
+    let session = format!("cbuild-{}", p.name);
+    let cmd = format!(
+        "cd '{}' && DOCKER_HOST='{}' CBUILD_CACHE_DIR='{}' '{}' -p {} watch; echo EXIT=$?; sleep 60",
+        p.path().display(),
+        docker_host(),
+        p.cache.path().display(),
+        env!("CARGO_BIN_EXE_cbuild"),
+        p.name
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    let screen = || tmux(&["capture-pane", "-p", "-t", &session]);
+    let down = || {
+        tmux(&["kill-session", "-t", &session]);
+        let _ = Command::new("docker")
+            .current_dir(p.path())
+            .env("DOCKER_HOST", docker_host())
+            .args(["compose", "-p", &p.name, "down", "-t", "0"])
+            .output();
+    };
+    let wait = |what: &dyn Fn(&str) -> bool| {
+        let start = std::time::Instant::now();
+        let mut s = screen();
+        while !what(&s) && start.elapsed() < HANG {
+            std::thread::sleep(Duration::from_millis(200));
+            s = screen();
+        }
+        s
+    };
+    let line = |s: &str, svc: &str| -> Vec<String> {
+        s.lines()
+            // The build's summary above names the services too.
+            .filter(|l| l.trim_start().starts_with(&format!("{svc} ")) && !l.contains(" built "))
+            .map(str::to_string)
+            .collect()
+    };
+    let s = wait(&|s| {
+        line(s, "alpha").iter().any(|l| l.contains("watching"))
+            && line(s, "beta").iter().any(|l| l.contains("watching"))
+    });
+    let watching = line(&s, "alpha").len() == 1 && line(&s, "beta").len() == 1;
+    if !watching {
+        down();
+        panic!("{s}");
+    }
+    p.file("alpha/src/a.txt", "a2\n");
+    let s = wait(&|s| line(s, "alpha").iter().any(|l| l.contains("(verified)")));
+    let ok = line(&s, "alpha").len() == 1
+        && line(&s, "alpha")[0].contains("✔ running")
+        && line(&s, "beta").len() == 1
+        && line(&s, "beta")[0].contains("watching");
+    if !ok {
+        down();
+        panic!("{s}");
+    }
+    tmux(&["send-keys", "-t", &session, "C-c"]);
+    let s = wait(&|s| s.contains("EXIT="));
+    down();
+    assert!(s.contains("EXIT=130"), "{s}");
+}
