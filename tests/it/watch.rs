@@ -3,6 +3,7 @@
 //! tests wait on its state lines, never on time.
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
@@ -28,8 +29,11 @@ impl<'a> Watching<'a> {
     fn start(p: &'a Project, args: &[&str]) -> Self {
         let mut all = vec!["--progress", "json", "watch"];
         all.extend_from_slice(args);
-        let mut child = p
-            .command(&all)
+        Self::spawn(p, p.command(&all))
+    }
+
+    fn spawn(p: &'a Project, mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -547,4 +551,101 @@ fn the_terminal_shows_one_line_per_service() {
     let s = wait(&|s| s.contains("EXIT="));
     down();
     assert!(s.contains("EXIT=130"), "{s}");
+}
+
+/// A proxy to the engine that the test can take away and bring back.
+struct Proxy {
+    socket: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Proxy {
+    fn start(socket: &std::path::Path) -> Proxy {
+        let mut p = Proxy {
+            socket: socket.to_path_buf(),
+            child: None,
+        };
+        p.up();
+        p
+    }
+
+    fn up(&mut self) {
+        let engine = docker_host();
+        let engine = engine
+            .strip_prefix("unix://")
+            .expect("a unix engine socket");
+        let _ = std::fs::remove_file(&self.socket);
+        let child = Command::new("socat")
+            .arg(format!("UNIX-LISTEN:{},fork", self.socket.display()))
+            .arg(format!("UNIX-CONNECT:{engine}"))
+            .process_group(0)
+            .spawn()
+            .expect("socat is installed by scripts/engine");
+        while !self.socket.exists() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+
+    /// Stops the proxy and every connection it carries.
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", "--", &format!("-{}", c.id())])
+                .status();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[test]
+fn the_engine_going_away_is_said_and_watching_resumes_when_it_is_back() {
+    let p = Project::new("watch-engine");
+    p.file(
+        "compose.yaml",
+        &format!(
+            "services:\n  web:\n    build: .\n    command: {SERVE}\n    develop:\n      watch:\n        - path: src\n          action: sync\n          target: /app\n"
+        ),
+    )
+    .file("Dockerfile", "FROM cbuild-base\nCOPY src /app\n")
+    .file("src/a.txt", "1\n");
+    p.build_ok(&[]);
+    let up = Command::new("docker")
+        .current_dir(p.path())
+        .env("DOCKER_HOST", docker_host())
+        .args(["compose", "-p", &p.name, "up", "-d", "--no-build"])
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{}", stderr(&up));
+    let socket = p.cache.path().join("engine.sock");
+    let mut proxy = Proxy::start(&socket);
+    let host = format!("unix://{}", socket.display());
+    let mut cmd = p.command(&["--progress", "json", "watch", "--no-up"]);
+    cmd.env("DOCKER_HOST", &host);
+    let mut w = Watching::spawn(&p, cmd);
+    w.until("web", &["watching"]);
+
+    proxy.down();
+    p.file("src/a.txt", "2\n");
+    let f = w.until("web", &["failed"]);
+    assert!(
+        f["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("engine answers again"),
+        "{}",
+        w.log()
+    );
+    // Back: the change goes in without another edit.
+    proxy.up();
+    w.until("web", &["syncing"]);
+    w.until("web", &["running"]);
+    assert_eq!(exec(&p, "web", "cat /app/a.txt"), "2\n");
 }
