@@ -95,6 +95,10 @@ impl FileEvents {
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let raw = match res {
                 Ok(e) if e.need_rescan() => Raw::Rescan,
+                // Reads are no change, and cbuild's own reads (hashing,
+                // walking) must not wake it again; the close after a
+                // write is kept, it ends a write.
+                Ok(e) if is_read(&e.kind) => return,
                 Ok(e) => Raw::Paths(e.paths),
                 Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
                     Raw::Limit(e.paths.first().cloned().unwrap_or_default())
@@ -209,6 +213,11 @@ impl FileEvents {
             Batch::Paths(paths)
         }))
     }
+}
+
+fn is_read(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(kind, notify::EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
 }
 
 fn limit_error(path: &Path) -> WatchError {
