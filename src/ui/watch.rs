@@ -47,6 +47,7 @@ pub fn text(state: &WatchState) -> String {
             }
             t
         }
+        WatchState::Unchanged { .. } => "no content changed".into(),
         WatchState::Rebuilding => "rebuilding".into(),
         WatchState::Restarting => "restarting".into(),
         WatchState::Executing => "running exec.command".into(),
@@ -85,6 +86,10 @@ impl TtyWatch {
 
 impl WatchReporter for TtyWatch {
     fn report(&self, service: &str, state: WatchState) {
+        // The line keeps saying what was last done.
+        if matches!(state, WatchState::Unchanged { .. }) {
+            return;
+        }
         let Ok(mut lines) = self.lines.lock() else {
             return;
         };
@@ -109,7 +114,8 @@ struct PlainWatch {
 
 impl WatchReporter for PlainWatch {
     fn report(&self, service: &str, state: WatchState) {
-        if self.quiet && !matches!(state, WatchState::Failed { .. }) {
+        let unchanged = matches!(state, WatchState::Unchanged { .. });
+        if unchanged || (self.quiet && !matches!(state, WatchState::Failed { .. })) {
             return;
         }
         stderr_line(&format!("[{service}] {}", text(&state)));

@@ -174,9 +174,8 @@ fn sync_brings_every_kind_of_edit_in_verified_and_a_touch_does_nothing() {
     assert_eq!(exec(&p, "web", "cat /app/src/b.txt"), "bbbb 2\n");
     assert_eq!(exec(&p, "web", "stat -c %u /app/src/b.txt"), "1234\n");
 
-    // A same-size edit that keeps the old mtime; a touch does nothing (the
-    // next cycle holds only the edited file), nor does an ignored file,
-    // nor one the .dockerignore leaves out.
+    // A touch does nothing, nor does an ignored file, nor one the
+    // .dockerignore leaves out: their events are seen, no sync follows.
     let a = p.path().join("src/a.txt");
     std::fs::File::options()
         .write(true)
@@ -184,8 +183,13 @@ fn sync_brings_every_kind_of_edit_in_verified_and_a_touch_does_nothing() {
         .unwrap()
         .set_modified(SystemTime::now())
         .unwrap();
+    let u = w.until("web", &["unchanged", "syncing"]);
+    assert_eq!(u["state"], "unchanged", "{}", w.log());
     p.file("src/debug.log", "noise\n");
     p.file("src/secret.txt", "secret\n");
+    let u = w.until("web", &["unchanged", "syncing"]);
+    assert_eq!(u["state"], "unchanged", "{}", w.log());
+    // A same-size edit that keeps the old mtime is synced.
     write_with_mtime(&a, "AAAA\n", old);
     let s = w.until("web", &["syncing"]);
     assert_eq!(
@@ -301,7 +305,7 @@ fn rebuild_recreates_only_that_service_with_the_new_image() {
     let web_after = docker_ok(&["inspect", "-f", "{{.Id}}", &container(&p, "web")]);
     assert_eq!(web_before, web_after);
 
-    // A touch and an ignored file do nothing: the next cycle is the edit's.
+    // A touch and an ignored file do nothing: no rebuild follows.
     let app = p.path().join("app.txt");
     std::fs::File::options()
         .write(true)
@@ -309,7 +313,11 @@ fn rebuild_recreates_only_that_service_with_the_new_image() {
         .unwrap()
         .set_modified(SystemTime::now())
         .unwrap();
+    let u = w.until("web", &["unchanged", "rebuilding"]);
+    assert_eq!(u["state"], "unchanged", "{}", w.log());
     p.file("notes.md", "ignored\n");
+    let u = w.until("web", &["unchanged", "rebuilding"]);
+    assert_eq!(u["state"], "unchanged", "{}", w.log());
     p.file("app.txt", "v3\n");
     w.until("web", &["rebuilding"]);
     let r = w.until("web", &["running"]);

@@ -39,6 +39,12 @@ pub enum WatchState {
         /// How many paths.
         paths: usize,
     },
+    /// Files changed on disk but not in content (a `touch`), or only
+    /// files no trigger takes: nothing to do. Shown only in JSON.
+    Unchanged {
+        /// Paths the events named.
+        paths: usize,
+    },
     /// Copying files into the containers.
     Syncing {
         /// Files copied.
@@ -333,6 +339,9 @@ impl ServiceTask {
         paths.extend(std::mem::take(&mut self.retry));
         let changed = self.changes(&paths, force);
         if changed.is_empty() {
+            if !paths.is_empty() {
+                self.report(WatchState::Unchanged { paths: paths.len() });
+            }
             return false;
         }
         let end = self.act(&changed, shutdown).await;
