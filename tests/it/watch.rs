@@ -263,6 +263,17 @@ fn sync_brings_every_kind_of_edit_in_verified_and_a_touch_does_nothing() {
     );
     w.until("web", &["running"]);
     assert_eq!(exec(&p, "web", "cat /app/src/back.txt"), "back\n");
+    // Edits inside the new directory are seen too.
+    p.file("src/back.txt", "back 2\n");
+    let s = w.until("web", &["syncing"]);
+    assert_eq!(
+        s["paths"],
+        serde_json::json!(["/app/src/back.txt"]),
+        "{}",
+        w.log()
+    );
+    w.until("web", &["running"]);
+    assert_eq!(exec(&p, "web", "cat /app/src/back.txt"), "back 2\n");
 }
 
 #[test]
