@@ -668,3 +668,34 @@ fn the_engine_going_away_is_said_and_watching_resumes_when_it_is_back() {
     w.until("web", &["running"]);
     assert_eq!(exec(&p, "web", "cat /app/a.txt"), "2\n");
 }
+
+#[test]
+fn a_service_without_develop_watch_rebuilds_only_for_files_its_build_reads() {
+    let p = Project::new("watch-implicit");
+    p.file(
+        "compose.yaml",
+        &format!("services:\n  web:\n    build: .\n    command: {SERVE}\n"),
+    )
+    .file("Dockerfile", "FROM cbuild-base\nCOPY used.txt /used.txt\n")
+    .file("used.txt", "u1\n")
+    .file("unused.txt", "n1\n");
+    let mut w = Watching::start(&p, &[]);
+    w.until("web", &["watching"]);
+    let before = docker_ok(&["inspect", "-f", "{{.Id}}", &container(&p, "web")]);
+
+    // Not read by the build: nothing happens.
+    p.file("unused.txt", "n2\n");
+    let u = w.until("web", &["unchanged", "rebuilding"]);
+    assert_eq!(u["state"], "unchanged", "{}", w.log());
+    let after = docker_ok(&["inspect", "-f", "{{.Id}}", &container(&p, "web")]);
+    assert_eq!(before, after);
+
+    // Read by the build: rebuilt and recreated.
+    p.file("used.txt", "u2\n");
+    let u = w.until("web", &["unchanged", "rebuilding"]);
+    assert_eq!(u["state"], "rebuilding", "{}", w.log());
+    w.until("web", &["running"]);
+    assert_eq!(exec(&p, "web", "cat /used.txt"), "u2\n");
+    let running = docker_ok(&["inspect", "-f", "{{.Image}}", &container(&p, "web")]);
+    assert_eq!(running.trim(), image_id(&p.image("web")).trim());
+}

@@ -26,7 +26,7 @@ use crate::buildkit::Client;
 use crate::compose::{ComposeError, Project};
 use crate::context::dockerignore::PatternMatcher;
 use crate::engine::{Engine, ServiceContainer};
-use crate::orchestrate::{export, plan, BuildOptions, Reporter, Shutdown};
+use crate::orchestrate::{export, fresh, plan, BuildOptions, Reporter, Shutdown};
 use events::{Batch, FileEvents, WatchError};
 use spec::{Action, Trigger};
 
@@ -118,6 +118,10 @@ pub struct ServiceWatch {
     /// The local build context and its `.dockerignore`, which applies to
     /// the triggers as in compose.
     pub ignore: Option<(PathBuf, PatternMatcher)>,
+    /// No `develop.watch`: the build context is watched, and only a change
+    /// to what the last build read (its recorded DiffCopy requests,
+    /// replayed by `fresh::check`) rebuilds.
+    pub implicit: bool,
 }
 
 impl ServiceWatch {
@@ -144,8 +148,8 @@ pub enum PrepareError {
     /// The build's ignore file is wrong (exit 2).
     #[error(transparent)]
     Ignore(#[from] crate::context::ignorefile::IgnoreError),
-    /// No selected service has `develop.watch`.
-    #[error("none of the selected services ({}) has a `develop.watch` section", .0.join(", "))]
+    /// No selected service has `develop.watch` or a local build context.
+    #[error("none of the selected services ({}) has a `develop.watch` section or a local `build:` context", .0.join(", "))]
     NothingToWatch(Vec<String>),
 }
 
@@ -157,9 +161,29 @@ pub fn prepare(project: &Project, selected: &[String]) -> Result<Vec<ServiceWatc
         if !selected.is_empty() && !selected.contains(name) {
             continue;
         }
-        let triggers = spec::triggers(project, service)?;
-        if triggers.is_empty() {
-            continue;
+        let mut triggers = spec::triggers(project, service)?;
+        let local_context = service
+            .build
+            .as_ref()
+            .filter(|b| !b.is_remote_context())
+            .map(|b| PathBuf::from(&b.context));
+        let implicit = triggers.is_empty();
+        match (&local_context, implicit) {
+            (_, false) => {}
+            (Some(context), true) => triggers.push(Trigger {
+                key: format!("services.{name}.build.context"),
+                path: context.clone(),
+                action: Action::Rebuild,
+                target: None,
+                ignore: None,
+                include: None,
+                initial_sync: false,
+                exec: None,
+                exec_user: None,
+                exec_workdir: None,
+                exec_env: Vec::new(),
+            }),
+            (None, true) => continue,
         }
         let ignore = match &service.build {
             Some(b) if !b.is_remote_context() => {
@@ -178,6 +202,7 @@ pub fn prepare(project: &Project, selected: &[String]) -> Result<Vec<ServiceWatc
             name: name.clone(),
             triggers,
             ignore,
+            implicit,
         });
     }
     if out.is_empty() {
@@ -655,7 +680,6 @@ impl ServiceTask {
     }
 
     async fn rebuild(&mut self, shutdown: &Shutdown) -> Cycle {
-        self.report(WatchState::Rebuilding);
         let mut opts = self.w.build.clone();
         opts.services = vec![self.s.name.clone()];
         let mut builds = match plan(&self.w.project, &opts) {
@@ -667,6 +691,30 @@ impl ServiceTask {
             .iter()
             .find(|b| b.service == self.s.name)
             .map(|b| b.image.clone());
+        if self.s.implicit {
+            // Watched through its build inputs: a file the last build did
+            // not read changes nothing, and says nothing on the line.
+            if let Some(b) = builds.iter().find(|b| b.service == self.s.name) {
+                if let fresh::Freshness::UpToDate { image_id } =
+                    fresh::check(b, &self.w.engine).await
+                {
+                    b.save_hashes();
+                    let current = match self.containers().await {
+                        Ok(c) => c,
+                        Err(end) => return end,
+                    };
+                    if !current.is_empty()
+                        && current
+                            .iter()
+                            .all(|c| c.state == "running" && c.image_id == image_id)
+                    {
+                        self.report(WatchState::Unchanged { paths: 0 });
+                        return Cycle::Done;
+                    }
+                }
+            }
+        }
+        self.report(WatchState::Rebuilding);
         let results = crate::orchestrate::run(
             &self.w.client,
             Some(self.w.engine.clone()),
