@@ -695,18 +695,24 @@ impl ServiceTask {
             // Watched through its build inputs: a file the last build did
             // not read changes nothing, and says nothing on the line.
             if let Some(b) = builds.iter().find(|b| b.service == self.s.name) {
-                if let fresh::Freshness::UpToDate { image_id } =
-                    fresh::check(b, &self.w.engine).await
-                {
+                if let fresh::Freshness::UpToDate { .. } = fresh::check(b, &self.w.engine).await {
                     b.save_hashes();
+                    // The engine's own ID for the image, which is what its
+                    // containers report (on the containerd store it is not
+                    // the ID the build recorded).
+                    let id = match self.w.engine.image(&b.image).await {
+                        Ok(i) => i.map(|i| i.id),
+                        Err(e) => return self.engine_failed(e).await,
+                    };
                     let current = match self.containers().await {
                         Ok(c) => c,
                         Err(end) => return end,
                     };
-                    if !current.is_empty()
+                    if id.is_some()
+                        && !current.is_empty()
                         && current
                             .iter()
-                            .all(|c| c.state == "running" && c.image_id == image_id)
+                            .all(|c| c.state == "running" && Some(&c.image_id) == id.as_ref())
                     {
                         self.report(WatchState::Unchanged { paths: 0 });
                         return Cycle::Done;
