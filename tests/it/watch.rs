@@ -699,3 +699,23 @@ fn a_service_without_develop_watch_rebuilds_only_for_files_its_build_reads() {
     let running = docker_ok(&["inspect", "-f", "{{.Image}}", &container(&p, "web")]);
     assert_eq!(running.trim(), image_id(&p.image("web")).trim());
 }
+
+#[test]
+fn up_watch_starts_the_services_then_watches() {
+    let p = Project::new("watch-up");
+    p.file(
+        "compose.yaml",
+        &format!(
+            "services:\n  web:\n    build: .\n    command: {SERVE}\n    develop:\n      watch:\n        - path: src\n          action: sync\n          target: /app\n"
+        ),
+    )
+    .file("Dockerfile", "FROM cbuild-base\nCOPY src /app\n")
+    .file("src/a.txt", "1\n");
+    let mut w = Watching::spawn(&p, p.command(&["--progress", "json", "up", "--watch"]));
+    w.until("web", &["watching"]);
+    assert_eq!(exec(&p, "web", "cat /app/a.txt"), "1\n");
+    p.file("src/a.txt", "2\n");
+    w.until("web", &["syncing"]);
+    w.until("web", &["running"]);
+    assert_eq!(exec(&p, "web", "cat /app/a.txt"), "2\n");
+}
