@@ -21,7 +21,7 @@ pub struct Cli {
 /// Names of the commands, as typed.
 const COMMANDS: &[&str] = &[
     "build", "config", "context", "doctor", "version", "help", "up", "status", "bench", "push",
-    "why",
+    "why", "watch",
 ];
 
 /// Options (of any command) that take a separate value, so that value is
@@ -169,6 +169,11 @@ pub enum Command {
     /// Build what is stale, then `docker compose up --no-build` with the
     /// same project options and the remaining arguments (`-d`, …).
     Up(UpArgs),
+    /// Build what is stale, start the services, then bring every change
+    /// under their `develop.watch` paths into the running containers
+    /// (sync, rebuild, restart, exec), verified. Ctrl-C stops watching and
+    /// leaves the containers running.
+    Watch(WatchArgs),
     /// Whether each service's image is up to date with the source, and
     /// whether its containers run it.
     Status(StatusArgs),
@@ -285,6 +290,24 @@ pub struct UpBuildArgs {
     /// Build without cache before starting.
     #[arg(long)]
     pub no_cache: bool,
+    /// Start detached, then watch the services' `develop.watch` paths
+    /// (as `cbuild watch`).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// `cbuild watch` options (as `docker compose watch`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct WatchArgs {
+    /// Services to watch (default: every service with `develop.watch`).
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// Do not build and start the services before watching.
+    #[arg(long)]
+    pub no_up: bool,
+    /// Set build-time variables for the builds.
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
 }
 
 /// `cbuild status` options.

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use bollard::Docker;
 
+mod container;
+pub use container::{ExecOutput, ServiceContainer};
+
 /// Something went wrong talking to the Docker Engine API.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

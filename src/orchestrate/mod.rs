@@ -13,6 +13,7 @@ pub mod push;
 pub mod shutdown;
 pub mod status;
 pub mod up;
+pub mod watch;
 pub mod why;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::time::Instant;
 
 use std::collections::HashMap;
 
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::buildkit::{BuildkitError, Client, StatusUpdate};
@@ -62,7 +63,7 @@ pub async fn run(
     let mut senders = HashMap::new();
     let mut receivers = HashMap::new();
     for b in &builds {
-        let (tx, rx) = watch::channel::<Option<ServiceOutcome>>(None);
+        let (tx, rx) = tokio::sync::watch::channel::<Option<ServiceOutcome>>(None);
         senders.insert(b.service.clone(), tx);
         receivers.insert(b.service.clone(), rx);
     }
@@ -79,7 +80,7 @@ pub async fn run(
         let limit = limit.clone();
         let mut shutdown = shutdown.clone();
         let done = senders.remove(&b.service);
-        let waits: Vec<(String, watch::Receiver<Option<ServiceOutcome>>)> = b
+        let waits: Vec<(String, tokio::sync::watch::Receiver<Option<ServiceOutcome>>)> = b
             .deps
             .iter()
             .chain(b.same_as.iter())

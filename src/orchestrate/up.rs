@@ -87,19 +87,7 @@ pub async fn compose_up(
     if !compose_ok {
         return Err(UpError::NoCompose);
     }
-    let mut cmd = tokio::process::Command::new("docker");
-    cmd.arg("compose");
-    for f in &project.files {
-        cmd.arg("-f").arg(f);
-    }
-    cmd.arg("-p").arg(&project.name);
-    cmd.arg("--project-directory").arg(&project.working_dir);
-    for e in env_files {
-        cmd.arg("--env-file").arg(e);
-    }
-    for p in profiles {
-        cmd.arg("--profile").arg(p);
-    }
+    let mut cmd = compose_command(project, env_files, profiles);
     cmd.arg("up").arg("--no-build").args(args);
     let mut child = cmd.spawn().map_err(UpError::Spawn)?;
     // Ctrl-C reaches `docker compose` too (same process group); let it
@@ -115,4 +103,56 @@ pub async fn compose_up(
         Ok(s) if s.code() == Some(130) => UpOutcome::Interrupted,
         _ => UpOutcome::Failed,
     })
+}
+
+/// `docker compose` with the project's files, name, directory, env files
+/// and profiles, as `cbuild` was given them.
+fn compose_command(
+    project: &Project,
+    env_files: &[PathBuf],
+    profiles: &[String],
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("docker");
+    cmd.arg("compose");
+    for f in &project.files {
+        cmd.arg("-f").arg(f);
+    }
+    cmd.arg("-p").arg(&project.name);
+    cmd.arg("--project-directory").arg(&project.working_dir);
+    for e in env_files {
+        cmd.arg("--env-file").arg(e);
+    }
+    for p in profiles {
+        cmd.arg("--profile").arg(p);
+    }
+    cmd
+}
+
+/// Runs `docker compose up --no-build ARGS` with its output kept (for
+/// `cbuild watch`, whose lines own the terminal); on failure, the error
+/// is compose's last line of output.
+pub async fn compose_up_captured(
+    project: &Project,
+    env_files: &[PathBuf],
+    profiles: &[String],
+    args: &[String],
+) -> Result<(), String> {
+    let mut cmd = compose_command(project, env_files, profiles);
+    cmd.arg("--progress").arg("quiet");
+    cmd.arg("up").arg("--no-build").args(args);
+    cmd.stdin(std::process::Stdio::null());
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("cannot run `docker compose up`: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    Err(format!("`docker compose up` failed: {}", last.trim()))
 }

@@ -11,6 +11,7 @@ pub mod printer;
 pub mod status;
 pub mod summary;
 pub mod tty;
+pub mod watch;
 pub mod why;
 
 pub use printer::{Mode, Printer};

@@ -29,4 +29,5 @@ mod skip;
 mod tls;
 mod tty;
 mod up;
+mod watch;
 mod why;

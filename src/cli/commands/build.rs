@@ -22,27 +22,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
             return ExitStatus::Error;
         }
     };
-    let opts = BuildOptions {
-        services: args.services.clone(),
-        no_cache: args.no_cache,
-        pull: args.pull,
-        build_args: settings::build_args(args),
-        environment: env.clone(),
-        parallel: args.parallel.unwrap_or(0),
-        cache_dir: Some(crate::context::cache::default_cache_dir()),
-        transport: match args.transport {
-            TransportArg::Filesync => Transport::FileSync,
-            TransportArg::Tar => Transport::Tar { gzip: false },
-            TransportArg::TarGz => Transport::Tar { gzip: true },
-        },
-        ssh: args.ssh.clone(),
-        push: args.push,
-        session_over_control: env.get("CBUILD_SESSION_TRANSPORT").map(String::as_str)
-            == Some("grpc"),
-        platforms: args.platforms.clone(),
-        provenance: args.provenance.clone(),
-        sbom: args.sbom.clone(),
-    };
+    let opts = options(args, &env);
     let builds = match orchestrate::plan(&project, &opts) {
         Ok(b) => b,
         Err(e) => {
@@ -150,5 +130,33 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
         ExitStatus::Failure
     } else {
         ExitStatus::Success
+    }
+}
+
+/// The build options `args` and the environment give.
+pub(super) fn options(
+    args: &BuildArgs,
+    env: &std::collections::HashMap<String, String>,
+) -> BuildOptions {
+    BuildOptions {
+        services: args.services.clone(),
+        no_cache: args.no_cache,
+        pull: args.pull,
+        build_args: settings::build_args(args),
+        environment: env.clone(),
+        parallel: args.parallel.unwrap_or(0),
+        cache_dir: Some(crate::context::cache::default_cache_dir()),
+        transport: match args.transport {
+            TransportArg::Filesync => Transport::FileSync,
+            TransportArg::Tar => Transport::Tar { gzip: false },
+            TransportArg::TarGz => Transport::Tar { gzip: true },
+        },
+        ssh: args.ssh.clone(),
+        push: args.push,
+        session_over_control: env.get("CBUILD_SESSION_TRANSPORT").map(String::as_str)
+            == Some("grpc"),
+        platforms: args.platforms.clone(),
+        provenance: args.provenance.clone(),
+        sbom: args.sbom.clone(),
     }
 }

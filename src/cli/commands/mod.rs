@@ -9,6 +9,7 @@ mod doctor;
 mod push;
 mod status;
 mod up;
+mod watch;
 mod why;
 
 use super::args::{Cli, Command};
@@ -27,6 +28,7 @@ pub async fn dispatch(cli: Cli, printer: &Printer) -> ExitStatus {
         Command::Up(u) => up::run(&cli.global, &u, printer).await,
         Command::Status(s) => status::run(&cli.global, &s, printer).await,
         Command::Why(w) => why::run(&cli.global, &w, printer).await,
+        Command::Watch(w) => watch::run(&cli.global, &w, printer).await,
     }
 }
 

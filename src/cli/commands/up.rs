@@ -20,6 +20,9 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs, printer: &Printer) -> ExitS
     if let Err(e) = up::check(&project) {
         return failed(e, ExitStatus::Error);
     }
+    if args.build.watch || args.rest.iter().any(|a| a == "--watch") {
+        return up_watch(global, args, project, printer).await;
+    }
     if let Some(services) = up::services_to_build(&project, &args.rest) {
         let build = BuildArgs {
             services,
@@ -38,4 +41,33 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs, printer: &Printer) -> ExitS
         Ok(UpOutcome::Failed) => ExitStatus::Failure,
         Err(e) => failed(e, ExitStatus::Failure),
     }
+}
+
+/// `cbuild up --watch [SERVICE...]`: build and start detached the services
+/// with `develop.watch` (among those named), then watch them.
+async fn up_watch(
+    global: &GlobalArgs,
+    args: &UpArgs,
+    project: crate::compose::Project,
+    printer: &Printer,
+) -> ExitStatus {
+    let named: Vec<String> = args
+        .rest
+        .iter()
+        .filter(|a| !a.starts_with('-') && project.services.contains_key(a.as_str()))
+        .cloned()
+        .collect();
+    let watched = match crate::orchestrate::watch::prepare(&project, &named) {
+        Ok(w) => w,
+        Err(e) => {
+            report_error(printer, &e.into(), None);
+            return ExitStatus::Error;
+        }
+    };
+    let names: Vec<String> = watched.iter().map(|s| s.name.clone()).collect();
+    let status = super::watch::up(global, &project, &names, &args.build.build_args, printer).await;
+    if status != ExitStatus::Success {
+        return status;
+    }
+    super::watch::watch_services(global, project, watched, &args.build.build_args, printer).await
 }
