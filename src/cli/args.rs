@@ -340,6 +340,10 @@ pub struct WhyArgs {
     /// Point at the Dockerfile lines that waste the cache (never changes a file).
     #[arg(long)]
     pub advise: bool,
+    /// The last builds of each service (up to 50): when, how long, steps run
+    /// and cached, context bytes sent, and the files that triggered them.
+    #[arg(long, conflicts_with_all = ["last", "advise"])]
+    pub history: bool,
     /// Set build-time variables as the next build would (`KEY=VALUE`, or `KEY`).
     #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
     pub build_args: Vec<String>,

@@ -352,7 +352,13 @@ async fn build_one(
             }
         }
     }
-    why::save_last(b, why_started, &progress, result.is_ok());
+    why::save_last(
+        b,
+        why_started,
+        &progress,
+        result.is_ok(),
+        result.as_ref().ok().map(|r| &r.transfer),
+    );
     match (&result, inputs) {
         (Ok(r), Some(inputs)) => {
             if let Some(id) = r.outcome.image_id() {

@@ -125,6 +125,9 @@ pub struct StartedBuild {
     target: Option<String>,
     bases: BTreeMap<String, String>,
     base_images: BTreeMap<String, BaseImage>,
+    at: Option<std::time::Instant>,
+    trigger: Vec<String>,
+    triggers: usize,
 }
 
 /// Notes the Dockerfile text, arguments and base images a build starts with; `bases` are
@@ -138,12 +141,28 @@ pub async fn started(
         Some(e) => base_images(e, &b.bases).await,
         None => BTreeMap::new(),
     };
+    // The files that made this build necessary, for the history: what
+    // differs from the last build's listing (none without a record).
+    let changed: Vec<String> = fresh::changes(b)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|(local, list)| {
+            list.into_iter().map(move |c| match local.as_str() {
+                "context" => format!("{} {}", c.kind, c.path),
+                other => format!("{} {other}:{}", c.kind, c.path),
+            })
+        })
+        .collect();
     StartedBuild {
         dockerfile: dockerfile_text(b),
         args: build_args(b),
         target: b.solve.frontend_attrs.get("target").cloned(),
         bases,
         base_images,
+        at: Some(std::time::Instant::now()),
+        triggers: changed.len(),
+        trigger: changed.into_iter().take(HISTORY_TRIGGERS).collect(),
     }
 }
 
@@ -195,9 +214,34 @@ fn last_path(record: &Path) -> PathBuf {
     record.with_extension("why.json")
 }
 
-/// Records the end of a build (a failed one too: `--last` shows what ran).
-pub fn save_last(b: &ServiceBuild, started: StartedBuild, log: &ProgressLog, ok: bool) {
+/// Records the end of a build (a failed one too: `--last` shows what ran),
+/// and adds it to the service's history.
+pub fn save_last(
+    b: &ServiceBuild,
+    started: StartedBuild,
+    log: &ProgressLog,
+    ok: bool,
+    transfer: Option<&crate::buildkit::session::TransferSnapshot>,
+) {
     let Some(record) = &b.record else { return };
+    let steps = log.steps();
+    let (ran, cached) = step_counts(&steps);
+    let entry = HistoryEntry {
+        finished: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        ok,
+        seconds: started.at.map(|t| t.elapsed().as_secs_f64()),
+        steps_run: ran,
+        steps_cached: cached,
+        context_bytes_sent: transfer.map(|t| t.context_bytes_sent),
+        context_files_sent: transfer.map(|t| t.context_files_sent),
+        trigger: started.trigger.clone(),
+        triggers: started.triggers,
+    };
+    if let Err(e) = append_history(record, entry) {
+        tracing::warn!("cannot add to the build history of `{}`: {e}", b.service);
+    }
     let last = LastBuild {
         version: LAST_VERSION,
         finished: SystemTime::now()
@@ -209,7 +253,7 @@ pub fn save_last(b: &ServiceBuild, started: StartedBuild, log: &ProgressLog, ok:
         target: started.target,
         bases: started.bases,
         base_images: started.base_images,
-        steps: log.steps(),
+        steps,
     };
     let written = serde_json::to_vec(&last)
         .map_err(std::io::Error::from)
@@ -234,6 +278,136 @@ pub fn load_last(b: &ServiceBuild) -> Option<LastBuild> {
             None
         }
     }
+}
+
+/// How many builds the history of a service keeps.
+pub const HISTORY_LEN: usize = 50;
+
+/// How many trigger files one history entry names.
+const HISTORY_TRIGGERS: usize = 20;
+
+/// One build in a service's history (`cbuild why --history`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryEntry {
+    /// When it ended (Unix seconds).
+    pub finished: u64,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// How long the build took, from its start to its end (not the wait
+    /// for a slot or for the services it starts from).
+    pub seconds: Option<f64>,
+    /// Dockerfile steps BuildKit ran.
+    pub steps_run: usize,
+    /// Dockerfile steps BuildKit took from its cache.
+    pub steps_cached: usize,
+    /// Bytes of build context files sent.
+    pub context_bytes_sent: Option<u64>,
+    /// Build context files sent.
+    pub context_files_sent: Option<u64>,
+    /// The files that made it necessary (`changed src/a.txt`; at most 20),
+    /// as they differed from the build before it; empty for a first build
+    /// or one made stale by something else (a base image, an argument).
+    pub trigger: Vec<String>,
+    /// How many files differed in all.
+    pub triggers: usize,
+}
+
+/// The numbered Dockerfile steps that ran and that were cached. `[internal]`
+/// steps are not counted, nor `FROM`: BuildKit reports the base image's
+/// resolution as a step that is rarely "cached", whatever the build did.
+fn step_counts(steps: &[StepRecord]) -> (usize, usize) {
+    let numbered = steps.iter().filter(|s| {
+        step_of(&s.name).is_some()
+            && !s
+                .name
+                .split_once(']')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with("FROM "))
+    });
+    let (cached, ran): (Vec<&StepRecord>, Vec<&StepRecord>) = numbered.partition(|s| s.cached);
+    (ran.len(), cached.len())
+}
+
+fn history_path(record: &Path) -> PathBuf {
+    record.with_extension("history.jsonl")
+}
+
+/// Reads a history file: the entries, oldest first, or why it was set
+/// aside. A missing file is an empty history.
+fn read_history(path: &Path) -> Result<Vec<HistoryEntry>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.to_string()),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str::<HistoryEntry>(l).map_err(|e| format!("line {}: {e}", i + 1))
+        })
+        .collect()
+}
+
+/// Adds one build to the history, keeping the last [`HISTORY_LEN`]. An
+/// unreadable history is started anew (with a warning).
+fn append_history(record: &Path, entry: HistoryEntry) -> std::io::Result<()> {
+    let path = history_path(record);
+    let mut list = read_history(&path).unwrap_or_else(|why| {
+        tracing::warn!(
+            "the build history `{}` is unreadable ({why}); starting a new one",
+            path.display()
+        );
+        Vec::new()
+    });
+    list.push(entry);
+    let skip = list.len().saturating_sub(HISTORY_LEN);
+    let mut out = Vec::new();
+    for e in &list[skip..] {
+        serde_json::to_writer(&mut out, e)?;
+        out.push(b'\n');
+    }
+    write_private(&path, &out)
+}
+
+/// The history of one service, newest last.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HistoryReport {
+    /// The service.
+    pub service: String,
+    /// Its builds.
+    pub builds: Vec<HistoryEntry>,
+    /// Why the history file was set aside, if it was unreadable (the next
+    /// build starts a new one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
+}
+
+/// The build history of each selected service.
+pub fn history(project: &Project, opts: &BuildOptions) -> Result<Vec<HistoryReport>, WhyError> {
+    let builds = plan(project, opts)?;
+    Ok(selected(&builds, opts)
+        .into_iter()
+        .map(|b| {
+            let (builds, unreadable) = match b.record.as_deref().map(history_path) {
+                None => (Vec::new(), None),
+                Some(path) => match read_history(&path) {
+                    Ok(list) => (list, None),
+                    Err(why) => (
+                        Vec::new(),
+                        Some(format!(
+                            "the build history `{}` is unreadable ({why})",
+                            path.display()
+                        )),
+                    ),
+                },
+            };
+            HistoryReport {
+                service: b.service.clone(),
+                builds,
+                unreadable,
+            }
+        })
+        .collect())
 }
 
 /// The Dockerfile text a planned build reads, if cbuild serves it.
@@ -1344,6 +1518,60 @@ fn dockerfile_name(b: &ServiceBuild) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(finished: u64) -> HistoryEntry {
+        HistoryEntry {
+            finished,
+            ok: true,
+            seconds: Some(1.5),
+            steps_run: 1,
+            steps_cached: 2,
+            context_bytes_sent: Some(10),
+            context_files_sent: Some(1),
+            trigger: vec!["changed a".into()],
+            triggers: 1,
+        }
+    }
+
+    #[test]
+    fn history_keeps_the_last_builds_and_starts_anew_when_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("svc.json");
+        for i in 0..(HISTORY_LEN as u64 + 3) {
+            append_history(&record, entry(i)).unwrap();
+        }
+        let list = read_history(&history_path(&record)).unwrap();
+        assert_eq!(list.len(), HISTORY_LEN);
+        assert_eq!(list.first().unwrap().finished, 3, "the oldest go first");
+        assert_eq!(list.last().unwrap().finished, HISTORY_LEN as u64 + 2);
+
+        std::fs::write(history_path(&record), "{\"finished\": 1}\n").unwrap();
+        let why = read_history(&history_path(&record)).unwrap_err();
+        assert!(why.starts_with("line 1:"), "{why}");
+        append_history(&record, entry(99)).unwrap();
+        assert_eq!(
+            read_history(&history_path(&record)).unwrap(),
+            vec![entry(99)]
+        );
+    }
+
+    #[test]
+    fn only_numbered_steps_count() {
+        let step = |name: &str, cached: bool| StepRecord {
+            name: name.into(),
+            cached,
+            seconds: None,
+            failed: false,
+        };
+        let steps = [
+            step("[internal] load build definition from Dockerfile", false),
+            step("[1/3] FROM docker.io/library/cbuild-base", true),
+            step("[2/3] COPY a /a", true),
+            step("[3/3] RUN x", false),
+            step("exporting to image", false),
+        ];
+        assert_eq!(step_counts(&steps), (1, 1));
+    }
 
     fn analyze(df: &str) -> ContextUse {
         dockerfile::analyze(df, None, &HashMap::new()).unwrap()

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::Printer;
-use crate::orchestrate::why::{AdviceReport, LastReport, Verdict, WhyReport};
+use crate::orchestrate::why::{AdviceReport, HistoryReport, LastReport, Verdict, WhyReport};
 
 /// Prints the predictions.
 pub fn print(printer: &Printer, list: &[WhyReport], json: bool) -> Result<(), serde_json::Error> {
@@ -138,6 +138,58 @@ pub fn print_last(
                 }
             };
             let _ = writeln!(out, "  {what:<10} {}", s.name);
+        }
+    }
+    printer.data(&out);
+    Ok(())
+}
+
+/// Prints the build history, oldest first.
+pub fn print_history(
+    printer: &Printer,
+    list: &[HistoryReport],
+    json: bool,
+) -> Result<(), serde_json::Error> {
+    if json {
+        printer.data_line(&serde_json::to_string_pretty(list)?);
+        return Ok(());
+    }
+    let mut out = String::new();
+    for r in list {
+        if r.builds.is_empty() {
+            let _ = writeln!(out, "{}: no build recorded", r.service);
+            continue;
+        }
+        let _ = writeln!(out, "{}: {} build(s)", r.service, r.builds.len());
+        for b in &r.builds {
+            let when = jiff::Timestamp::from_second(b.finished as i64)
+                .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|_| "?".into());
+            let took = b.seconds.map_or("–".to_string(), |s| {
+                super::duration(std::time::Duration::from_secs_f64(s))
+            });
+            let sent = match (b.context_files_sent, b.context_bytes_sent) {
+                (Some(f), Some(n)) => format!("sent {f} files, {}", super::bytes(n)),
+                _ => "sent –".to_string(),
+            };
+            let trigger = if b.trigger.is_empty() {
+                String::new()
+            } else if b.triggers > b.trigger.len() {
+                format!(
+                    "  ({}, and {} more)",
+                    b.trigger.join(", "),
+                    b.triggers - b.trigger.len()
+                )
+            } else {
+                format!("  ({})", b.trigger.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "  {when}  {:<6} {took:>7}  {} ran, {} cached  {sent}{trigger}",
+                if b.ok { "built" } else { "failed" },
+                b.steps_run,
+                b.steps_cached,
+            );
         }
     }
     printer.data(&out);

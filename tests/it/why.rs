@@ -397,6 +397,85 @@ fn last_shows_what_ran_and_what_was_cached() {
 }
 
 #[test]
+fn history_keeps_each_build_with_its_steps_bytes_and_trigger() {
+    let p = Project::new("why-history");
+    p.file("compose.yaml", "services:\n  app:\n    build: .\n")
+        .file(
+            "Dockerfile",
+            "FROM cbuild-base\nCOPY a.txt /a\nCOPY b.txt /b\nRUN cat /a /b > /c\n",
+        )
+        .file("a.txt", &u(&p, "a\n"))
+        .file("b.txt", &u(&p, "b\n"));
+    let out = p.cbuild(&["why", "--history"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("app: no build recorded"),
+        "{}",
+        stdout(&out)
+    );
+    p.build_ok(&["build"]);
+    // A skipped build is no build: it adds nothing.
+    p.build_ok(&["build"]);
+    p.file("b.txt", &u(&p, "b2\n"));
+    p.build_ok(&["build"]);
+
+    let out = p.cbuild(&["why", "--history", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let builds = v[0]["builds"].as_array().unwrap();
+    assert_eq!(builds.len(), 2, "{v:#}");
+    let (first, second) = (&builds[0], &builds[1]);
+    assert_eq!(first["ok"], true);
+    assert_eq!(
+        first["trigger"].as_array().unwrap().len(),
+        0,
+        "a first build has no trigger: {v:#}"
+    );
+    assert!(first["context_bytes_sent"].as_u64().unwrap() > 0, "{v:#}");
+    assert_eq!(
+        second["trigger"],
+        serde_json::json!(["changed b.txt"]),
+        "{v:#}"
+    );
+    assert_eq!(second["steps_run"], 2, "{v:#}");
+    assert_eq!(second["steps_cached"], 1, "{v:#}");
+    assert_eq!(second["context_files_sent"], 1, "only b.txt travels: {v:#}");
+    let text = stdout(&p.cbuild(&["why", "--history"]));
+    assert!(text.contains("app: 2 build(s)"), "{text}");
+    assert!(
+        text.contains("2 ran, 1 cached") && text.contains("(changed b.txt)"),
+        "{text}"
+    );
+
+    // A corrupt history is set aside with a warning, and the next build
+    // starts a new one.
+    let history = std::fs::read_dir(p.cache.path().join("builds"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".history.jsonl"))
+        .unwrap();
+    std::fs::write(&history, "{ not json\n").unwrap();
+    let out = p.cbuild(&["why", "--history"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is unreadable"), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("no build recorded"),
+        "{}",
+        stdout(&out)
+    );
+    p.file("a.txt", &u(&p, "a2\n"));
+    p.build_ok(&["build"]);
+    let out = p.cbuild(&["why", "--history", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v[0]["builds"].as_array().unwrap().len(), 1, "{v:#}");
+    assert_eq!(
+        v[0]["builds"][0]["trigger"],
+        serde_json::json!(["changed a.txt"]),
+        "{v:#}"
+    );
+}
+
+#[test]
 fn advise_names_lines_and_changes_nothing() {
     let p = Project::new("why-advise");
     let df = "FROM cbuild-base\nARG CACHE_BUST=1\nCOPY . /app\nRUN echo $CACHE_BUST; cd /app && echo npm ci\nRUN cat /app/package.json\n";

@@ -1,5 +1,6 @@
 //! `cbuild why [SERVICE...]`: which steps the next build re-runs and why (`--last`: what the
-//! last build ran; `--advise`: where the Dockerfile wastes the cache).
+//! last build ran; `--advise`: where the Dockerfile wastes the cache; `--history`: the last
+//! builds, with their times and triggers).
 
 use crate::cli::args::{GlobalArgs, StatusFormat, WhyArgs};
 use crate::cli::{report_error, settings, ExitStatus};
@@ -21,7 +22,19 @@ pub async fn run(global: &GlobalArgs, args: &WhyArgs, printer: &Printer) -> Exit
         ..Default::default()
     };
     let json = args.format == StatusFormat::Json;
-    let printed = if args.last {
+    let printed = if args.history {
+        why::history(&project, &opts).map(|r| {
+            for h in &r {
+                if let Some(why) = &h.unreadable {
+                    printer.warning(&format!(
+                        "{why}; it is ignored, and the next build of `{}` starts a new one",
+                        h.service
+                    ));
+                }
+            }
+            ui::why::print_history(printer, &r, json)
+        })
+    } else if args.last {
         why::last(&project, &opts).map(|r| ui::why::print_last(printer, &r, json))
     } else if args.advise {
         let result = tokio::task::spawn_blocking(move || why::advise(&project, &opts)).await;
