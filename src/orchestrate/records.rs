@@ -368,10 +368,12 @@ pub async fn lookup(
     };
     let manifest = match registry.manifest(&by_digest, creds).await {
         Ok(Some(m)) => m,
-        Ok(None) => return Lookup::Untrusted(format!(
+        Ok(None) => {
+            return Lookup::Untrusted(format!(
             "the build record of `{}` refers to `{}/{}@{image}`, which the registry does not hold",
             b.service, home.registry, home.repository
-        )),
+        ))
+        }
         Err(e) => {
             return Lookup::Untrusted(format!(
                 "cannot read the image the build record of `{}` names: {}",
