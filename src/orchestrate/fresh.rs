@@ -218,6 +218,16 @@ pub fn pushed(b: &ServiceBuild) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// The requests the daemon made in the current build, with what it was
+/// shown (empty without a record).
+pub fn served(b: &ServiceBuild) -> Vec<Served> {
+    b.record
+        .as_deref()
+        .and_then(load)
+        .map(|r| r.served)
+        .unwrap_or_default()
+}
+
 /// Adds `pushed` to the record of the current build (a push of an image
 /// that was up to date).
 pub fn add_pushed(b: &ServiceBuild, pushed: BTreeMap<String, String>) -> std::io::Result<()> {

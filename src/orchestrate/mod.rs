@@ -197,8 +197,19 @@ pub async fn run(
                 } else if let fresh::Freshness::UpToDate { image_id } = fresh {
                     let (error, hint) = match push_now {
                         Some(Ok(pushed)) => {
-                            if let Err(e) = fresh::add_pushed(&b, pushed) {
+                            if let Err(e) = fresh::add_pushed(&b, pushed.clone()) {
                                 tracing::warn!("cannot record the push of `{}`: {e}", b.service);
+                            }
+                            // The image pushed now was built here earlier:
+                            // its record goes beside it.
+                            if let (Some(e), Some(p)) = (&engine, &pusher) {
+                                let bases = fresh::base_ids(e, &b.bases).await;
+                                let served = fresh::served(&b);
+                                if let Some(options) = records::remote_options(&b, &bases) {
+                                    if !served.is_empty() {
+                                        records::store(p, &b, options, served, pushed).await;
+                                    }
+                                }
                             }
                             (None, None)
                         }

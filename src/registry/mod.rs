@@ -10,6 +10,9 @@
 //! is used where Docker uses it: loopback and `localhost` registries, and
 //! the ones the caller lists as insecure; https (rustls, system roots)
 //! everywhere else. One connection per request: a check makes a handful.
+//! `upload` adds what a small artifact needs: reading a manifest or blob
+//! (checked against its digest), a monolithic blob upload and a manifest
+//! PUT (`orchestrate::records` stores build records with them).
 
 mod reference;
 mod upload;

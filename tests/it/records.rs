@@ -107,6 +107,9 @@ fn record_warnings(out: &Output) -> Vec<String> {
 
 fn record_tags(reg: &str, repo: &str) -> Vec<String> {
     let r = registry_request(reg, "GET", &format!("/v2/{repo}/tags/list"), None);
+    if r.status == 404 {
+        return Vec::new();
+    }
     assert_eq!(r.status, 200, "{}", r.body);
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     v["tags"]
@@ -208,6 +211,24 @@ fn a_record_in_the_registry_skips_the_build_in_a_fresh_clone() {
     assert!(from_registry(&out, "app"), "{}", stderr(&out));
     assert!(built(&out, "other"), "{}", stderr(&out));
     assert_ne!(registry_digest(&reg, &other, "v1", None), Some(base));
+}
+
+/// An image built earlier without `--push` and pushed now gets its record
+/// too.
+#[test]
+fn pushing_an_image_built_earlier_stores_its_record() {
+    let reg = registry();
+    let a = project("records-later", &reg);
+    let app = format!("{}-app", a.name);
+    ok(&a.cbuild(&["--progress", "json", "build", "app"]));
+    assert_eq!(record_tags(&reg, &app), Vec::<String>::new());
+    let out = a.cbuild(&["--progress", "json", "build", "--push", "app"]);
+    ok(&out);
+    assert_eq!(record_tags(&reg, &app).len(), 1, "{}", stderr(&out));
+    let b = clone(&a);
+    let out = b.cbuild(&["--progress", "json", "build", "--push", "app"]);
+    ok(&out);
+    assert!(from_registry(&out, "app"), "{}", stderr(&out));
 }
 
 /// A record that does not check out, or whose image is gone, is never
