@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use cbuild::orchestrate::records::{RemoteRecord, RECORD_TYPE, TAG_PREFIX};
+use cbuild::orchestrate::records::{RemoteRecord, TAG_PREFIX};
 use cbuild::registry::{Credentials, Reference, Registry};
 
 use crate::common::{
@@ -231,6 +231,9 @@ fn pushing_an_image_built_earlier_stores_its_record() {
     assert!(from_registry(&out, "app"), "{}", stderr(&out));
 }
 
+/// A change to a record's blob.
+type Edit = Box<dyn Fn(Vec<u8>) -> Vec<u8>>;
+
 /// A record that does not check out, or whose image is gone, is never
 /// trusted: one warning line, and a normal build.
 #[test]
@@ -241,7 +244,7 @@ fn corrupt_forged_and_dangling_records_are_not_trusted() {
     ok(&push(&a));
     let tag = record_tags(&reg, &app).pop().expect("a record was stored");
 
-    let cases: Vec<(&str, Box<dyn Fn(Vec<u8>) -> Vec<u8>>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         ("unreadable", Box::new(|_| b"{not json".to_vec())),
         (
             "seal does not match",
@@ -284,7 +287,6 @@ fn corrupt_forged_and_dangling_records_are_not_trusted() {
         ok(&out);
         assert!(from_registry(&out, "app"), "{what}: {}", stderr(&out));
     }
-    let _ = RECORD_TYPE;
 }
 
 /// A registry that does not answer: the lookup says so in one line, and
