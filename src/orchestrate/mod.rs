@@ -170,11 +170,12 @@ pub async fn run(
                     }
                 }
                 // Not up to date here: the registry may hold a build of
-                // exactly these inputs, made elsewhere.
+                // exactly these inputs, made elsewhere (never taken for
+                // `--no-cache` or `--pull`, which ask for a fresh build).
                 let mut remote = None;
                 if let (false, true, Some(e), Some(p)) = (
                     matches!(fresh, fresh::Freshness::UpToDate { .. }),
-                    b.push,
+                    b.push && !b.force,
                     &engine,
                     &pusher,
                 ) {

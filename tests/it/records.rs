@@ -11,7 +11,7 @@ use cbuild::orchestrate::records::{RemoteRecord, TAG_PREFIX};
 use cbuild::registry::{Credentials, Reference, Registry};
 
 use crate::common::{
-    docker, finished, registry, registry_digest, registry_request, stderr, Project,
+    auth_registry, docker, finished, registry, registry_digest, registry_request, stderr, Project,
 };
 
 /// Two services, each with its own context, pushed to `registry`; `app`
@@ -227,6 +227,36 @@ fn pushing_an_image_built_earlier_stores_its_record() {
     assert_eq!(record_tags(&reg, &app).len(), 1, "{}", stderr(&out));
     let b = clone(&a);
     let out = b.cbuild(&["--progress", "json", "build", "--push", "app"]);
+    ok(&out);
+    assert!(from_registry(&out, "app"), "{}", stderr(&out));
+    // A fresh build asked for is a build.
+    let out = b.cbuild(&["--progress", "json", "build", "--push", "--no-cache", "app"]);
+    ok(&out);
+    assert!(built(&out, "app"), "{}", stderr(&out));
+}
+
+/// A Docker configuration logged in to `reg`.
+fn login(reg: &str, user: &str, password: &str) -> tempfile::TempDir {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let text = format!("{{\"auths\":{{\"{reg}\":{{\"auth\":\"{auth}\"}}}}}}");
+    std::fs::write(dir.path().join("config.json"), text).unwrap();
+    dir
+}
+
+/// Records are stored and read with the login of DOCKER_CONFIG.
+#[test]
+fn records_in_a_registry_with_a_login() {
+    let reg = auth_registry();
+    let config = login(&reg.host, &reg.user, &reg.password);
+    let env = [("DOCKER_CONFIG", config.path().to_str().unwrap())];
+    let a = project("records-auth", &reg.host);
+    let out = a.cbuild_env(&["--progress", "json", "build", "--push", "app"], &env);
+    ok(&out);
+    assert_eq!(record_warnings(&out), Vec::<String>::new());
+    let b = clone(&a);
+    let out = b.cbuild_env(&["--progress", "json", "build", "--push", "app"], &env);
     ok(&out);
     assert!(from_registry(&out, "app"), "{}", stderr(&out));
 }
