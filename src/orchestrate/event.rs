@@ -51,6 +51,9 @@ pub struct ServiceOutcome {
     /// Not built: the engine already holds an image built from the same
     /// inputs.
     pub up_to_date: bool,
+    /// Up to date through a build record in the registry
+    /// (`super::records`): the registry holds the image, the engine may not.
+    pub from_registry: bool,
     /// What the exporter reported (`containerimage.digest`, `image.name`…).
     pub exporter_response: std::collections::BTreeMap<String, String>,
     /// Dockerfile steps that ran.
@@ -75,6 +78,7 @@ impl ServiceOutcome {
             transfer: Default::default(),
             hashing: Default::default(),
             up_to_date: false,
+            from_registry: false,
             exporter_response: Default::default(),
             steps_run: 0,
             steps_cached: 0,

@@ -90,6 +90,20 @@ pub async fn base_ids(engine: &Engine, bases: &[String]) -> BTreeMap<String, Str
 
 /// The inputs digest of a planned build given its base image IDs.
 pub fn inputs_digest(b: &ServiceBuild, bases: &BTreeMap<String, String>) -> String {
+    let mut text = inputs_value(b, bases).to_string();
+    if let Some(ctx) = b.solve.frontend_attrs.get("context") {
+        if ctx.starts_with("http://buildkit-session/") {
+            text = text.replace(ctx.as_str(), "upload");
+        }
+    }
+    format!("blake3:{}", blake3::hash(text.as_bytes()).to_hex())
+}
+
+/// Everything but the files that a build's result depends on: the one
+/// list of what is an input, for the local record (hashed as it is) and
+/// the registry's (`super::records`, which drops what only names places
+/// on this machine).
+pub fn inputs_value(b: &ServiceBuild, bases: &BTreeMap<String, String>) -> serde_json::Value {
     let s = &b.solve;
     // How the last build was forced does not change what a normal build
     // would produce now: the image it made is the current one.
@@ -98,7 +112,9 @@ pub fn inputs_digest(b: &ServiceBuild, bases: &BTreeMap<String, String>) -> Stri
     if attrs.get("image-resolve-mode").map(String::as_str) == Some("pull") {
         attrs.remove("image-resolve-mode");
     }
-    let value = serde_json::json!({
+    // Attributes that name a one-off upload differ every build: the
+    // callers replace them.
+    serde_json::json!({
         "v": VERSION,
         "frontend": s.frontend,
         "attrs": attrs,
@@ -115,15 +131,7 @@ pub fn inputs_digest(b: &ServiceBuild, bases: &BTreeMap<String, String>) -> Stri
         "cache_imports": s.cache_imports.iter().map(|e| (&e.kind, &e.attrs)).collect::<Vec<_>>(),
         "cache_exports": s.cache_exports.iter().map(|e| (&e.kind, &e.attrs)).collect::<Vec<_>>(),
         "bases": bases,
-        // Attributes that name a one-off upload differ every build.
-    });
-    let mut text = value.to_string();
-    if let Some(ctx) = s.frontend_attrs.get("context") {
-        if ctx.starts_with("http://buildkit-session/") {
-            text = text.replace(ctx.as_str(), "upload");
-        }
-    }
-    format!("blake3:{}", blake3::hash(text.as_bytes()).to_hex())
+    })
 }
 
 fn load(path: &Path) -> Option<Record> {
@@ -207,6 +215,16 @@ pub fn pushed(b: &ServiceBuild) -> BTreeMap<String, String> {
         .as_deref()
         .and_then(load)
         .map(|r| r.pushed)
+        .unwrap_or_default()
+}
+
+/// The requests the daemon made in the current build, with what it was
+/// shown (empty without a record).
+pub fn served(b: &ServiceBuild) -> Vec<Served> {
+    b.record
+        .as_deref()
+        .and_then(load)
+        .map(|r| r.served)
         .unwrap_or_default()
 }
 

@@ -10,6 +10,7 @@ mod localcache;
 pub mod plan;
 pub mod platform;
 pub mod push;
+pub mod records;
 pub mod shutdown;
 pub mod status;
 pub mod up;
@@ -169,11 +170,48 @@ pub async fn run(
                         }
                     }
                 }
-                if let fresh::Freshness::UpToDate { image_id } = fresh {
+                // Not up to date here: the registry may hold a build of
+                // exactly these inputs, made elsewhere (never taken for
+                // `--no-cache` or `--pull`, which ask for a fresh build).
+                let mut remote = None;
+                if let (false, true, Some(e), Some(p)) = (
+                    matches!(fresh, fresh::Freshness::UpToDate { .. }),
+                    b.push && !b.force,
+                    &engine,
+                    &pusher,
+                ) {
+                    remote = records::check(&b, e, p).await;
+                }
+                if let Some(digest) = remote {
+                    b.save_hashes();
+                    let o = ServiceOutcome {
+                        image_id: Some(digest),
+                        hashing: b.hash_counts(),
+                        up_to_date: true,
+                        from_registry: true,
+                        ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
+                    };
+                    reporter.report(BuildEvent::Finished {
+                        service: b.service.clone(),
+                        outcome: o.clone(),
+                    });
+                    o
+                } else if let fresh::Freshness::UpToDate { image_id } = fresh {
                     let (error, hint) = match push_now {
                         Some(Ok(pushed)) => {
-                            if let Err(e) = fresh::add_pushed(&b, pushed) {
+                            if let Err(e) = fresh::add_pushed(&b, pushed.clone()) {
                                 tracing::warn!("cannot record the push of `{}`: {e}", b.service);
+                            }
+                            // The image pushed now was built here earlier:
+                            // its record goes beside it.
+                            if let (Some(e), Some(p)) = (&engine, &pusher) {
+                                let bases = fresh::base_ids(e, &b.bases).await;
+                                let served = fresh::served(&b);
+                                if let Some(options) = records::remote_options(&b, &bases) {
+                                    if !served.is_empty() {
+                                        records::store(p, &b, options, served, pushed).await;
+                                    }
+                                }
                             }
                             (None, None)
                         }
@@ -263,10 +301,11 @@ async fn build_one(
     // The inputs as they are when the build starts.
     let mut inputs = None;
     let mut bases = Default::default();
-    if let Some(e) = engine.filter(|_| b.record.is_some()) {
+    if let Some(e) = engine.filter(|_| b.record.is_some() || b.push) {
         bases = fresh::base_ids(e, &b.bases).await;
         inputs = Some(fresh::inputs_digest(b, &bases));
     }
+    let remote_options = b.push.then(|| records::remote_options(b, &bases)).flatten();
     let why_started = why::started(b, engine, bases).await;
     reporter.report(BuildEvent::Started {
         service: b.service.clone(),
@@ -359,7 +398,14 @@ async fn build_one(
         result.is_ok(),
         result.as_ref().ok().map(|r| &r.transfer),
     );
-    match (&result, inputs) {
+    // A whole push: its record goes to the registry beside it.
+    if let (Ok(r), None, Some(options), Some(p)) = (&result, &push_failure, remote_options, pusher)
+    {
+        if !pushed.is_empty() && !r.transfer.served.is_empty() {
+            records::store(p, b, options, r.transfer.served.clone(), pushed.clone()).await;
+        }
+    }
+    match (&result, inputs.filter(|_| b.record.is_some())) {
         (Ok(r), Some(inputs)) => {
             if let Some(id) = r.outcome.image_id() {
                 let digests = r.outcome.image_digests();
@@ -405,6 +451,7 @@ async fn build_one(
             transfer: r.transfer,
             hashing,
             up_to_date: false,
+            from_registry: false,
         },
         Err(e) => ServiceOutcome {
             image: b.image.clone(),
@@ -418,6 +465,7 @@ async fn build_one(
             transfer: Default::default(),
             hashing,
             up_to_date: false,
+            from_registry: false,
             exporter_response: Default::default(),
             steps_run: steps.run,
             steps_cached: steps.cached,

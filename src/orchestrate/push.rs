@@ -48,7 +48,13 @@ impl Pusher {
         }
     }
 
-    async fn credentials(&self, registry: &str) -> Result<Credentials, String> {
+    /// The registry client.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Docker CLI's credentials for `registry`.
+    pub async fn credentials(&self, registry: &str) -> Result<Credentials, String> {
         let (username, password) = self.auth.lookup(registry).await?;
         Ok(Credentials { username, password })
     }

@@ -10,8 +10,12 @@
 //! is used where Docker uses it: loopback and `localhost` registries, and
 //! the ones the caller lists as insecure; https (rustls, system roots)
 //! everywhere else. One connection per request: a check makes a handful.
+//! `upload` adds what a small artifact needs: reading a manifest or blob
+//! (checked against its digest), a monolithic blob upload and a manifest
+//! PUT (`orchestrate::records` stores build records with them).
 
 mod reference;
+mod upload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +23,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 pub use reference::Reference;
+pub use upload::{sha256, Manifest};
 
 /// The manifest types a push can leave under a tag: OCI and Docker, single
 /// image and multi-platform index.
@@ -290,8 +295,20 @@ impl Registry {
         url: &str,
         auth: Option<&str>,
     ) -> Result<Reply, RegistryError> {
+        self.send_body(registry, method, url, auth, None).await
+    }
+
+    async fn send_body(
+        &self,
+        registry: &str,
+        method: Method,
+        url: &str,
+        auth: Option<&str>,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<Reply, RegistryError> {
         let deadline = self.deadline;
-        match tokio::time::timeout(deadline, self.send_now(registry, method, url, auth)).await {
+        match tokio::time::timeout(deadline, self.send_now(registry, method, url, auth, body)).await
+        {
             Ok(r) => r,
             Err(_) => Err(RegistryError::Timeout {
                 registry: registry.to_string(),
@@ -306,6 +323,7 @@ impl Registry {
         method: Method,
         url: &str,
         auth: Option<&str>,
+        body: Option<(&str, Bytes)>,
     ) -> Result<Reply, RegistryError> {
         let bad = |what: String| RegistryError::Protocol {
             registry: registry.to_string(),
@@ -345,8 +363,15 @@ impl Registry {
         if let Some(a) = auth {
             req = req.header(header::AUTHORIZATION, a);
         }
+        let data = match body {
+            Some((kind, data)) => {
+                req = req.header(header::CONTENT_TYPE, kind);
+                data
+            }
+            None => Bytes::new(),
+        };
         let req = req
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(data))
             .map_err(|e| bad(format!("a request cbuild cannot make: {e}")))?;
         if https {
             let name = rustls::pki_types::ServerName::try_from(host.clone())
@@ -370,7 +395,7 @@ struct Reply {
 
 async fn exchange<T>(
     io: T,
-    req: Request<Empty<Bytes>>,
+    req: Request<Full<Bytes>>,
     registry: &str,
 ) -> Result<Reply, RegistryError>
 where

@@ -134,6 +134,19 @@ impl Reporter for PlainReporter {
             BuildEvent::Finished { service, outcome } => {
                 let st = state.entry(service.clone()).or_default();
                 match &outcome.error {
+                    None if outcome.from_registry => {
+                        if !self.quiet {
+                            line(
+                                &mut out,
+                                &service,
+                                &format!(
+                                    "up to date (registry): `{}` {} (the registry holds a build of these inputs)",
+                                    outcome.image,
+                                    outcome.image_id.as_deref().map(short_id).unwrap_or("?")
+                                ),
+                            );
+                        }
+                    }
                     None if outcome.up_to_date => {
                         if !self.quiet {
                             line(

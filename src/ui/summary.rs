@@ -95,6 +95,11 @@ pub fn print(printer: &Printer, results: &[(String, ServiceOutcome)]) {
 /// One service's line of the closing table.
 fn row(service: &str, o: &ServiceOutcome) -> String {
     match &o.image_id {
+        Some(id) if o.from_registry => format!(
+            " {service:<20} up to date (registry)  {}  {:<12}",
+            o.image,
+            short_id(id)
+        ),
         Some(id) if o.up_to_date => format!(
             " {service:<20} up to date  {}  {:<12}",
             o.image,

@@ -24,6 +24,7 @@ mod ignore_table;
 mod output;
 mod platform;
 mod push;
+mod records;
 mod secrets;
 mod skip;
 mod tls;
