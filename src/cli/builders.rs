@@ -1122,4 +1122,52 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn a_buildx_builder_of_two_nodes_is_a_pool_of_both() {
+        let f = Fixture::new();
+        let dir = f.config().join("buildx").join("instances");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("farm"),
+            r#"{"Name":"farm","Driver":"remote","Nodes":[{"Name":"farm0","Endpoint":"tcp://10.0.0.1:1234","Platforms":null,"DriverOpts":null,"Flags":null,"Files":null},{"Name":"farm1","Endpoint":"tcp://10.0.0.2:1234","Platforms":null,"DriverOpts":null,"Flags":null,"Files":null}],"Dynamic":false}"#,
+        )
+        .unwrap();
+        let env = f.env(&[]);
+        let tls = TlsChoice::default();
+        let pool = resolve_pool(&["farm".into()], "--builder", &env, &tls).unwrap();
+        let addrs: Vec<String> = pool.iter().map(|r| r.address.to_string()).collect();
+        assert_eq!(
+            addrs,
+            [
+                "tcp://10.0.0.1:1234 (buildkitd)",
+                "tcp://10.0.0.2:1234 (buildkitd)"
+            ]
+        );
+        assert!(
+            pool[1].source.contains("node `farm1`, 2 of 2"),
+            "{}",
+            pool[1].source
+        );
+        // BUILDX_BUILDER names the pool when no value does.
+        let env = f.env(&[("BUILDX_BUILDER", "farm")]);
+        assert_eq!(resolve_pool(&[], "--builder", &env, &tls).unwrap().len(), 2);
+        // Other commands talk to the first node.
+        let one = resolve(Some("farm"), &env, &tls).unwrap();
+        assert_eq!(one.address.to_string(), "tcp://10.0.0.1:1234 (buildkitd)");
+        // Addresses and names mix; an origin other than the flag is named.
+        let mixed = resolve_pool(
+            &["tcp://10.0.0.3:1234".into(), "farm".into()],
+            "`x-cbuild: builders` in the Compose file",
+            &f.env(&[]),
+            &tls,
+        )
+        .unwrap();
+        assert_eq!(mixed.len(), 3);
+        assert!(
+            mixed[0].source.starts_with("`x-cbuild: builders`"),
+            "{}",
+            mixed[0].source
+        );
+    }
 }

@@ -93,35 +93,17 @@ pub fn prepare(builds: Vec<ServiceBuild>, nodes: &[Node]) -> Result<Vec<Pooled>,
     Ok(out)
 }
 
-/// Decides which node builds what, as builds start and end.
+/// The nodes of a pool, and which builds what as builds start and end.
 pub struct Scheduler {
     nodes: Vec<Node>,
-    group_of: HashMap<String, usize>,
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    running: Vec<usize>,
-    given: Vec<usize>,
-    lost: Vec<bool>,
-    pinned: HashMap<usize, usize>,
+    placement: Placement,
 }
 
 impl Scheduler {
     /// A scheduler over `nodes` for `builds`.
     pub fn new(nodes: Vec<Node>, builds: &[Pooled]) -> Self {
-        let n = nodes.len();
-        Scheduler {
-            nodes,
-            group_of: groups(builds.iter().map(|p| &p.build)),
-            state: Mutex::new(State {
-                running: vec![0; n],
-                given: vec![0; n],
-                lost: vec![false; n],
-                pinned: HashMap::new(),
-            }),
-        }
+        let placement = Placement::new(nodes.len(), groups(builds.iter().map(|p| &p.build)));
+        Scheduler { nodes, placement }
     }
 
     /// The nodes.
@@ -134,10 +116,57 @@ impl Scheduler {
         self.nodes.len() > 1
     }
 
+    /// See [`Placement::take`].
+    pub fn take(&self, service: &str, usable: &[bool]) -> Option<usize> {
+        self.placement.take(service, usable)
+    }
+
+    /// The build on `node` ended.
+    pub fn done(&self, node: usize) {
+        self.placement.done(node)
+    }
+
+    /// `node` was lost: nothing more goes there.
+    pub fn lose(&self, node: usize) {
+        self.placement.lose(node)
+    }
+
+    /// Whether another node than `node` could still build with `usable`.
+    pub fn other_left(&self, node: usize, usable: &[bool]) -> bool {
+        self.placement.other_left(node, usable)
+    }
+}
+
+/// The placement rules (see the module comment) over node numbers.
+struct Placement {
+    group_of: HashMap<String, usize>,
+    state: Mutex<State>,
+}
+
+struct State {
+    running: Vec<usize>,
+    given: Vec<usize>,
+    lost: Vec<bool>,
+    pinned: HashMap<usize, usize>,
+}
+
+impl Placement {
+    fn new(nodes: usize, group_of: HashMap<String, usize>) -> Self {
+        Placement {
+            group_of,
+            state: Mutex::new(State {
+                running: vec![0; nodes],
+                given: vec![0; nodes],
+                lost: vec![false; nodes],
+                pinned: HashMap::new(),
+            }),
+        }
+    }
+
     /// Takes a node for `service` among those it can be built on
     /// (`usable[i]`), counting it as running there until [`Self::done`].
     /// `None`: no such node is left.
-    pub fn take(&self, service: &str, usable: &[bool]) -> Option<usize> {
+    fn take(&self, service: &str, usable: &[bool]) -> Option<usize> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let ok = |i: usize, st: &State| usable.get(i).copied().unwrap_or(false) && !st.lost[i];
         let group = self.group_of.get(service).copied();
@@ -145,10 +174,11 @@ impl Scheduler {
         let chosen = match pinned.filter(|&i| ok(i, &st)) {
             Some(i) => i,
             None => {
-                let i = (0..self.nodes.len())
+                let i = (0..st.running.len())
                     .filter(|&i| ok(i, &st))
                     .min_by_key(|&i| (st.running[i], st.given[i], i))?;
-                // A group whose node was lost moves as a whole.
+                // A group whose node was lost moves as a whole; one whose
+                // node cannot build this service stays where it is.
                 if let Some(g) = group {
                     if pinned.is_none_or(|p| st.lost[p]) {
                         st.pinned.insert(g, i);
@@ -162,22 +192,19 @@ impl Scheduler {
         Some(chosen)
     }
 
-    /// The build on `node` ended.
-    pub fn done(&self, node: usize) {
+    fn done(&self, node: usize) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.running[node] = st.running[node].saturating_sub(1);
     }
 
-    /// `node` was lost: nothing more goes there.
-    pub fn lose(&self, node: usize) {
+    fn lose(&self, node: usize) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.lost[node] = true;
     }
 
-    /// Whether another node than `node` could still build with `usable`.
-    pub fn other_left(&self, node: usize, usable: &[bool]) -> bool {
+    fn other_left(&self, node: usize, usable: &[bool]) -> bool {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        (0..self.nodes.len())
+        (0..st.running.len())
             .any(|i| i != node && !st.lost[i] && usable.get(i).copied().unwrap_or(false))
     }
 }
@@ -270,6 +297,51 @@ fn is_transport_text(m: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn placement(groups: &[(&str, usize)]) -> Placement {
+        Placement::new(2, groups.iter().map(|(s, g)| (s.to_string(), *g)).collect())
+    }
+
+    #[test]
+    fn a_group_stays_on_its_node_and_other_work_goes_to_the_least_loaded() {
+        let p = placement(&[("a", 0), ("c", 0), ("b", 1), ("d", 2)]);
+        let both = [true, true];
+        assert_eq!(p.take("a", &both), Some(0));
+        assert_eq!(p.take("b", &both), Some(1));
+        // `c` shares `a`'s context: node 0, busy or not.
+        assert_eq!(p.take("c", &both), Some(0));
+        // Node 1 runs `b`, node 0 nothing any more: node 0.
+        p.done(0);
+        p.done(0);
+        assert_eq!(p.take("d", &both), Some(0));
+        // Both idle: node 1 was given less.
+        p.done(0);
+        p.done(1);
+        assert_eq!(p.take("e", &both), Some(1));
+    }
+
+    #[test]
+    fn a_node_without_the_platform_never_gets_the_service() {
+        let p = placement(&[("a", 0), ("b", 1)]);
+        assert_eq!(p.take("a", &[false, true]), Some(1));
+        // Node 1 is busy, but it is the only one `b` can go to.
+        assert_eq!(p.take("b", &[false, true]), Some(1));
+        assert_eq!(p.take("x", &[false, false]), None);
+    }
+
+    #[test]
+    fn a_lost_node_gets_nothing_more_and_its_group_moves() {
+        let p = placement(&[("a", 0), ("c", 0)]);
+        let both = [true, true];
+        assert_eq!(p.take("a", &both), Some(0));
+        assert!(p.other_left(0, &both));
+        p.lose(0);
+        p.done(0);
+        assert!(!p.other_left(1, &both));
+        assert_eq!(p.take("a", &both), Some(1));
+        assert_eq!(p.take("c", &both), Some(1));
+        assert_eq!(p.take("c", &[true, false]), None);
+    }
 
     #[test]
     fn transport_words_are_node_loss_and_build_errors_are_not() {
