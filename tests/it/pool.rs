@@ -243,3 +243,59 @@ fn x_cbuild_builders_must_be_a_list_of_names() {
         stderr(&out)
     );
 }
+
+/// Two Docker engines as nodes: the other engine's images would stay in
+/// it, so without `--push` it is left out; with `--push` both build and
+/// every image reaches the registry.
+#[test]
+fn another_engine_takes_part_only_when_everything_is_pushed() {
+    let other = format!("docker+{}", engine("d26"));
+    let reg = registry();
+    let p = Project::new("pool-push");
+    let repo = |s: &str| format!("{}-{s}", p.name);
+    p.file(
+        "compose.yaml",
+        &format!(
+            "services:\n  a:\n    build: a\n    image: {reg}/{}:t\n  b:\n    build: b\n    image: {reg}/{}:t\n",
+            repo("a"),
+            repo("b")
+        ),
+    )
+    .file("a/Dockerfile", "FROM cbuild-base\nCOPY f /f\n")
+    .file("a/f", "a\n")
+    .file("b/Dockerfile", "FROM cbuild-base\nCOPY f /f\n")
+    .file("b/f", "b\n");
+    let pool = ["--builder", "default", "--builder", &other];
+    // Without --push: one node left, with a warning.
+    let out = p.cbuild(&[&["--progress", "json"], &pool[..], &["build"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "the builder `{}` is the BuildKit of another Docker engine",
+            engine("d26")
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let on = started_on(&events(&out));
+    assert!(on.values().flatten().all(|n| *n == docker_host()), "{on:?}");
+    // With --push: both nodes build, the registry holds both images.
+    let out = p.cbuild(
+        &[
+            &["--progress", "json"],
+            &pool[..],
+            &["build", "--push", "--no-cache"],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let on = started_on(&events(&out));
+    let nodes: std::collections::BTreeSet<&String> = on.values().flatten().collect();
+    assert_eq!(nodes.len(), 2, "{on:?}");
+    for s in ["a", "b"] {
+        assert!(
+            registry_digest(&reg, &repo(s), "t", None).is_some(),
+            "{s} not pushed"
+        );
+    }
+}
