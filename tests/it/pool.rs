@@ -238,7 +238,7 @@ fn x_cbuild_builders_must_be_a_list_of_names() {
     let out = p.cbuild(&["build"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("`x-cbuild.builders[0]`"),
+        stderr(&out).contains("compose.yaml`: `x-cbuild.builders[0]` must be"),
         "{}",
         stderr(&out)
     );

@@ -169,8 +169,16 @@ fn x_cbuild_builders(project: &crate::compose::Project) -> anyhow::Result<Vec<St
     let Some(list) = x.get("builders") else {
         return Ok(Vec::new());
     };
+    let files: Vec<String> = project
+        .files
+        .iter()
+        .map(|f| format!("`{}`", f.display()))
+        .collect();
+    let files = files.join(", ");
     let items = list.as_array().ok_or_else(|| {
-        anyhow::anyhow!("`x-cbuild.builders` must be a list of builder names or addresses")
+        anyhow::anyhow!(
+            "{files}: `x-cbuild.builders` must be a list of builder names or addresses"
+        )
     })?;
     items
         .iter()
@@ -178,7 +186,7 @@ fn x_cbuild_builders(project: &crate::compose::Project) -> anyhow::Result<Vec<St
         .map(|(i, v)| match v.as_str() {
             Some(s) if !s.is_empty() => Ok(s.to_string()),
             _ => Err(anyhow::anyhow!(
-                "`x-cbuild.builders[{i}]` must be a builder name or address (a string), not `{v}`"
+                "{files}: `x-cbuild.builders[{i}]` must be a builder name or address (a string), not `{v}`"
             )),
         })
         .collect()
