@@ -306,3 +306,42 @@ fn another_engine_takes_part_only_when_everything_is_pushed() {
         }
     }
 }
+
+/// The real buildkitd this session may run (CI has none: skipped) beside
+/// DOCKER_HOST's engine.
+#[test]
+fn pool_with_the_real_buildkitd() {
+    let bk = match std::env::var("CBUILD_BUILDKITD_HOST") {
+        Ok(b) if !b.is_empty() => b,
+        _ => return,
+    };
+    let reg = registry();
+    let p = Project::new("pool-real");
+    p.file(
+        "compose.yaml",
+        "services:\n  a:\n    build: a\n  b:\n    build: b\n",
+    );
+    for s in ["a", "b"] {
+        p.file(
+            &format!("{s}/Dockerfile"),
+            &format!("FROM {reg}/cbuild-base\nCOPY f /f\nRUN cat /f > /copy\n"),
+        )
+        .file(&format!("{s}/f"), &format!("{s}\n"));
+    }
+    let out = p.cbuild(&[
+        "--progress",
+        "json",
+        "--builder",
+        "default",
+        "--builder",
+        &bk,
+        "build",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let on = started_on(&events(&out));
+    let nodes: std::collections::BTreeSet<&String> = on.values().flatten().collect();
+    assert_eq!(nodes.len(), 2, "{on:?}");
+    for s in ["a", "b"] {
+        assert_eq!(run_in(&p.image(s), "cat /copy"), format!("{s}\n"));
+    }
+}

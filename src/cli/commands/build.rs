@@ -176,9 +176,7 @@ fn x_cbuild_builders(project: &crate::compose::Project) -> anyhow::Result<Vec<St
         .collect();
     let files = files.join(", ");
     let items = list.as_array().ok_or_else(|| {
-        anyhow::anyhow!(
-            "{files}: `x-cbuild.builders` must be a list of builder names or addresses"
-        )
+        anyhow::anyhow!("{files}: `x-cbuild.builders` must be a list of builder names or addresses")
     })?;
     items
         .iter()
