@@ -345,3 +345,23 @@ fn pool_with_the_real_buildkitd() {
         assert_eq!(run_in(&p.image(s), "cat /copy"), format!("{s}\n"));
     }
 }
+
+/// A build that fails on its own is no lost node: not built again.
+#[test]
+fn a_failing_build_in_a_pool_is_not_retried() {
+    let (n1, n2) = (node("d28-containerd"), node("d28-containerd"));
+    let p = Project::new("pool-fail");
+    p.file("compose.yaml", "services:\n  bad:\n    build: .\n")
+        .file("Dockerfile", "FROM cbuild-base\nRUN false\n");
+    let out = p.cbuild(&[
+        "--progress",
+        "json",
+        "--builder",
+        &addr(&n1),
+        "--builder",
+        &addr(&n2),
+        "build",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(started_on(&events(&out))["bad"].len(), 1);
+}
