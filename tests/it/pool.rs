@@ -43,16 +43,18 @@ fn started_on(events: &[serde_json::Value]) -> BTreeMap<String, Vec<String>> {
     m
 }
 
-/// Three services: `a` and `c` share the context directory `a`, `b` has
+/// Four services: `a`, `c` and `e` share the context directory `a` (three,
+/// so that spreading alone could not put them on one node of two), `b` has
 /// its own.
 fn three(tag: &str) -> Project {
     let p = Project::new(tag);
     p.file(
         "compose.yaml",
-        "services:\n  a:\n    build: a\n  b:\n    build: b\n  c:\n    build:\n      context: a\n      dockerfile: Dockerfile.c\n",
+        "services:\n  a:\n    build: a\n  b:\n    build: b\n  c:\n    build:\n      context: a\n      dockerfile: Dockerfile.c\n  e:\n    build:\n      context: a\n      dockerfile: Dockerfile.e\n",
     )
     .file("a/Dockerfile", "FROM cbuild-base\nCOPY a.txt /a.txt\nRUN echo a > /built\n")
     .file("a/Dockerfile.c", "FROM cbuild-base\nCOPY a.txt /c.txt\nRUN echo c > /built\n")
+    .file("a/Dockerfile.e", "FROM cbuild-base\nCOPY a.txt /e.txt\nRUN echo e > /built\n")
     .file("a/a.txt", "shared context\n")
     .file("b/Dockerfile", "FROM cbuild-base\nCOPY b.txt /b.txt\nRUN echo b > /built\n")
     .file("b/b.txt", "own context\n");
@@ -70,6 +72,7 @@ fn pool_of_two_builders_spreads_services_and_keeps_a_shared_context_on_one_node(
     let node_of = |s: &str| on[s].last().unwrap().clone();
     // The two context directories went to the two nodes; `c` followed `a`.
     assert_eq!(node_of("a"), node_of("c"), "{on:?}");
+    assert_eq!(node_of("a"), node_of("e"), "{on:?}");
     assert_ne!(node_of("a"), node_of("b"), "{on:?}");
     let both: std::collections::BTreeSet<String> = [addr(&n1), docker_host()].into();
     assert_eq!(
