@@ -122,8 +122,11 @@ pub struct GlobalArgs {
     /// `unix:///path`, `tcp://host:port`, or `default` for the Docker
     /// engine (default: `$BUILDX_BUILDER`, else `$BUILDKIT_HOST`, else the
     /// Docker CLI's engine: `$DOCKER_HOST` or the current context).
+    /// Given several times, `build` spreads the services over that pool of
+    /// builders (so does a buildx builder of several nodes); other commands
+    /// use the first.
     #[arg(long, global = true, value_name = "NAME|ADDRESS")]
-    pub builder: Option<String>,
+    pub builder: Vec<String>,
     /// TLS for a `tcp://` builder (as buildctl): CA certificate.
     #[arg(long, global = true, value_name = "FILE")]
     pub tlscacert: Option<PathBuf>,

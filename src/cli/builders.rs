@@ -221,6 +221,52 @@ pub fn resolve(
     by_name(value, origin, env, &config, tls)
 }
 
+/// The builders of a pool: each of `values` (`--builder` given several
+/// times, or `x-cbuild: builders:`) resolved as [`resolve`] does, a buildx
+/// builder of several nodes standing for all its nodes. No value: the one
+/// builder [`resolve`] finds, or the nodes of `BUILDX_BUILDER`'s instance.
+pub fn resolve_pool(
+    values: &[String],
+    origin: &str,
+    env: &HashMap<String, String>,
+    tls: &TlsChoice,
+) -> Result<Vec<Resolved>, BuilderError> {
+    let config = DockerConfig::from_env(env);
+    let buildx = env
+        .get("BUILDX_BUILDER")
+        .filter(|v| !v.is_empty())
+        .map(|v| (v.clone(), "BUILDX_BUILDER"));
+    let named: Vec<(String, &str)> = if values.is_empty() {
+        match buildx {
+            Some(b) => vec![b],
+            None => return Ok(vec![resolve(None, env, tls)?]),
+        }
+    } else {
+        values.iter().map(|v| (v.clone(), origin)).collect()
+    };
+    let mut pool = Vec::new();
+    for (value, origin) in named {
+        let file = config.instances().join(value.to_ascii_lowercase());
+        let nodes = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<NodeGroup>(&t).ok())
+            .and_then(|g| g.nodes)
+            .map_or(0, |n| n.len());
+        if !value.contains("://") && value != "default" && nodes > 1 {
+            for i in 0..nodes {
+                pool.push(instance(&value, origin, &file, env, &config, tls, i)?);
+            }
+        } else {
+            let mut r = resolve(Some(&value), env, tls)?;
+            if origin != "--builder" {
+                r.source = r.source.replacen("--builder", origin, 1);
+            }
+            pool.push(r);
+        }
+    }
+    Ok(pool)
+}
+
 /// A Docker engine's embedded BuildKit.
 fn engine_builder(ep: DockerEndpoint) -> Result<Resolved, BuilderError> {
     Ok(Resolved {
@@ -248,7 +294,7 @@ fn by_name(
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'));
     let file = config.instances().join(name.to_ascii_lowercase());
     if valid && file.is_file() {
-        return instance(name, origin, &file, env, config, tls);
+        return instance(name, origin, &file, env, config, tls, 0);
     }
     if let Some(ctx) = find_context(config, name)? {
         let ep = ctx.endpoint(config)?;
@@ -285,6 +331,7 @@ fn instance(
     env: &HashMap<String, String>,
     config: &DockerConfig,
     tls: &TlsChoice,
+    index: usize,
 ) -> Result<Resolved, BuilderError> {
     let unusable = |reason: String| BuilderError::Unusable {
         name: name.to_string(),
@@ -300,15 +347,18 @@ fn instance(
         reason: format!("not a buildx instance (JSON of buildx's NodeGroup): {e}"),
     })?;
     let nodes = group.nodes.unwrap_or_default();
-    let Some(node) = nodes.first() else {
+    if nodes.is_empty() {
         return Err(unusable(
             "it has no nodes; recreate it with `docker buildx create`".into(),
         ));
+    }
+    // A builder of several nodes is a pool for `build` (see
+    // `resolve_pool`); other commands talk to the first node, and say so.
+    let Some(node) = nodes.get(index) else {
+        return Err(unusable(format!("it has no node number {}", index + 1)));
     };
-    // A builder of several nodes spreads platforms over them; cbuild
-    // talks to one BuildKit, the first node, and says so.
     let which = if nodes.len() > 1 {
-        format!("node `{}`, the first of {}", node.name, nodes.len())
+        format!("node `{}`, {} of {}", node.name, index + 1, nodes.len())
     } else {
         format!("node `{}`", node.name)
     };
@@ -1070,6 +1120,54 @@ mod tests {
         assert!(
             e.contains("config.json") && e.contains("not valid JSON"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_buildx_builder_of_two_nodes_is_a_pool_of_both() {
+        let f = Fixture::new();
+        let dir = f.config().join("buildx").join("instances");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("farm"),
+            r#"{"Name":"farm","Driver":"remote","Nodes":[{"Name":"farm0","Endpoint":"tcp://10.0.0.1:1234","Platforms":null,"DriverOpts":null,"Flags":null,"Files":null},{"Name":"farm1","Endpoint":"tcp://10.0.0.2:1234","Platforms":null,"DriverOpts":null,"Flags":null,"Files":null}],"Dynamic":false}"#,
+        )
+        .unwrap();
+        let env = f.env(&[]);
+        let tls = TlsChoice::default();
+        let pool = resolve_pool(&["farm".into()], "--builder", &env, &tls).unwrap();
+        let addrs: Vec<String> = pool.iter().map(|r| r.address.to_string()).collect();
+        assert_eq!(
+            addrs,
+            [
+                "tcp://10.0.0.1:1234 (buildkitd)",
+                "tcp://10.0.0.2:1234 (buildkitd)"
+            ]
+        );
+        assert!(
+            pool[1].source.contains("node `farm1`, 2 of 2"),
+            "{}",
+            pool[1].source
+        );
+        // BUILDX_BUILDER names the pool when no value does.
+        let env = f.env(&[("BUILDX_BUILDER", "farm")]);
+        assert_eq!(resolve_pool(&[], "--builder", &env, &tls).unwrap().len(), 2);
+        // Other commands talk to the first node.
+        let one = resolve(Some("farm"), &env, &tls).unwrap();
+        assert_eq!(one.address.to_string(), "tcp://10.0.0.1:1234 (buildkitd)");
+        // Addresses and names mix; an origin other than the flag is named.
+        let mixed = resolve_pool(
+            &["tcp://10.0.0.3:1234".into(), "farm".into()],
+            "`x-cbuild: builders` in the Compose file",
+            &f.env(&[]),
+            &tls,
+        )
+        .unwrap();
+        assert_eq!(mixed.len(), 3);
+        assert!(
+            mixed[0].source.starts_with("`x-cbuild: builders`"),
+            "{}",
+            mixed[0].source
         );
     }
 }

@@ -43,7 +43,26 @@ pub fn builder(
         buildkit: buildkit_tls(g),
         docker: super::builders::env_docker_tls(env),
     };
-    Ok(super::builders::resolve(g.builder.as_deref(), env, &tls)?)
+    Ok(super::builders::resolve(
+        g.builder.first().map(String::as_str),
+        env,
+        &tls,
+    )?)
+}
+
+/// The builders of a pool: `values` (from `origin`), else the one
+/// [`builder`] finds (several for a buildx builder of several nodes).
+pub fn builders(
+    g: &GlobalArgs,
+    values: &[String],
+    origin: &str,
+    env: &HashMap<String, String>,
+) -> anyhow::Result<Vec<super::builders::Resolved>> {
+    let tls = TlsChoice {
+        buildkit: buildkit_tls(g),
+        docker: super::builders::env_docker_tls(env),
+    };
+    Ok(super::builders::resolve_pool(values, origin, env, &tls)?)
 }
 
 /// The builder's address (see [`builder`]).

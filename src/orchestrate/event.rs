@@ -14,6 +14,14 @@ pub enum BuildEvent {
         service: String,
         /// The image it will produce.
         image: String,
+        /// The builder that builds it (its address, or the buildx node).
+        node: Option<String>,
+        /// Why it starts again on this node: the node it was building on
+        /// was lost.
+        retry: Option<String>,
+        /// Whether several builders share the work (the node is then worth
+        /// showing).
+        pooled: bool,
     },
     /// Progress from BuildKit for a service.
     Status {

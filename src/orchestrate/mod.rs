@@ -9,6 +9,7 @@ pub mod inspect;
 mod localcache;
 pub mod plan;
 pub mod platform;
+pub mod pool;
 pub mod push;
 pub mod records;
 pub mod shutdown;
@@ -51,32 +52,64 @@ pub async fn run(
     reporter: Arc<dyn Reporter>,
     shutdown: Shutdown,
 ) -> Vec<(String, ServiceOutcome)> {
+    let node = pool::Node {
+        name: pool::node_name(client.address()),
+        client: client.clone(),
+        engine,
+        choice: None,
+    };
+    let builds = builds
+        .into_iter()
+        .map(|b| pool::Pooled {
+            on: vec![Some(b.clone())],
+            build: b,
+        })
+        .collect();
+    run_pool(vec![node], builds, parallel, reporter, shutdown).await
+}
+
+/// [`run`] over a pool of builders (see [`pool`]): each service goes to
+/// one node as it starts, and once more to another node when its node is
+/// lost during the build.
+pub async fn run_pool(
+    nodes: Vec<pool::Node>,
+    builds: Vec<pool::Pooled>,
+    parallel: usize,
+    reporter: Arc<dyn Reporter>,
+    shutdown: Shutdown,
+) -> Vec<(String, ServiceOutcome)> {
     let limit = Arc::new(Semaphore::new(if parallel == 0 {
         builds.len().max(1)
     } else {
         parallel
     }));
-    let order: Vec<String> = builds.iter().map(|b| b.service.clone()).collect();
+    let order: Vec<String> = builds.iter().map(|p| p.build.service.clone()).collect();
     let images: HashMap<String, String> = builds
         .iter()
-        .map(|b| (b.service.clone(), b.image.clone()))
+        .map(|p| (p.build.service.clone(), p.build.image.clone()))
         .collect();
     let mut senders = HashMap::new();
     let mut receivers = HashMap::new();
-    for b in &builds {
+    for p in &builds {
         let (tx, rx) = tokio::sync::watch::channel::<Option<ServiceOutcome>>(None);
-        senders.insert(b.service.clone(), tx);
-        receivers.insert(b.service.clone(), rx);
+        senders.insert(p.build.service.clone(), tx);
+        receivers.insert(p.build.service.clone(), rx);
     }
-    let pusher = match builds.iter().any(|b| b.push) {
-        true => Some(push::Pusher::for_engine(engine.as_ref()).await),
-        false => None,
-    };
+    let mut pushers = Vec::new();
+    for n in &nodes {
+        pushers.push(match builds.iter().any(|p| p.build.push) {
+            true => Some(push::Pusher::for_engine(n.engine.as_ref()).await),
+            false => None,
+        });
+    }
+    let pushers = Arc::new(pushers);
+    let scheduler = Arc::new(pool::Scheduler::new(nodes, &builds));
     let mut set = JoinSet::new();
-    for b in builds {
-        let pusher = pusher.clone();
-        let client = client.clone();
-        let engine = engine.clone();
+    for pooled in builds {
+        let b = pooled.build;
+        let on = pooled.on;
+        let pushers = pushers.clone();
+        let scheduler = scheduler.clone();
         let reporter = reporter.clone();
         let limit = limit.clone();
         let mut shutdown = shutdown.clone();
@@ -106,20 +139,8 @@ pub async fn run(
                     _ => failed_dep = Some(name),
                 }
             }
-            let cancelled = |b: &ServiceBuild| {
-                b.save_hashes();
-                let o = ServiceOutcome {
-                    error: Some(BuildkitError::Cancelled.to_string()),
-                    ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
-                };
-                reporter.report(BuildEvent::Finished {
-                    service: b.service.clone(),
-                    outcome: o.clone(),
-                });
-                o
-            };
             let outcome = if shutdown.is_requested() {
-                cancelled(&b)
+                cancelled(&b, started, reporter.as_ref())
             } else if let Some(dep) = failed_dep {
                 let o = ServiceOutcome {
                     error: Some(format!("not built: `{dep}`, whose image it needs, failed")),
@@ -141,111 +162,54 @@ pub async fn run(
                 let _permit = tokio::select! {
                     p = limit.acquire_owned() => p,
                     _ = shutdown.requested() => {
-                        let o = cancelled(&b);
+                        let o = cancelled(&b, started, reporter.as_ref());
                         if let Some(tx) = done {
                             let _ = tx.send(Some(o.clone()));
                         }
                         return (b.service, o);
                     }
                 };
-                let mut fresh = match &engine {
-                    Some(e) if !b.force => fresh::check(&b, e).await,
-                    _ => fresh::Freshness::NotBuilt,
-                };
-                // With `--push`, up to date also means the registry holds
-                // what this build pushed, under every name.
-                let mut push_now = None;
-                if let (fresh::Freshness::UpToDate { .. }, Some(p)) = (&fresh, &pusher) {
-                    if b.push {
-                        if let Err(why) = p.held(&b, &fresh::pushed(&b)).await {
-                            tracing::info!(service = %b.service, "to push: {why}");
-                            match &engine {
-                                // The engine holds the current image: it
-                                // only needs pushing.
-                                Some(e) if export::push_by_engine(&b) => {
-                                    push_now = Some(p.through_engine(e, &b).await)
-                                }
-                                _ => fresh = fresh::Freshness::Stale(why),
-                            }
+                let usable: Vec<bool> = on.iter().map(Option::is_some).collect();
+                let mut retry = None;
+                loop {
+                    let Some(i) = scheduler.take(&b.service, &usable) else {
+                        let o = ServiceOutcome {
+                            error: Some("no builder of the pool is left that can build it".into()),
+                            hint: Some("the builders it can go to were lost during this run; check them with `cbuild doctor --builder …` and build again".into()),
+                            ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
+                        };
+                        reporter.report(BuildEvent::Finished {
+                            service: b.service.clone(),
+                            outcome: o.clone(),
+                        });
+                        break o;
+                    };
+                    let node = &scheduler.nodes()[i];
+                    let nb = on[i].as_ref().unwrap_or(&b);
+                    let may_retry = retry.is_none() && scheduler.other_left(i, &usable);
+                    let at = Attempt {
+                        client: &node.client,
+                        engine: node.engine.as_ref(),
+                        pusher: pushers[i].as_ref(),
+                        node: &node.name,
+                        pooled: scheduler.pooled(),
+                        retry: retry.take(),
+                        may_retry,
+                    };
+                    let r = fresh_or_build(at, nb, started, reporter.as_ref(), &mut shutdown).await;
+                    scheduler.done(i);
+                    match r {
+                        Ok(o) => break o,
+                        Err(why) => {
+                            scheduler.lose(i);
+                            let msg = format!(
+                                "the builder `{}` was lost during this build ({why}); building it once more on another builder of the pool",
+                                node.name
+                            );
+                            tracing::info!(service = %b.service, "{msg}");
+                            retry = Some(msg);
                         }
                     }
-                }
-                // Not up to date here: the registry may hold a build of
-                // exactly these inputs, made elsewhere (never taken for
-                // `--no-cache` or `--pull`, which ask for a fresh build).
-                let mut remote = None;
-                if let (false, true, Some(e), Some(p)) = (
-                    matches!(fresh, fresh::Freshness::UpToDate { .. }),
-                    b.push && !b.force,
-                    &engine,
-                    &pusher,
-                ) {
-                    remote = records::check(&b, e, p).await;
-                }
-                if let Some(digest) = remote {
-                    b.save_hashes();
-                    let o = ServiceOutcome {
-                        image_id: Some(digest),
-                        hashing: b.hash_counts(),
-                        up_to_date: true,
-                        from_registry: true,
-                        ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
-                    };
-                    reporter.report(BuildEvent::Finished {
-                        service: b.service.clone(),
-                        outcome: o.clone(),
-                    });
-                    o
-                } else if let fresh::Freshness::UpToDate { image_id } = fresh {
-                    let (error, hint) = match push_now {
-                        Some(Ok(pushed)) => {
-                            if let Err(e) = fresh::add_pushed(&b, pushed.clone()) {
-                                tracing::warn!("cannot record the push of `{}`: {e}", b.service);
-                            }
-                            // The image pushed now was built here earlier:
-                            // its record goes beside it.
-                            if let (Some(e), Some(p)) = (&engine, &pusher) {
-                                let bases = fresh::base_ids(e, &b.bases).await;
-                                let served = fresh::served(&b);
-                                if let Some(options) = records::remote_options(&b, &bases) {
-                                    if !served.is_empty() {
-                                        records::store(p, &b, options, served, pushed).await;
-                                    }
-                                }
-                            }
-                            (None, None)
-                        }
-                        Some(Err(e)) => (Some(e.message), Some(e.hint)),
-                        None => (None, None),
-                    };
-                    b.save_hashes();
-                    let o = ServiceOutcome {
-                        image_id: Some(image_id),
-                        hashing: b.hash_counts(),
-                        up_to_date: error.is_none(),
-                        error,
-                        hint,
-                        ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
-                    };
-                    reporter.report(BuildEvent::Finished {
-                        service: b.service.clone(),
-                        outcome: o.clone(),
-                    });
-                    o
-                } else if shutdown.is_requested() {
-                    // Asked to stop while checking: BuildKit's copy was
-                    // not touched, so the clock stays valid.
-                    cancelled(&b)
-                } else {
-                    build_one(
-                        &client,
-                        engine.as_ref(),
-                        pusher.as_ref(),
-                        &b,
-                        reporter.as_ref(),
-                        &mut shutdown,
-                    )
-                    .await
                 }
             };
             if let Some(tx) = done {
@@ -289,14 +253,144 @@ pub async fn run(
     done
 }
 
+/// A cancelled service's outcome, reported, after its hash caches are saved.
+fn cancelled(b: &ServiceBuild, started: Instant, reporter: &dyn Reporter) -> ServiceOutcome {
+    b.save_hashes();
+    let o = ServiceOutcome {
+        error: Some(BuildkitError::Cancelled.to_string()),
+        ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
+    };
+    reporter.report(BuildEvent::Finished {
+        service: b.service.clone(),
+        outcome: o.clone(),
+    });
+    o
+}
+
+/// Where one attempt at a service runs.
+struct Attempt<'a> {
+    client: &'a Client,
+    engine: Option<&'a Engine>,
+    pusher: Option<&'a push::Pusher>,
+    node: &'a str,
+    pooled: bool,
+    /// Why this is a second attempt.
+    retry: Option<String>,
+    /// Whether a lost node may end in `Err` (another node is left).
+    may_retry: bool,
+}
+
+/// Skips `b` when the engine holds it up to date, else builds it. `Err`:
+/// the node was lost and another one may build it (nothing was reported
+/// as finished).
+async fn fresh_or_build(
+    at: Attempt<'_>,
+    b: &ServiceBuild,
+    started: Instant,
+    reporter: &dyn Reporter,
+    shutdown: &mut Shutdown,
+) -> Result<ServiceOutcome, String> {
+    let engine = at.engine;
+    let mut fresh = match engine {
+        Some(e) if !b.force => fresh::check(b, e).await,
+        _ => fresh::Freshness::NotBuilt,
+    };
+    // With `--push`, up to date also means the registry holds
+    // what this build pushed, under every name.
+    let mut push_now = None;
+    if let (fresh::Freshness::UpToDate { .. }, Some(p)) = (&fresh, at.pusher) {
+        if b.push {
+            if let Err(why) = p.held(b, &fresh::pushed(b)).await {
+                tracing::info!(service = %b.service, "to push: {why}");
+                match engine {
+                    // The engine holds the current image: it
+                    // only needs pushing.
+                    Some(e) if export::push_by_engine(b) => {
+                        push_now = Some(p.through_engine(e, b).await)
+                    }
+                    _ => fresh = fresh::Freshness::Stale(why),
+                }
+            }
+        }
+    }
+    // Not up to date here: the registry may hold a build of exactly these
+    // inputs, made elsewhere (never taken for `--no-cache` or `--pull`,
+    // which ask for a fresh build).
+    let mut remote = None;
+    if let (false, true, Some(e), Some(p)) = (
+        matches!(fresh, fresh::Freshness::UpToDate { .. }),
+        b.push && !b.force,
+        engine,
+        at.pusher,
+    ) {
+        remote = records::check(b, e, p).await;
+    }
+    if let Some(digest) = remote {
+        b.save_hashes();
+        let o = ServiceOutcome {
+            image_id: Some(digest),
+            hashing: b.hash_counts(),
+            up_to_date: true,
+            from_registry: true,
+            ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
+        };
+        reporter.report(BuildEvent::Finished {
+            service: b.service.clone(),
+            outcome: o.clone(),
+        });
+        Ok(o)
+    } else if let fresh::Freshness::UpToDate { image_id } = fresh {
+        let (error, hint) = match push_now {
+            Some(Ok(pushed)) => {
+                if let Err(e) = fresh::add_pushed(b, pushed.clone()) {
+                    tracing::warn!("cannot record the push of `{}`: {e}", b.service);
+                }
+                // The image pushed now was built here earlier: its record
+                // goes beside it.
+                if let (Some(e), Some(p)) = (engine, at.pusher) {
+                    let bases = fresh::base_ids(e, &b.bases).await;
+                    let served = fresh::served(b);
+                    if let Some(options) = records::remote_options(b, &bases) {
+                        if !served.is_empty() {
+                            records::store(p, b, options, served, pushed).await;
+                        }
+                    }
+                }
+                (None, None)
+            }
+            Some(Err(e)) => (Some(e.message), Some(e.hint)),
+            None => (None, None),
+        };
+        b.save_hashes();
+        let o = ServiceOutcome {
+            image_id: Some(image_id),
+            hashing: b.hash_counts(),
+            up_to_date: error.is_none(),
+            error,
+            hint,
+            ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
+        };
+        reporter.report(BuildEvent::Finished {
+            service: b.service.clone(),
+            outcome: o.clone(),
+        });
+        Ok(o)
+    } else if shutdown.is_requested() {
+        // Asked to stop while checking: BuildKit's copy was
+        // not touched, so the clock stays valid.
+        Ok(cancelled(b, started, reporter))
+    } else {
+        build_one(at, b, reporter, shutdown).await
+    }
+}
+
 async fn build_one(
-    client: &Client,
-    engine: Option<&Engine>,
-    pusher: Option<&push::Pusher>,
+    at: Attempt<'_>,
     b: &ServiceBuild,
     reporter: &dyn Reporter,
     shutdown: &mut Shutdown,
-) -> ServiceOutcome {
+) -> Result<ServiceOutcome, String> {
+    let (client, engine, pusher) = (at.client, at.engine, at.pusher);
     let started = Instant::now();
     // The inputs as they are when the build starts.
     let mut inputs = None;
@@ -310,6 +404,9 @@ async fn build_one(
     reporter.report(BuildEvent::Started {
         service: b.service.clone(),
         image: b.image.clone(),
+        node: Some(at.node.to_string()),
+        retry: at.retry,
+        pooled: at.pooled,
     });
     // Another cbuild building this service goes first; this build then
     // starts from what that one left. Its build may take long: Ctrl-C while
@@ -330,7 +427,7 @@ async fn build_one(
             service: b.service.clone(),
             outcome: outcome.clone(),
         });
-        return outcome;
+        return Ok(outcome);
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<StatusUpdate>();
     let mut build = Box::pin(localcache::build(client, engine, b, tx));
@@ -422,6 +519,11 @@ async fn build_one(
     for t in &b.tracked {
         t.clock.release();
     }
+    if let Err(e) = &result {
+        if at.may_retry && pool::node_lost(e) && !shutdown.is_requested() {
+            return Err(e.to_string());
+        }
+    }
     let refusal = match &result {
         Err(e) => cache_refusal(b, client, &e.to_string())
             .or_else(|| platform::sbom_refusal(&b.attests, &e.to_string()))
@@ -476,7 +578,7 @@ async fn build_one(
         service: b.service.clone(),
         outcome: outcome.clone(),
     });
-    outcome
+    Ok(outcome)
 }
 
 /// Takes the content clocks of `b` (in one order, so two processes cannot

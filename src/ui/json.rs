@@ -26,8 +26,16 @@ fn millis(t: Option<std::time::SystemTime>) -> Option<u128> {
 impl Reporter for JsonReporter {
     fn report(&self, event: BuildEvent) {
         let values = match event {
-            BuildEvent::Started { service, image } => {
-                vec![json!({"event": "started", "service": service, "image": image})]
+            BuildEvent::Started {
+                service,
+                image,
+                node,
+                retry,
+                ..
+            } => {
+                vec![
+                    json!({"event": "started", "service": service, "image": image, "node": node, "retry": retry}),
+                ]
             }
             BuildEvent::Status { service, update } => {
                 let mut v = Vec::new();

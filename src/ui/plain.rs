@@ -119,10 +119,24 @@ impl Reporter for PlainReporter {
             return;
         };
         match event {
-            BuildEvent::Started { service, image } => {
+            BuildEvent::Started {
+                service,
+                image,
+                node,
+                retry,
+                pooled,
+            } => {
                 state.entry(service.clone()).or_default();
+                if let Some(why) = &retry {
+                    // Said even with -q: the build took another path.
+                    line(&mut out, &service, why);
+                }
                 if !self.quiet {
-                    line(&mut out, &service, &format!("building image `{image}`"));
+                    let on = match node.filter(|_| pooled) {
+                        Some(n) => format!(" on `{n}`"),
+                        None => String::new(),
+                    };
+                    line(&mut out, &service, &format!("building image `{image}`{on}"));
                 }
             }
             BuildEvent::Status { service, update } => {

@@ -128,7 +128,19 @@ impl Reporter for TtyReporter {
             return;
         };
         match event {
-            BuildEvent::Started { service, .. } => {
+            BuildEvent::Started {
+                service,
+                node,
+                retry,
+                pooled,
+                ..
+            } => {
+                if let Some(why) = &retry {
+                    let _ = self.multi.println(format!("{service}: {why}"));
+                }
+                if let Some(old) = state.remove(&service) {
+                    old.bar.finish_and_clear();
+                }
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(
                     ProgressStyle::with_template(
@@ -137,6 +149,9 @@ impl Reporter for TtyReporter {
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
                 bar.set_prefix(service.clone());
+                if let Some(n) = node.filter(|_| pooled) {
+                    bar.set_message(format!("on {n}"));
+                }
                 bar.enable_steady_tick(Duration::from_millis(100));
                 state.insert(
                     service,

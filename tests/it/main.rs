@@ -23,6 +23,7 @@ mod hang;
 mod ignore_table;
 mod output;
 mod platform;
+mod pool;
 mod push;
 mod records;
 mod secrets;
