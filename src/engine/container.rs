@@ -1,6 +1,7 @@
 //! Containers of a Compose service, through the Engine API: find them,
 //! copy files in and out (`/containers/{id}/archive`), run a command in
-//! them, restart them. Used by `cbuild watch`.
+//! them, restart them, recreate them with a new image. Used by
+//! `cbuild watch`.
 
 use bollard::container::{
     DownloadFromContainerOptions, ListContainersOptions, RestartContainerOptions,
@@ -186,5 +187,209 @@ impl Engine {
             .await
             .map(|_| ())
             .map_err(|e| self.api(e))
+    }
+}
+
+/// How a recreation through the Engine API went.
+#[derive(Debug)]
+pub enum Recreated {
+    /// The replacement runs; its ID.
+    Done(String),
+    /// Nothing was changed: the old container has something this path does
+    /// not carry over faithfully (the reason), so the caller should let
+    /// compose recreate it.
+    NotUnderstood(String),
+}
+
+/// Compose's labels, as `pkg/api/labels.go` names them.
+const IMAGE_LABEL: &str = "com.docker.compose.image";
+const REPLACE_LABEL: &str = "com.docker.compose.replace";
+
+impl Engine {
+    /// Replaces container `old` by one from the image now named as its own
+    /// (`Config.Image`), whose engine ID is `image_id`, the way compose 2.40
+    /// does it (`recreateContainer` in `pkg/compose/convergence.go`): create
+    /// the replacement under the temporary name `<old ID[:12]>_<name>` with
+    /// the old container's config, host config, networks and labels
+    /// (`com.docker.compose.image` set to the new image ID, so a later
+    /// `docker compose up` sees it as current, and `com.docker.compose.replace`
+    /// naming the old one), stop the old one with its own stop signal and
+    /// timeout (no `t`, as compose without `--timeout`), remove it, rename,
+    /// start.
+    ///
+    /// It only does so when copying is exact: the old and new images have
+    /// the same run config (a container's config merges the image's `ENV`,
+    /// `CMD`…, which a copy would freeze), and the old container has no
+    /// anonymous volume (compose carries those over; a copy would leave them
+    /// behind).
+    pub async fn recreate(&self, old: &str, image_id: &str) -> Result<Recreated, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(old, None)
+            .await
+            .map_err(|e| self.api(e))?;
+        let old_id = c.id.clone().unwrap_or_default();
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string();
+        let (Some(config), Some(host), Some(old_image)) =
+            (c.config.clone(), c.host_config.clone(), c.image.clone())
+        else {
+            return Ok(Recreated::NotUnderstood(
+                "the engine's inspect of the container lacks its config".into(),
+            ));
+        };
+        if old_id.len() < 12 || name.is_empty() {
+            return Ok(Recreated::NotUnderstood("the container has no name".into()));
+        }
+        // The run config of both images: a copy is exact only when the
+        // image did not change what it adds to a container's config.
+        let run_config = |id: String| async move {
+            match self.docker.inspect_image(&id).await {
+                Ok(i) => Ok(i
+                    .config
+                    .map(|c| serde_json::to_value(c).unwrap_or_default())),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(None),
+                Err(e) => Err(self.api(e)),
+            }
+        };
+        let before = run_config(old_image.clone()).await?;
+        let after = run_config(image_id.to_string()).await?;
+        if before.is_none() || before != after {
+            return Ok(Recreated::NotUnderstood(
+                "the new image changes the run config (ENV, CMD, USER…) or the old image is gone"
+                    .into(),
+            ));
+        }
+        // Anonymous volumes: a mounted volume the host config does not name.
+        let named: Vec<String> = host
+            .mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.source.as_deref().is_some_and(|s| !s.is_empty()))
+            .filter_map(|m| m.target.clone())
+            .chain(host.binds.iter().flatten().filter_map(|b| {
+                let mut parts = b.split(':');
+                parts.next();
+                parts.next().map(str::to_string)
+            }))
+            .collect();
+        if c.mounts.iter().flatten().any(|m| {
+            m.typ == Some(bollard::models::MountPointTypeEnum::VOLUME)
+                && !m.destination.as_ref().is_some_and(|d| named.contains(d))
+        }) {
+            return Ok(Recreated::NotUnderstood(
+                "the container has an anonymous volume, which compose carries over".into(),
+            ));
+        }
+
+        let short = &old_id[..12];
+        let mut new: bollard::container::Config<String> = config.into();
+        // The engine names a container's host after its short ID unless the
+        // service says `hostname:`; the copy would keep the old one's.
+        if new.hostname.as_deref() == Some(short) {
+            new.hostname = None;
+        }
+        let labels = new.labels.get_or_insert_with(Default::default);
+        labels.insert(IMAGE_LABEL.into(), image_id.into());
+        labels.insert(REPLACE_LABEL.into(), old_id.clone());
+        // Networks: the one of the network mode at creation (the only one
+        // engines before API 1.44 take), the others connected before start.
+        // Only what the user configures is carried: aliases (less the old
+        // short ID, which older engines list), IPAM config, links, driver
+        // options; addresses are the engine's to give.
+        let mut endpoints: Vec<(String, bollard::models::EndpointSettings)> = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(net, e)| {
+                let aliases: Option<Vec<String>> = e
+                    .aliases
+                    .map(|a| a.into_iter().filter(|a| a != short).collect());
+                (
+                    net,
+                    bollard::models::EndpointSettings {
+                        ipam_config: e.ipam_config,
+                        links: e.links,
+                        aliases,
+                        driver_opts: e.driver_opts,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let mode = host.network_mode.clone().unwrap_or_default();
+        endpoints.sort_by_key(|(n, _)| n != &mode);
+        let mut rest = endpoints.split_off(endpoints.len().min(1));
+        new.networking_config = Some(bollard::container::NetworkingConfig {
+            endpoints_config: endpoints.into_iter().collect(),
+        });
+        new.host_config = Some(host);
+        let tmp = format!("{short}_{name}");
+        let created = self
+            .docker
+            .create_container(
+                Some(bollard::container::CreateContainerOptions {
+                    name: tmp.as_str(),
+                    platform: None,
+                }),
+                new,
+            )
+            .await
+            .map_err(|e| self.api(e))?;
+        let replace = async {
+            for (net, endpoint) in rest.drain(..) {
+                self.docker
+                    .connect_network(
+                        &net,
+                        bollard::network::ConnectNetworkOptions {
+                            container: created.id.clone(),
+                            endpoint_config: endpoint,
+                        },
+                    )
+                    .await?;
+            }
+            self.docker.stop_container(&old_id, None).await?;
+            self.docker
+                .remove_container(&old_id, None::<bollard::container::RemoveContainerOptions>)
+                .await
+        };
+        if let Err(e) = replace.await {
+            // Ours to remove: the old container is still there.
+            let _ = self
+                .docker
+                .remove_container(
+                    &created.id,
+                    Some(bollard::container::RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            return Err(self.api(e));
+        }
+        self.docker
+            .rename_container(
+                &created.id,
+                bollard::container::RenameContainerOptions {
+                    name: name.as_str(),
+                },
+            )
+            .await
+            .map_err(|e| self.api(e))?;
+        self.docker
+            .start_container(
+                &created.id,
+                None::<bollard::container::StartContainerOptions<String>>,
+            )
+            .await
+            .map_err(|e| self.api(e))?;
+        Ok(Recreated::Done(created.id))
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bollard::Docker;
 
 mod container;
-pub use container::{ExecOutput, ServiceContainer};
+pub use container::{ExecOutput, Recreated, ServiceContainer};
 
 /// Something went wrong talking to the Docker Engine API.
 #[derive(Debug, thiserror::Error)]

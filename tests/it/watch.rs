@@ -282,7 +282,7 @@ fn rebuild_recreates_only_that_service_with_the_new_image() {
     p.file(
         "compose.yaml",
         &format!(
-            "services:\n  db:\n    image: cbuild-base\n    command: {SERVE}\n  web:\n    build: .\n    command: {SERVE}\n    depends_on: [db]\n    develop:\n      watch:\n        - path: .\n          action: rebuild\n          ignore: [notes.md]\n"
+            "services:\n  db:\n    image: cbuild-base\n    command: {SERVE}\n  web:\n    build: .\n    command: {SERVE}\n    depends_on: [db]\n    networks: [default, back]\n    develop:\n      watch:\n        - path: .\n          action: rebuild\n          ignore: [notes.md]\nnetworks:\n  back: {{}}\n"
         ),
     )
     .file("Dockerfile", "FROM cbuild-base\nCOPY app.txt /app.txt\n")
@@ -305,6 +305,27 @@ fn rebuild_recreates_only_that_service_with_the_new_image() {
     assert_eq!(running.trim(), image_id(&p.image("web")).trim());
     let db_after = docker_ok(&["inspect", "-f", "{{.Id}}", &container(&p, "db")]);
     assert_eq!(db_before, db_after, "the dependency was recreated");
+
+    // Compose takes the recreated container as the service's, the same
+    // one: `ps` lists it, and `up` finds nothing to recreate (its image
+    // label, config hash and networks are what compose expects).
+    let web_id = docker_ok(&["inspect", "-f", "{{.Id}}", &container(&p, "web")]);
+    let compose = |args: &[&str]| {
+        let dir = p.path().display().to_string();
+        let mut all = vec!["compose", "--project-directory", &dir, "-p", &p.name];
+        all.extend_from_slice(args);
+        docker_ok(&all)
+    };
+    let ps = compose(&["ps", "--format", "{{.Service}} {{.ID}} {{.Name}}"]);
+    assert!(
+        ps.lines()
+            .any(|l| l == format!("web {} {}", &web_id.trim()[..12], container(&p, "web"))),
+        "{ps}"
+    );
+    compose(&["up", "-d", "--no-build"]);
+    let web_then = docker_ok(&["inspect", "-f", "{{.Id}}", &container(&p, "web")]);
+    assert_eq!(web_id, web_then, "`docker compose up` recreated it again");
+    assert_eq!(exec(&p, "web", "cat /app.txt"), "v2\n");
 
     // A file the build does not read: the build is skipped, the
     // container kept.

@@ -9,8 +9,9 @@
 //! never cancelled by an edit). A cycle syncs (a tar to the Engine API,
 //! read back to compare hashes), restarts, runs `exec.command`, or
 //! rebuilds through the normal build path (skipped when nothing the build
-//! reads changed) and recreates the service's containers with `docker
-//! compose up --no-deps --no-build`, then checks they run the new image.
+//! reads changed) and recreates the service's containers through the
+//! Engine API as compose does (`docker compose up --no-deps --no-build`
+//! when that is not exact), then checks they run the new image.
 
 pub mod events;
 pub mod spec;
@@ -775,20 +776,8 @@ impl ServiceTask {
         };
         if !fine(&current) {
             self.report(WatchState::Restarting);
-            let args = vec![
-                "-d".to_string(),
-                "--no-deps".to_string(),
-                self.s.name.clone(),
-            ];
-            if let Err(e) = crate::orchestrate::up::compose_up_captured(
-                &self.w.project,
-                &self.w.env_files,
-                &self.w.profiles,
-                &args,
-            )
-            .await
-            {
-                return self.failed(e, Some("`docker compose up -d --no-deps --no-build` recreates the containers; run it to see more".into()));
+            if let Err(end) = self.recreate(&current, &id).await {
+                return end;
             }
         }
         let after = match self.containers().await {
@@ -816,6 +805,57 @@ impl ServiceTask {
         }
         self.done(&after, 0, up_to_date);
         Cycle::Done
+    }
+
+    /// Recreates the service's containers with image `id`: through the
+    /// Engine API as compose does (one process less: `docker compose up`
+    /// was most of a rebuild cycle), or with `docker compose up -d
+    /// --no-deps --no-build` when there are none yet or a container has
+    /// something that path does not carry over.
+    async fn recreate(&mut self, current: &[ServiceContainer], id: &str) -> Result<(), Cycle> {
+        let mut fallback = current.is_empty();
+        for c in current
+            .iter()
+            .filter(|c| c.image_id != id || c.state != "running")
+        {
+            if fallback {
+                break;
+            }
+            if c.image_id == id {
+                // Already the new image, only stopped: compose starts it.
+                fallback = true;
+                break;
+            }
+            match self.w.engine.recreate(&c.id, id).await {
+                Ok(crate::engine::Recreated::Done(_)) => {}
+                Ok(crate::engine::Recreated::NotUnderstood(why)) => {
+                    tracing::debug!(container = %c.name, %why, "recreating through docker compose");
+                    fallback = true;
+                }
+                Err(e) => {
+                    tracing::debug!(container = %c.name, error = %e, "recreating through docker compose");
+                    fallback = true;
+                }
+            }
+        }
+        if fallback {
+            let args = vec![
+                "-d".to_string(),
+                "--no-deps".to_string(),
+                self.s.name.clone(),
+            ];
+            if let Err(e) = crate::orchestrate::up::compose_up_captured(
+                &self.w.project,
+                &self.w.env_files,
+                &self.w.profiles,
+                &args,
+            )
+            .await
+            {
+                return Err(self.failed(e, Some("`docker compose up -d --no-deps --no-build` recreates the containers; run it to see more".into())));
+            }
+        }
+        Ok(())
     }
 
     fn done(&self, containers: &[ServiceContainer], verified: usize, up_to_date: bool) {
