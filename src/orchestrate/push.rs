@@ -136,17 +136,19 @@ fn engine_message(e: &EngineError) -> String {
 /// the message of whoever tried (the engine or BuildKit).
 pub fn refusal(name: &str, registry: &str, message: &str) -> PushError {
     let m = message.to_ascii_lowercase();
-    let hint = if m.contains("401")
-        || m.contains("unauthorized")
-        || m.contains("authentication required")
-        || m.contains("no basic auth credentials")
-        || m.contains("403")
-        || m.contains("denied")
-    {
-        format!(
-            "log in to the registry (`docker login {registry}`): cbuild passes the credentials of the Docker configuration (`$DOCKER_CONFIG/config.json` and its credential helpers); then run the push again"
-        )
-    } else if m.contains("connection refused")
+    // A digest in the message (`blobs/sha256:…e403a…`) must not read as a
+    // status code: codes are looked for as whole numbers only.
+    let status = |code: &str| {
+        m.match_indices(code).any(|(i, _)| {
+            let before = m[..i].chars().next_back();
+            let after = m[i + code.len()..].chars().next();
+            !before.is_some_and(|c| c.is_ascii_alphanumeric())
+                && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+        })
+    };
+    // A connection that never happened says so plainly; it is judged first,
+    // since such messages carry URLs and digests.
+    let hint = if m.contains("connection refused")
         || m.contains("no such host")
         || m.contains("dial tcp")
         || m.contains("connection reset")
@@ -156,6 +158,16 @@ pub fn refusal(name: &str, registry: &str, message: &str) -> PushError {
     {
         format!(
             "check that the registry `{registry}` is running and reachable from the builder, then run the push again; nothing was recorded as pushed"
+        )
+    } else if status("401")
+        || m.contains("unauthorized")
+        || m.contains("authentication required")
+        || m.contains("no basic auth credentials")
+        || status("403")
+        || m.contains("denied")
+    {
+        format!(
+            "log in to the registry (`docker login {registry}`): cbuild passes the credentials of the Docker configuration (`$DOCKER_CONFIG/config.json` and its credential helpers); then run the push again"
         )
     } else {
         "run the push again; nothing was recorded as pushed".to_string()
@@ -274,6 +286,20 @@ fn stale(b: &ServiceBuild, why: &str) -> PushError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_is_not_a_status_code() {
+        let m = "failed to do request: Head \"https://127.0.0.1:35409/v2/app/blobs/sha256:6c9501ada8cbda1e1b577f46a4def54e403ae7c12358afdec6b465230a03a8ed\": dial tcp 127.0.0.1:35409: connect: connection refused";
+        assert!(refusal("r/app:v1", "127.0.0.1:35409", m)
+            .hint
+            .contains("reachable"));
+        let m = "unexpected status from HEAD request to https://r/v2/app/manifests/sha256:401fe: 401 Unauthorized";
+        assert!(refusal("r/app:v1", "r", m).hint.contains("docker login r"));
+        let m = "server message: insufficient_scope: 403 forbidden";
+        assert!(refusal("r/app:v1", "r", m).hint.contains("docker login r"));
+        let m = "blob sha256:e403ae7c upload failed: 500 internal";
+        assert!(!refusal("r/app:v1", "r", m).hint.contains("docker login"));
+    }
 
     #[test]
     fn refusals_say_what_to_do() {
