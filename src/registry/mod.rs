@@ -603,97 +603,100 @@ mod tests {
     #[test]
     fn anonymous_credentials_send_no_header() {
         assert_eq!(Credentials::default().basic(), None);
-        let c = Credentials {
-            username: "u".into(),
-            password: "p".into(),
-        };
-        assert_eq!(c.basic().as_deref(), Some("Basic dTpw"));
+        assert_eq!(user_and_password().basic().as_deref(), Some("Basic dTpw"));
     }
 
-    /// A registry that answers HEAD with a challenge, then a digest, on a
-    /// loopback socket: the Basic flow end to end (the real registries are
-    /// exercised by the integration tests).
-    #[tokio::test]
-    async fn basic_challenge_is_answered_with_the_credentials() {
+    /// A loopback HTTP server that takes `n` connections of one request
+    /// each and answers each with what `reply` makes of the request (its
+    /// head, lower-cased: header names are case-insensitive); the task
+    /// yields the requests it saw. Its address is given to `reply` too,
+    /// for answers that point back at it.
+    async fn serve(
+        n: usize,
+        reply: impl Fn(&str, &str) -> String + Send + 'static,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
+        let own = addr.clone();
         let server = tokio::spawn(async move {
             let mut seen = Vec::new();
-            for _ in 0..2 {
+            for _ in 0..n {
                 let (mut s, _) = listener.accept().await.unwrap();
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap();
-                let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                let reply = if req.contains("Authorization: Basic dTpw")
-                    || req.contains("authorization: Basic dTpw")
-                {
-                    "HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:abc\r\nContent-Length: 0\r\n\r\n"
-                } else {
-                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\n\r\n"
-                };
-                s.write_all(reply.as_bytes()).await.unwrap();
+                // The requests here have no body: the head ends the request.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let got = s.read(&mut buf).await.unwrap();
+                    assert!(got > 0, "the client closed mid-request");
+                    head.extend_from_slice(&buf[..got]);
+                }
+                let req = String::from_utf8_lossy(&head).to_lowercase();
+                s.write_all(reply(&own, &req).as_bytes()).await.unwrap();
                 seen.push(req);
             }
             seen
         });
-        let r = Reference::parse(&format!("{addr}/a/b:v1")).unwrap();
-        let creds = Credentials {
+        (addr, server)
+    }
+
+    fn user_and_password() -> Credentials {
+        Credentials {
             username: "u".into(),
             password: "p".into(),
-        };
+        }
+    }
+
+    /// A registry that answers HEAD with a challenge, then a digest: the
+    /// Basic flow end to end (the real registries are exercised by the
+    /// integration tests).
+    #[tokio::test]
+    async fn basic_challenge_is_answered_with_the_credentials() {
+        let (addr, server) = serve(2, |_, req| {
+            if req.contains("authorization: basic dtpw") {
+                "HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:abc\r\nContent-Length: 0\r\n\r\n"
+            } else {
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\n\r\n"
+            }
+            .to_string()
+        })
+        .await;
+        let r = Reference::parse(&format!("{addr}/a/b:v1")).unwrap();
         let d = Registry::default()
-            .manifest_digest(&r, &creds)
+            .manifest_digest(&r, &user_and_password())
             .await
             .unwrap();
         assert_eq!(d.as_deref(), Some("sha256:abc"));
         let seen = server.await.unwrap();
         assert!(
-            seen[0].starts_with("HEAD /v2/a/b/manifests/v1 "),
+            seen[0].starts_with("head /v2/a/b/manifests/v1 "),
             "{}",
             seen[0]
         );
     }
 
-    /// A registry that wants a bearer token from its realm, on a loopback
-    /// socket serving both: the token is fetched with the credentials and
-    /// the scope the challenge names, then sent as `Bearer`.
+    /// A registry that wants a bearer token from its realm, served by the
+    /// same socket: the token is fetched with the credentials and the
+    /// scope the challenge names, then sent as `Bearer`.
     #[tokio::test]
     async fn bearer_challenge_fetches_a_token_from_the_realm() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let realm = format!("http://{addr}/token");
-        let server = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            for _ in 0..3 {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap();
-                let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
-                let reply = if req.starts_with("get /token?") {
-                    let body = r#"{"token":"tok"}"#;
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    )
-                } else if req.contains("authorization: bearer tok") {
-                    "HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:def\r\nContent-Length: 0\r\n\r\n".to_string()
-                } else {
-                    format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"reg\",scope=\"repository:a/b:pull\"\r\nContent-Length: 0\r\n\r\n")
-                };
-                s.write_all(reply.as_bytes()).await.unwrap();
-                seen.push(req);
+        let (addr, server) = serve(3, |addr, req| {
+            if req.starts_with("get /token?") {
+                let body = r#"{"token":"tok"}"#;
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            } else if req.contains("authorization: bearer tok") {
+                "HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:def\r\nContent-Length: 0\r\n\r\n".to_string()
+            } else {
+                format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"reg\",scope=\"repository:a/b:pull\"\r\nContent-Length: 0\r\n\r\n")
             }
-            seen
-        });
+        })
+        .await;
         let r = Reference::parse(&format!("{addr}/a/b:v1")).unwrap();
-        let creds = Credentials {
-            username: "u".into(),
-            password: "p".into(),
-        };
         let d = Registry::default()
-            .manifest_digest(&r, &creds)
+            .manifest_digest(&r, &user_and_password())
             .await
             .unwrap();
         assert_eq!(d.as_deref(), Some("sha256:def"));
