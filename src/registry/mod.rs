@@ -7,13 +7,14 @@
 //! `Docker-Content-Digest`, and the two ways a registry asks for
 //! credentials (`WWW-Authenticate: Basic`, and `Bearer` with a token from
 //! the realm it names, as distribution's token spec describes). Plain http
-//! is used where Docker uses it: loopback and `localhost` registries, and
-//! the ones the caller lists as insecure; https (rustls, system roots)
-//! everywhere else. One connection per request: a check makes a handful.
+//! is used where Docker uses it (see `insecure`): loopback registries, and
+//! the ones the caller lists as insecure by name or address range; https
+//! (rustls, system roots) everywhere else. One connection per request: a check makes a handful.
 //! `upload` adds what a small artifact needs: reading a manifest or blob
 //! (checked against its digest), a monolithic blob upload and a manifest
 //! PUT (`orchestrate::records` stores build records with them).
 
+mod insecure;
 mod reference;
 mod upload;
 
@@ -112,7 +113,7 @@ pub enum RegistryError {
 /// A client for registries.
 #[derive(Clone, Debug)]
 pub struct Registry {
-    insecure: Vec<String>,
+    insecure: insecure::Insecure,
     deadline: Duration,
     tls: Arc<rustls::ClientConfig>,
 }
@@ -124,8 +125,9 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// A client that also speaks plain http to the `insecure` registries
-    /// (`host[:port]` as the engine's `insecure-registries` lists them).
+    /// A client that also speaks plain http to the `insecure` registries:
+    /// `host[:port]` names and CIDR ranges, as the engine's
+    /// `insecure-registries` lists them.
     pub fn new(insecure: Vec<String>) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_native_certs::load_native_certs().certs {
@@ -143,7 +145,7 @@ impl Registry {
                     .with_no_client_auth()
             });
         Self {
-            insecure,
+            insecure: insecure::Insecure::new(&insecure),
             deadline: crate::timeouts::answer_deadline(),
             tls: Arc::new(tls),
         }
@@ -157,7 +159,12 @@ impl Registry {
         creds: &Credentials,
     ) -> Result<Option<String>, RegistryError> {
         let path = format!("/v2/{}/manifests/{}", r.repository, r.reference);
-        let url = format!("{}://{}{}", self.scheme(&r.registry), r.registry, path);
+        let url = format!(
+            "{}://{}{}",
+            self.scheme(&r.registry).await,
+            r.registry,
+            path
+        );
         let mut auth: Option<String> = None;
         // At most: anonymous, then with what the challenge asked for.
         for _ in 0..2 {
@@ -278,10 +285,10 @@ impl Registry {
         }
     }
 
-    /// `http` for loopback, `localhost` and the insecure registries, as
+    /// `http` for the insecure registries (loopback ones among them), as
     /// the Docker engine decides; `https` otherwise.
-    pub fn scheme(&self, registry: &str) -> &'static str {
-        if is_local(registry) || self.insecure.iter().any(|i| i == registry) {
+    pub async fn scheme(&self, registry: &str) -> &'static str {
+        if self.insecure.contains(registry, self.deadline).await {
             "http"
         } else {
             "https"
@@ -429,22 +436,6 @@ where
     })
 }
 
-/// Whether Docker reaches `registry` (`host[:port]`) over plain http
-/// without being told: `localhost` and 127.0.0.0/8 (and `::1`).
-pub fn is_local(registry: &str) -> bool {
-    let host = match registry.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(rest),
-        None => registry.split(':').next().unwrap_or(registry),
-    };
-    if host == "localhost" {
-        return true;
-    }
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => false,
-    }
-}
-
 /// What a `WWW-Authenticate` header asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Challenge {
@@ -546,17 +537,23 @@ fn encode(s: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn loopback_and_localhost_are_plain_http() {
-        let r = Registry::new(vec!["reg.internal:5000".into()]);
-        assert_eq!(r.scheme("127.0.0.1:5000"), "http");
-        assert_eq!(r.scheme("127.3.2.1"), "http");
-        assert_eq!(r.scheme("localhost:5001"), "http");
-        assert_eq!(r.scheme("[::1]:5000"), "http");
-        assert_eq!(r.scheme("reg.internal:5000"), "http");
-        assert_eq!(r.scheme("reg.internal:5001"), "https");
-        assert_eq!(r.scheme("registry-1.docker.io"), "https");
-        assert_eq!(r.scheme("128.0.0.1:5000"), "https");
+    #[tokio::test]
+    async fn loopback_and_the_insecure_registries_are_plain_http() {
+        let r = Registry::new(vec!["reg.internal:5000".into(), "10.0.0.0/8".into()]);
+        for (registry, scheme) in [
+            ("127.0.0.1:5000", "http"),
+            ("127.3.2.1", "http"),
+            ("localhost:5001", "http"),
+            ("[::1]:5000", "http"),
+            ("reg.internal:5000", "http"),
+            ("10.20.30.40:5000", "http"),
+            ("reg.internal:5001", "https"),
+            ("registry-1.docker.io", "https"),
+            ("128.0.0.1:5000", "https"),
+            ("11.0.0.1:5000", "https"),
+        ] {
+            assert_eq!(r.scheme(registry).await, scheme, "{registry}");
+        }
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl Registry {
         let url = if path.starts_with("http://") || path.starts_with("https://") {
             path.to_string()
         } else {
-            format!("{}://{}{}", self.scheme(registry), registry, path)
+            format!("{}://{}{}", self.scheme(registry).await, registry, path)
         };
         let r = Reference {
             registry: registry.to_string(),
