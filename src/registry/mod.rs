@@ -159,31 +159,59 @@ impl Registry {
         creds: &Credentials,
     ) -> Result<Option<String>, RegistryError> {
         let path = format!("/v2/{}/manifests/{}", r.repository, r.reference);
-        let url = format!(
-            "{}://{}{}",
-            self.scheme(&r.registry).await,
-            r.registry,
-            path
-        );
+        let reply = self
+            .call(&r.registry, &r.repository, Method::HEAD, &path, None, creds)
+            .await?;
+        match reply.status {
+            StatusCode::OK => {
+                let digest = reply
+                    .headers
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|d| d.starts_with("sha256:") || d.starts_with("sha512:"));
+                match digest {
+                    Some(d) => Ok(Some(d.to_string())),
+                    None => Err(self.protocol(r, "a manifest without Docker-Content-Digest")),
+                }
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.unexpected(&r.registry, &reply, &format!("HEAD {path}"))),
+        }
+    }
+
+    /// One request to `repository` on `registry`, answering an
+    /// authentication challenge once.
+    async fn call(
+        &self,
+        registry: &str,
+        repository: &str,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Bytes)>,
+        creds: &Credentials,
+    ) -> Result<Reply, RegistryError> {
+        let url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}://{}{}", self.scheme(registry).await, registry, path)
+        };
+        let r = Reference {
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            reference: String::new(),
+        };
         let mut auth: Option<String> = None;
-        // At most: anonymous, then with what the challenge asked for.
-        for _ in 0..2 {
+        loop {
             let reply = self
-                .send(&r.registry, Method::HEAD, &url, auth.as_deref())
+                .send_body(
+                    registry,
+                    method.clone(),
+                    &url,
+                    auth.as_deref(),
+                    body.as_ref().map(|(k, b)| (*k, b.clone())),
+                )
                 .await?;
             match reply.status {
-                StatusCode::OK => {
-                    let digest = reply
-                        .headers
-                        .get("docker-content-digest")
-                        .and_then(|v| v.to_str().ok())
-                        .filter(|d| d.starts_with("sha256:") || d.starts_with("sha512:"));
-                    return match digest {
-                        Some(d) => Ok(Some(d.to_string())),
-                        None => Err(self.protocol(r, "a manifest without Docker-Content-Digest")),
-                    };
-                }
-                StatusCode::NOT_FOUND => return Ok(None),
                 StatusCode::UNAUTHORIZED if auth.is_none() => {
                     let challenge = reply
                         .headers
@@ -191,23 +219,18 @@ impl Registry {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_string();
-                    auth = Some(self.answer(r, &challenge, creds).await?);
+                    auth = Some(self.answer(&r, &challenge, creds).await?);
                 }
                 s if s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN => {
                     return Err(RegistryError::Denied {
-                        registry: r.registry.clone(),
-                        repository: r.repository.clone(),
+                        registry: registry.to_string(),
+                        repository: repository.to_string(),
                         status: s.as_u16(),
                     })
                 }
-                s => return Err(self.protocol(r, &format!("HTTP {s} to HEAD {path}"))),
+                _ => return Ok(reply),
             }
         }
-        Err(RegistryError::Denied {
-            registry: r.registry.clone(),
-            repository: r.repository.clone(),
-            status: 401,
-        })
     }
 
     /// The `Authorization` value that answers `challenge`.
@@ -275,6 +298,13 @@ impl Registry {
                     "HTTP 401 with an authentication challenge cbuild cannot answer: `{challenge}`"
                 ),
             )),
+        }
+    }
+
+    fn unexpected(&self, registry: &str, reply: &Reply, what: &str) -> RegistryError {
+        RegistryError::Protocol {
+            registry: registry.to_string(),
+            what: format!("HTTP {} to {what}", reply.status),
         }
     }
 
@@ -644,6 +674,15 @@ mod tests {
         }
     }
 
+    /// The digest of `a/b:v1` on the registry at `addr`, asked with `u:p`.
+    async fn digest_of_a_b(addr: &str) -> Option<String> {
+        let r = Reference::parse(&format!("{addr}/a/b:v1")).unwrap();
+        Registry::default()
+            .manifest_digest(&r, &user_and_password())
+            .await
+            .unwrap()
+    }
+
     /// A registry that answers HEAD with a challenge, then a digest: the
     /// Basic flow end to end (the real registries are exercised by the
     /// integration tests).
@@ -658,12 +697,7 @@ mod tests {
             .to_string()
         })
         .await;
-        let r = Reference::parse(&format!("{addr}/a/b:v1")).unwrap();
-        let d = Registry::default()
-            .manifest_digest(&r, &user_and_password())
-            .await
-            .unwrap();
-        assert_eq!(d.as_deref(), Some("sha256:abc"));
+        assert_eq!(digest_of_a_b(&addr).await.as_deref(), Some("sha256:abc"));
         let seen = server.await.unwrap();
         assert!(
             seen[0].starts_with("head /v2/a/b/manifests/v1 "),
@@ -691,12 +725,7 @@ mod tests {
             }
         })
         .await;
-        let r = Reference::parse(&format!("{addr}/a/b:v1")).unwrap();
-        let d = Registry::default()
-            .manifest_digest(&r, &user_and_password())
-            .await
-            .unwrap();
-        assert_eq!(d.as_deref(), Some("sha256:def"));
+        assert_eq!(digest_of_a_b(&addr).await.as_deref(), Some("sha256:def"));
         let seen = server.await.unwrap();
         assert!(
             seen[1].starts_with("get /token?service=reg&scope=repository%3aa%2fb%3apull "),
