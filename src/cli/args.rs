@@ -326,6 +326,10 @@ pub struct StatusArgs {
     /// older image.
     #[arg(long)]
     pub check: bool,
+    /// Judge against a build for these platforms, as `build --platform`
+    /// builds them (the platforms are one of a build's inputs).
+    #[arg(long = "platform", value_name = "OS/ARCH[,...]")]
+    pub platforms: Vec<String>,
 }
 
 /// `cbuild why` options.

@@ -136,6 +136,7 @@ fn load_with(opts: &LoadOptions, loader: &mut Loader) -> Result<Project, Compose
         secrets: BTreeMap::new(),
         config: serde_json::Map::new(),
         warnings: std::mem::take(&mut loader.warnings),
+        environment: env.clone(),
     };
     for (k, v) in &services {
         let name = key_text(k);

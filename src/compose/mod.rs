@@ -14,7 +14,7 @@ pub mod schema;
 pub mod shellwords;
 pub mod yaml;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 pub use error::ComposeError;
@@ -40,6 +40,11 @@ pub struct Project {
     /// What compose would warn about while loading (unset variables, the
     /// obsolete `version`), for the caller to show.
     pub warnings: Vec<String>,
+    /// The project environment, as compose-go keeps it: the env files
+    /// (`--env-file`, else `.env`) overridden by the process environment.
+    /// compose reads settings such as `DOCKER_DEFAULT_PLATFORM` from it.
+    #[serde(skip)]
+    pub environment: HashMap<String, String>,
 }
 
 /// A top-level secret: where its value comes from.

@@ -305,20 +305,21 @@ impl Engine {
 }
 
 impl Engine {
-    /// The registries the engine was told to reach without TLS
-    /// (`insecure-registries` by name; CIDR ranges are not listed, the
-    /// loopback one is Docker's default and known to every caller).
+    /// The registries the engine was told to reach without TLS, as its
+    /// `insecure-registries` takes them: `host[:port]` names and CIDR
+    /// ranges (which include Docker's loopback defaults).
     pub async fn insecure_registries(&self) -> Result<Vec<String>, EngineError> {
         let info = self.docker.info().await.map_err(|e| self.api(e))?;
-        let mut out: Vec<String> = info
-            .registry_config
-            .and_then(|r| r.index_configs)
+        let config = info.registry_config.unwrap_or_default();
+        let mut out: Vec<String> = config
+            .index_configs
             .unwrap_or_default()
             .into_values()
             .filter(|i| i.secure == Some(false))
             .filter_map(|i| i.name)
             .collect();
         out.sort();
+        out.extend(config.insecure_registry_cidrs.unwrap_or_default());
         Ok(out)
     }
 }

@@ -599,7 +599,7 @@ fn plan_service(
     }
 
     let entitlements = option_attrs(project, svc, build, opts, &mut attrs)?;
-    let platforms = super::platform::resolve(svc, opts)?;
+    let platforms = super::platform::resolve(project, svc, opts)?;
     if !platforms.platforms.is_empty() {
         attrs.insert("platform".into(), platforms.platforms.join(","));
     }

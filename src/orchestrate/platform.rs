@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::compose::Service;
+use crate::compose::{Project, Service};
 
 use super::plan::{BuildOptions, PlanError};
 
@@ -30,10 +30,15 @@ impl PlatformSet {
 /// The service's platforms. compose 2.40 (`applyPlatforms`): when the
 /// service has no `platform:`, `DOCKER_DEFAULT_PLATFORM` becomes it, and
 /// must then be one of `build.platforms`; a service `platform:` is built
-/// alone when `build.platforms` is empty. cbuild's `--platform` (as
-/// buildx's, or bake's `--set *.platform=`) replaces the set of every
-/// service built.
-pub fn resolve(svc: &Service, opts: &BuildOptions) -> Result<PlatformSet, PlanError> {
+/// alone when `build.platforms` is empty. compose reads the variable from
+/// the project environment, so a `.env` file can set it. cbuild's
+/// `--platform` (as buildx's, or bake's `--set *.platform=`) replaces the
+/// set of every service built.
+pub fn resolve(
+    project: &Project,
+    svc: &Service,
+    opts: &BuildOptions,
+) -> Result<PlatformSet, PlanError> {
     let name = &svc.name;
     let listed: Vec<String> = svc
         .build
@@ -58,7 +63,7 @@ pub fn resolve(svc: &Service, opts: &BuildOptions) -> Result<PlatformSet, PlanEr
         .filter(|p| !p.is_empty())
         .map(|p| (p.to_string(), format!("services.{name}.platform")));
     if service_platform.is_none() {
-        if let Some(d) = opts
+        if let Some(d) = project
             .environment
             .get("DOCKER_DEFAULT_PLATFORM")
             .filter(|d| !d.is_empty())
@@ -366,12 +371,30 @@ mod tests {
     /// Plans the service `app` of `compose` with `opts`: its platform set
     /// and `platform` attribute, or the error.
     fn planned(compose: &str, opts: BuildOptions) -> Result<(PlatformSet, Option<String>), String> {
+        planned_in(compose, None, &[], opts)
+    }
+
+    /// [`planned`] in a project with a `.env` file of `dotenv` and the
+    /// process environment `env`.
+    fn planned_in(
+        compose: &str,
+        dotenv: Option<&str>,
+        env: &[(&str, &str)],
+        opts: BuildOptions,
+    ) -> Result<(PlatformSet, Option<String>), String> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("compose.yaml"), compose).unwrap();
         std::fs::write(dir.path().join("Dockerfile"), "FROM cbuild-base\n").unwrap();
+        if let Some(text) = dotenv {
+            std::fs::write(dir.path().join(".env"), text).unwrap();
+        }
         let project = crate::compose::load(&crate::compose::LoadOptions {
             cwd: dir.path().to_path_buf(),
             project_name: Some("p".into()),
+            environment: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         })
         .unwrap();
@@ -396,17 +419,21 @@ mod tests {
         );
         // DOCKER_DEFAULT_PLATFORM stands for a missing `platform:`, and must
         // be among `platforms:`.
-        let env = |v: &str| BuildOptions {
-            environment: [("DOCKER_DEFAULT_PLATFORM".to_string(), v.to_string())].into(),
-            ..Default::default()
+        let env = |compose: &str, v: &str| {
+            planned_in(
+                compose,
+                None,
+                &[("DOCKER_DEFAULT_PLATFORM", v)],
+                Default::default(),
+            )
         };
         let plain = "services:\n  app:\n    build: .\n";
-        let (set, _) = planned(plain, env("linux/386")).unwrap();
+        let (set, _) = env(plain, "linux/386").unwrap();
         assert_eq!(set.platforms, ["linux/386"]);
         assert_eq!(set.key, "DOCKER_DEFAULT_PLATFORM");
-        let (set, _) = planned(listed, env("linux/386")).unwrap();
+        let (set, _) = env(listed, "linux/386").unwrap();
         assert_eq!(set.platforms.len(), 2, "the listed set is still built");
-        let e = planned(listed, env("linux/arm64")).unwrap_err();
+        let e = env(listed, "linux/arm64").unwrap_err();
         assert!(
             e.contains("services.app.build.platforms") && e.contains("DOCKER_DEFAULT_PLATFORM"),
             "{e}"
@@ -428,6 +455,26 @@ mod tests {
             e.starts_with("`services.app.build.platforms`: `linux//x` is not a platform"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn default_platform_is_read_from_the_project_env_file_too() {
+        // compose reads DOCKER_DEFAULT_PLATFORM from the project
+        // environment, which holds `.env`; the process environment wins.
+        let plain = "services:\n  app:\n    build: .\n";
+        let dotenv = Some("DOCKER_DEFAULT_PLATFORM=linux/386\n");
+        let (set, attr) = planned_in(plain, dotenv, &[], Default::default()).unwrap();
+        assert_eq!(set.platforms, ["linux/386"]);
+        assert_eq!(set.key, "DOCKER_DEFAULT_PLATFORM");
+        assert_eq!(attr.as_deref(), Some("linux/386"));
+        let shell = [("DOCKER_DEFAULT_PLATFORM", "linux/arm64")];
+        let (set, _) = planned_in(plain, dotenv, &shell, Default::default()).unwrap();
+        assert_eq!(set.platforms, ["linux/arm64"]);
+        // Set empty in the shell, it is unset for compose too.
+        let empty = [("DOCKER_DEFAULT_PLATFORM", "")];
+        let (set, attr) = planned_in(plain, dotenv, &empty, Default::default()).unwrap();
+        assert!(set.platforms.is_empty(), "{set:?}");
+        assert_eq!(attr, None);
     }
 
     #[test]

@@ -7,13 +7,14 @@
 //! `Docker-Content-Digest`, and the two ways a registry asks for
 //! credentials (`WWW-Authenticate: Basic`, and `Bearer` with a token from
 //! the realm it names, as distribution's token spec describes). Plain http
-//! is used where Docker uses it: loopback and `localhost` registries, and
-//! the ones the caller lists as insecure; https (rustls, system roots)
-//! everywhere else. One connection per request: a check makes a handful.
+//! is used where Docker uses it (see `insecure`): loopback registries, and
+//! the ones the caller lists as insecure by name or address range; https
+//! (rustls, system roots) everywhere else. One connection per request: a check makes a handful.
 //! `upload` adds what a small artifact needs: reading a manifest or blob
 //! (checked against its digest), a monolithic blob upload and a manifest
 //! PUT (`orchestrate::records` stores build records with them).
 
+mod insecure;
 mod reference;
 mod upload;
 
@@ -112,7 +113,7 @@ pub enum RegistryError {
 /// A client for registries.
 #[derive(Clone, Debug)]
 pub struct Registry {
-    insecure: Vec<String>,
+    insecure: insecure::Insecure,
     deadline: Duration,
     tls: Arc<rustls::ClientConfig>,
 }
@@ -124,8 +125,9 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// A client that also speaks plain http to the `insecure` registries
-    /// (`host[:port]` as the engine's `insecure-registries` lists them).
+    /// A client that also speaks plain http to the `insecure` registries:
+    /// `host[:port]` names and CIDR ranges, as the engine's
+    /// `insecure-registries` lists them.
     pub fn new(insecure: Vec<String>) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_native_certs::load_native_certs().certs {
@@ -143,7 +145,7 @@ impl Registry {
                     .with_no_client_auth()
             });
         Self {
-            insecure,
+            insecure: insecure::Insecure::new(&insecure),
             deadline: crate::timeouts::answer_deadline(),
             tls: Arc::new(tls),
         }
@@ -157,26 +159,59 @@ impl Registry {
         creds: &Credentials,
     ) -> Result<Option<String>, RegistryError> {
         let path = format!("/v2/{}/manifests/{}", r.repository, r.reference);
-        let url = format!("{}://{}{}", self.scheme(&r.registry), r.registry, path);
+        let reply = self
+            .call(&r.registry, &r.repository, Method::HEAD, &path, None, creds)
+            .await?;
+        match reply.status {
+            StatusCode::OK => {
+                let digest = reply
+                    .headers
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|d| d.starts_with("sha256:") || d.starts_with("sha512:"));
+                match digest {
+                    Some(d) => Ok(Some(d.to_string())),
+                    None => Err(self.protocol(r, "a manifest without Docker-Content-Digest")),
+                }
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.unexpected(&r.registry, &reply, &format!("HEAD {path}"))),
+        }
+    }
+
+    /// One request to `repository` on `registry`, answering an
+    /// authentication challenge once.
+    async fn call(
+        &self,
+        registry: &str,
+        repository: &str,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Bytes)>,
+        creds: &Credentials,
+    ) -> Result<Reply, RegistryError> {
+        let url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}://{}{}", self.scheme(registry).await, registry, path)
+        };
+        let r = Reference {
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            reference: String::new(),
+        };
         let mut auth: Option<String> = None;
-        // At most: anonymous, then with what the challenge asked for.
-        for _ in 0..2 {
+        loop {
             let reply = self
-                .send(&r.registry, Method::HEAD, &url, auth.as_deref())
+                .send_body(
+                    registry,
+                    method.clone(),
+                    &url,
+                    auth.as_deref(),
+                    body.as_ref().map(|(k, b)| (*k, b.clone())),
+                )
                 .await?;
             match reply.status {
-                StatusCode::OK => {
-                    let digest = reply
-                        .headers
-                        .get("docker-content-digest")
-                        .and_then(|v| v.to_str().ok())
-                        .filter(|d| d.starts_with("sha256:") || d.starts_with("sha512:"));
-                    return match digest {
-                        Some(d) => Ok(Some(d.to_string())),
-                        None => Err(self.protocol(r, "a manifest without Docker-Content-Digest")),
-                    };
-                }
-                StatusCode::NOT_FOUND => return Ok(None),
                 StatusCode::UNAUTHORIZED if auth.is_none() => {
                     let challenge = reply
                         .headers
@@ -184,23 +219,18 @@ impl Registry {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_string();
-                    auth = Some(self.answer(r, &challenge, creds).await?);
+                    auth = Some(self.answer(&r, &challenge, creds).await?);
                 }
                 s if s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN => {
                     return Err(RegistryError::Denied {
-                        registry: r.registry.clone(),
-                        repository: r.repository.clone(),
+                        registry: registry.to_string(),
+                        repository: repository.to_string(),
                         status: s.as_u16(),
                     })
                 }
-                s => return Err(self.protocol(r, &format!("HTTP {s} to HEAD {path}"))),
+                _ => return Ok(reply),
             }
         }
-        Err(RegistryError::Denied {
-            registry: r.registry.clone(),
-            repository: r.repository.clone(),
-            status: 401,
-        })
     }
 
     /// The `Authorization` value that answers `challenge`.
@@ -271,6 +301,13 @@ impl Registry {
         }
     }
 
+    fn unexpected(&self, registry: &str, reply: &Reply, what: &str) -> RegistryError {
+        RegistryError::Protocol {
+            registry: registry.to_string(),
+            what: format!("HTTP {} to {what}", reply.status),
+        }
+    }
+
     fn protocol(&self, r: &Reference, what: &str) -> RegistryError {
         RegistryError::Protocol {
             registry: r.registry.clone(),
@@ -278,10 +315,10 @@ impl Registry {
         }
     }
 
-    /// `http` for loopback, `localhost` and the insecure registries, as
+    /// `http` for the insecure registries (loopback ones among them), as
     /// the Docker engine decides; `https` otherwise.
-    pub fn scheme(&self, registry: &str) -> &'static str {
-        if is_local(registry) || self.insecure.iter().any(|i| i == registry) {
+    pub async fn scheme(&self, registry: &str) -> &'static str {
+        if self.insecure.contains(registry, self.deadline).await {
             "http"
         } else {
             "https"
@@ -429,22 +466,6 @@ where
     })
 }
 
-/// Whether Docker reaches `registry` (`host[:port]`) over plain http
-/// without being told: `localhost` and 127.0.0.0/8 (and `::1`).
-pub fn is_local(registry: &str) -> bool {
-    let host = match registry.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(rest),
-        None => registry.split(':').next().unwrap_or(registry),
-    };
-    if host == "localhost" {
-        return true;
-    }
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => false,
-    }
-}
-
 /// What a `WWW-Authenticate` header asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Challenge {
@@ -546,17 +567,23 @@ fn encode(s: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn loopback_and_localhost_are_plain_http() {
-        let r = Registry::new(vec!["reg.internal:5000".into()]);
-        assert_eq!(r.scheme("127.0.0.1:5000"), "http");
-        assert_eq!(r.scheme("127.3.2.1"), "http");
-        assert_eq!(r.scheme("localhost:5001"), "http");
-        assert_eq!(r.scheme("[::1]:5000"), "http");
-        assert_eq!(r.scheme("reg.internal:5000"), "http");
-        assert_eq!(r.scheme("reg.internal:5001"), "https");
-        assert_eq!(r.scheme("registry-1.docker.io"), "https");
-        assert_eq!(r.scheme("128.0.0.1:5000"), "https");
+    #[tokio::test]
+    async fn loopback_and_the_insecure_registries_are_plain_http() {
+        let r = Registry::new(vec!["reg.internal:5000".into(), "10.0.0.0/8".into()]);
+        for (registry, scheme) in [
+            ("127.0.0.1:5000", "http"),
+            ("127.3.2.1", "http"),
+            ("localhost:5001", "http"),
+            ("[::1]:5000", "http"),
+            ("reg.internal:5000", "http"),
+            ("10.20.30.40:5000", "http"),
+            ("reg.internal:5001", "https"),
+            ("registry-1.docker.io", "https"),
+            ("128.0.0.1:5000", "https"),
+            ("11.0.0.1:5000", "https"),
+        ] {
+            assert_eq!(r.scheme(registry).await, scheme, "{registry}");
+        }
     }
 
     #[test]
@@ -603,100 +630,102 @@ mod tests {
     #[test]
     fn anonymous_credentials_send_no_header() {
         assert_eq!(Credentials::default().basic(), None);
-        let c = Credentials {
-            username: "u".into(),
-            password: "p".into(),
-        };
-        assert_eq!(c.basic().as_deref(), Some("Basic dTpw"));
+        assert_eq!(user_and_password().basic().as_deref(), Some("Basic dTpw"));
     }
 
-    /// A registry that answers HEAD with a challenge, then a digest, on a
-    /// loopback socket: the Basic flow end to end (the real registries are
-    /// exercised by the integration tests).
-    #[tokio::test]
-    async fn basic_challenge_is_answered_with_the_credentials() {
+    /// A loopback HTTP server that takes `n` connections of one request
+    /// each and answers each with what `reply` makes of the request (its
+    /// head, lower-cased: header names are case-insensitive); the task
+    /// yields the requests it saw. Its address is given to `reply` too,
+    /// for answers that point back at it.
+    async fn serve(
+        n: usize,
+        reply: impl Fn(&str, &str) -> String + Send + 'static,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
+        let own = addr.clone();
         let server = tokio::spawn(async move {
             let mut seen = Vec::new();
-            for _ in 0..2 {
+            for _ in 0..n {
                 let (mut s, _) = listener.accept().await.unwrap();
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap();
-                let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                let reply = if req.contains("Authorization: Basic dTpw")
-                    || req.contains("authorization: Basic dTpw")
-                {
-                    "HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:abc\r\nContent-Length: 0\r\n\r\n"
-                } else {
-                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\n\r\n"
-                };
-                s.write_all(reply.as_bytes()).await.unwrap();
+                // The requests here have no body: the head ends the request.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let got = s.read(&mut buf).await.unwrap();
+                    assert!(got > 0, "the client closed mid-request");
+                    head.extend_from_slice(&buf[..got]);
+                }
+                let req = String::from_utf8_lossy(&head).to_lowercase();
+                s.write_all(reply(&own, &req).as_bytes()).await.unwrap();
                 seen.push(req);
             }
             seen
         });
-        let r = Reference::parse(&format!("{addr}/a/b:v1")).unwrap();
-        let creds = Credentials {
+        (addr, server)
+    }
+
+    fn user_and_password() -> Credentials {
+        Credentials {
             username: "u".into(),
             password: "p".into(),
-        };
-        let d = Registry::default()
-            .manifest_digest(&r, &creds)
+        }
+    }
+
+    /// The digest of `a/b:v1` on the registry at `addr`, asked with `u:p`.
+    async fn digest_of_a_b(addr: &str) -> Option<String> {
+        let r = Reference::parse(&format!("{addr}/a/b:v1")).unwrap();
+        Registry::default()
+            .manifest_digest(&r, &user_and_password())
             .await
-            .unwrap();
-        assert_eq!(d.as_deref(), Some("sha256:abc"));
+            .unwrap()
+    }
+
+    /// A registry that answers HEAD with a challenge, then a digest: the
+    /// Basic flow end to end (the real registries are exercised by the
+    /// integration tests).
+    #[tokio::test]
+    async fn basic_challenge_is_answered_with_the_credentials() {
+        let (addr, server) = serve(2, |_, req| {
+            if req.contains("authorization: basic dtpw") {
+                "HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:abc\r\nContent-Length: 0\r\n\r\n"
+            } else {
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\n\r\n"
+            }
+            .to_string()
+        })
+        .await;
+        assert_eq!(digest_of_a_b(&addr).await.as_deref(), Some("sha256:abc"));
         let seen = server.await.unwrap();
         assert!(
-            seen[0].starts_with("HEAD /v2/a/b/manifests/v1 "),
+            seen[0].starts_with("head /v2/a/b/manifests/v1 "),
             "{}",
             seen[0]
         );
     }
 
-    /// A registry that wants a bearer token from its realm, on a loopback
-    /// socket serving both: the token is fetched with the credentials and
-    /// the scope the challenge names, then sent as `Bearer`.
+    /// A registry that wants a bearer token from its realm, served by the
+    /// same socket: the token is fetched with the credentials and the
+    /// scope the challenge names, then sent as `Bearer`.
     #[tokio::test]
     async fn bearer_challenge_fetches_a_token_from_the_realm() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let realm = format!("http://{addr}/token");
-        let server = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            for _ in 0..3 {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap();
-                let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
-                let reply = if req.starts_with("get /token?") {
-                    let body = r#"{"token":"tok"}"#;
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    )
-                } else if req.contains("authorization: bearer tok") {
-                    "HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:def\r\nContent-Length: 0\r\n\r\n".to_string()
-                } else {
-                    format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"reg\",scope=\"repository:a/b:pull\"\r\nContent-Length: 0\r\n\r\n")
-                };
-                s.write_all(reply.as_bytes()).await.unwrap();
-                seen.push(req);
+        let (addr, server) = serve(3, |addr, req| {
+            if req.starts_with("get /token?") {
+                let body = r#"{"token":"tok"}"#;
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            } else if req.contains("authorization: bearer tok") {
+                "HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:def\r\nContent-Length: 0\r\n\r\n".to_string()
+            } else {
+                format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"reg\",scope=\"repository:a/b:pull\"\r\nContent-Length: 0\r\n\r\n")
             }
-            seen
-        });
-        let r = Reference::parse(&format!("{addr}/a/b:v1")).unwrap();
-        let creds = Credentials {
-            username: "u".into(),
-            password: "p".into(),
-        };
-        let d = Registry::default()
-            .manifest_digest(&r, &creds)
-            .await
-            .unwrap();
-        assert_eq!(d.as_deref(), Some("sha256:def"));
+        })
+        .await;
+        assert_eq!(digest_of_a_b(&addr).await.as_deref(), Some("sha256:def"));
         let seen = server.await.unwrap();
         assert!(
             seen[1].starts_with("get /token?service=reg&scope=repository%3aa%2fb%3apull "),

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
 
-use super::{Credentials, Reference, Registry, RegistryError, Reply};
+use super::{Credentials, Reference, Registry, RegistryError};
 
 /// A manifest as the registry stores it: its media type and exact bytes
 /// (a digest covers the bytes, so they are never re-serialised).
@@ -32,67 +32,6 @@ pub fn sha256(data: &[u8]) -> String {
 }
 
 impl Registry {
-    /// One request to `repository` on `registry`, answering an
-    /// authentication challenge once.
-    async fn call(
-        &self,
-        registry: &str,
-        repository: &str,
-        method: Method,
-        path: &str,
-        body: Option<(&str, Bytes)>,
-        creds: &Credentials,
-    ) -> Result<Reply, RegistryError> {
-        let url = if path.starts_with("http://") || path.starts_with("https://") {
-            path.to_string()
-        } else {
-            format!("{}://{}{}", self.scheme(registry), registry, path)
-        };
-        let r = Reference {
-            registry: registry.to_string(),
-            repository: repository.to_string(),
-            reference: String::new(),
-        };
-        let mut auth: Option<String> = None;
-        loop {
-            let reply = self
-                .send_body(
-                    registry,
-                    method.clone(),
-                    &url,
-                    auth.as_deref(),
-                    body.as_ref().map(|(k, b)| (*k, b.clone())),
-                )
-                .await?;
-            match reply.status {
-                StatusCode::UNAUTHORIZED if auth.is_none() => {
-                    let challenge = reply
-                        .headers
-                        .get(header::WWW_AUTHENTICATE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string();
-                    auth = Some(self.answer(&r, &challenge, creds).await?);
-                }
-                s if s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN => {
-                    return Err(RegistryError::Denied {
-                        registry: registry.to_string(),
-                        repository: repository.to_string(),
-                        status: s.as_u16(),
-                    })
-                }
-                _ => return Ok(reply),
-            }
-        }
-    }
-
-    fn unexpected(&self, registry: &str, reply: &Reply, what: &str) -> RegistryError {
-        RegistryError::Protocol {
-            registry: registry.to_string(),
-            what: format!("HTTP {} to {what}", reply.status),
-        }
-    }
-
     /// The manifest under `r` (tag or digest), `None` when there is none.
     /// A manifest asked for by digest must have that digest.
     pub async fn manifest(

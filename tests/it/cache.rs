@@ -23,15 +23,43 @@ fn token(p: &Project) -> String {
     format!("{}-{nanos}", p.name)
 }
 
-/// `cbuild --progress json build` on the engine at `host`: its output and
-/// JSON events.
-fn build_on(p: &Project, host: &str) -> (Output, Vec<serde_json::Value>) {
-    let out = p.cbuild_env(&["--progress", "json", "build"], &[("DOCKER_HOST", host)]);
-    let events = stdout(&out)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    (out, events)
+/// `cbuild --progress json ARGS build` on the engine at `host`, asserting
+/// success (`what` names the build): the RUN steps it reported, and those
+/// it reported cached.
+fn build_on(p: &Project, host: &str, args: &[&str], what: &str) -> (Vec<String>, Vec<String>) {
+    let mut full = vec!["--progress", "json"];
+    full.extend_from_slice(args);
+    full.push("build");
+    let out = p.cbuild_env(&full, &[("DOCKER_HOST", host)]);
+    assert_ok(&out, what);
+    run_steps(&events(&out))
+}
+
+/// The export half: the first build of the steps, on the engine at `host`;
+/// nothing can come from a cache yet.
+fn export_on(p: &Project, host: &str) {
+    let (all, cached) = build_on(p, host, &[], "the export build");
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(cached.is_empty(), "nothing to reuse yet: {cached:?}");
+}
+
+/// The import half: a build on the engine at `host` (with `args` before
+/// `build`) whose every RUN step comes from the cache.
+fn import_on(p: &Project, host: &str, args: &[&str], what: &str) {
+    let (all, cached) = build_on(p, host, args, what);
+    assert_eq!(all.len(), 2, "{what}: {all:?}");
+    assert_eq!(cached, all, "{what}: every RUN step comes from the cache");
+}
+
+/// [`import_on`] each of the engines `names`, which never ran these
+/// steps; the image each makes holds what the steps wrote with `token`.
+fn import_on_engines(p: &Project, names: &[&str], image: &str, token: &str) {
+    for name in names {
+        let host = engine(name);
+        import_on(p, &host, &[], &format!("the import build on {name}"));
+        let y = docker_at(&host, &["run", "--rm", image, "cat", "/y"]);
+        assert_eq!(stdout(&y), format!("{token}\n{token}\n"), "{name}");
+    }
 }
 
 /// The RUN steps a build reported, and those it reported cached.
@@ -87,36 +115,22 @@ fn registry_cache_exported_by_one_engine_is_imported_by_others() {
     p.file("Dockerfile", &dockerfile(&token));
     p.file(
         "compose.yaml",
-        &format!(
-            "services:\n  app:\n    image: {image}\n    build:\n      context: .\n      pull: true\n      cache_to: [\"type=registry,ref={cache_ref},mode=max\"]\n"
+        &cache_compose(
+            &image,
+            &format!("cache_to: [\"type=registry,ref={cache_ref},mode=max\"]"),
         ),
     );
     // The containerd image store's BuildKit can export to a registry.
     let exporter = engine("d28-containerd");
-    let (out, events) = build_on(&p, &exporter);
-    assert_ok(&out, "the export build");
-    let (all, cached) = run_steps(&events);
-    assert_eq!(all.len(), 2, "{all:?}");
-    assert!(cached.is_empty(), "nothing to reuse yet: {cached:?}");
+    export_on(&p, &exporter);
 
     p.file(
         "compose.yaml",
-        &format!(
-            "services:\n  app:\n    image: {image}\n    build:\n      context: .\n      pull: true\n      cache_from: [\"{cache_ref}\"]\n"
-        ),
+        &cache_compose(&image, &format!("cache_from: [\"{cache_ref}\"]")),
     );
     // Two other engines that never ran these steps: the graph drivers of
     // 28.5 (the primary engine) and 26.1.
-    for name in ["d28", "d26"] {
-        let host = engine(name);
-        let (out, events) = build_on(&p, &host);
-        assert_ok(&out, &format!("the import build on {name}"));
-        let (all, cached) = run_steps(&events);
-        assert_eq!(all.len(), 2, "{name}: {all:?}");
-        assert_eq!(cached, all, "{name}: every RUN step comes from the cache");
-        let y = docker_at(&host, &["run", "--rm", &image, "cat", "/y"]);
-        assert_eq!(stdout(&y), format!("{token}\n{token}\n"), "{name}");
-    }
+    import_on_engines(&p, &["d28", "d26"], &image, &token);
     remove_images(&exporter, &[&image]);
     remove_images(&engine("d26"), &[&image]);
 }
@@ -130,28 +144,19 @@ fn inline_cache_travels_with_the_pushed_image() {
     p.file("Dockerfile", &dockerfile(&token));
     p.file(
         "compose.yaml",
-        &format!(
-            "services:\n  app:\n    image: {pushed}\n    build:\n      context: .\n      pull: true\n      cache_to: [type=inline]\n"
-        ),
+        &cache_compose(&pushed, "cache_to: [type=inline]"),
     );
     let exporter = engine("d28-containerd");
-    let (out, _) = build_on(&p, &exporter);
-    assert_ok(&out, "the export build");
+    export_on(&p, &exporter);
     let push = docker_at(&exporter, &["push", &pushed]);
     assert_ok(&push, "docker push");
 
     p.file(
         "compose.yaml",
-        &format!(
-            "services:\n  app:\n    image: {image}\n    build:\n      context: .\n      pull: true\n      cache_from: [\"{pushed}\"]\n"
-        ),
+        &cache_compose(&image, &format!("cache_from: [\"{pushed}\"]")),
     );
     let importer = engine("d28");
-    let (out, events) = build_on(&p, &importer);
-    assert_ok(&out, "the import build");
-    let (all, cached) = run_steps(&events);
-    assert_eq!(all.len(), 2, "{all:?}");
-    assert_eq!(cached, all, "every RUN step comes from the image's cache");
+    import_on(&p, &importer, &[], "the import of the image's cache");
     // Asked of the engine that built it, whichever engine DOCKER_HOST is.
     let ran = docker_at(&importer, &["run", "--rm", &image, "sh", "-c", "cat /y"]);
     assert_ok(&ran, "docker run");
@@ -308,11 +313,7 @@ fn local_cache_exported_by_one_engine_is_imported_by_others() {
         &cache_compose(&image, "cache_to: [\"type=local,dest=cache-dir,mode=max\"]"),
     );
     let exporter = engine("d28-containerd");
-    let (out, events) = build_on(&p, &exporter);
-    assert_ok(&out, "the export build");
-    let (all, cached) = run_steps(&events);
-    assert_eq!(all.len(), 2, "{all:?}");
-    assert!(cached.is_empty(), "nothing to reuse yet: {cached:?}");
+    export_on(&p, &exporter);
     let dir = p.path().join("cache-dir");
     exported_manifest(&dir);
     assert_eq!(
@@ -327,22 +328,12 @@ fn local_cache_exported_by_one_engine_is_imported_by_others() {
     // Engines that never ran these steps: the graph drivers of 28.5 (the
     // primary engine) and 26.1, which import local caches but cannot
     // export them.
-    for name in ["d28", "d26"] {
-        let host = engine(name);
-        let (out, events) = build_on(&p, &host);
-        assert_ok(&out, &format!("the import build on {name}"));
-        let (all, cached) = run_steps(&events);
-        assert_eq!(all.len(), 2, "{name}: {all:?}");
-        assert_eq!(cached, all, "{name}: every RUN step comes from the cache");
-        let y = docker_at(&host, &["run", "--rm", &image, "cat", "/y"]);
-        assert_eq!(stdout(&y), format!("{token}\n{token}\n"), "{name}");
-    }
+    import_on_engines(&p, &["d28", "d26"], &image, &token);
     // Docker 20.10 (BuildKit 0.8) reads the cache through the session too,
     // but its Dockerfile frontend keys the steps differently from 28.5's:
     // the build must work, hits are not expected.
     let stable = engine("stable");
-    let (out, _) = build_on(&p, &stable);
-    assert_ok(&out, "the import build on 20.10");
+    build_on(&p, &stable, &[], "the import build on 20.10");
     for host in [exporter, engine("d26"), stable] {
         remove_images(&host, &[&image]);
     }
@@ -392,30 +383,23 @@ fn local_cache_through_a_standalone_builder() {
             &format!("cache_from: [\"type=local,src={},tag=v1\"]", dir.display()),
         ),
     );
-    let mut runs: Vec<(String, Vec<String>)> = vec![(engine("d26"), vec!["build".into()])];
+    let mut runs: Vec<(String, Vec<String>)> = vec![(engine("d26"), vec![])];
     // A real standalone buildkitd, where this session has one (CI has
     // none): it imports too, the image going to the primary engine.
     if let Some(real) = std::env::var("CBUILD_BUILDKITD_HOST")
         .ok()
         .filter(|h| !h.is_empty())
     {
-        runs.push((
-            primary.clone(),
-            vec!["--builder".into(), real, "build".into()],
-        ));
+        runs.push((primary.clone(), vec!["--builder".into(), real]));
     }
     for (host, args) in runs {
-        let mut full = vec!["--progress", "json"];
-        full.extend(args.iter().map(String::as_str));
-        let out = p.cbuild_env(&full, &[("DOCKER_HOST", &host)]);
-        assert_ok(&out, &format!("the import with {args:?} on {host}"));
-        let events: Vec<serde_json::Value> = stdout(&out)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        let (all, cached) = run_steps(&events);
-        assert_eq!(all.len(), 2, "{args:?}: {all:?}");
-        assert_eq!(cached, all, "{args:?}: every RUN step comes from the cache");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        import_on(
+            &p,
+            &host,
+            &args,
+            &format!("the import with {args:?} on {host}"),
+        );
     }
     remove_images(&engine("d26"), &[&image]);
     remove_images(&primary, &[&image]);

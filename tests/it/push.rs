@@ -473,3 +473,25 @@ fn a_push_cut_off_halfway_is_retried_by_the_next_run() {
     let out = push(&p, None, &host, &[]);
     assert!(up_to_date(&out), "{}", said(&out));
 }
+
+/// What decides plain http for a push: every engine reports its insecure
+/// registries with the CIDR ranges of its `insecure-registries` (here
+/// Docker's loopback defaults, which the engines' own configuration cannot
+/// be changed to show more of), and the registry client matches them.
+#[test]
+fn the_engines_insecure_ranges_reach_the_registry_client() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for name in ["d28", "d28-containerd", "d26", "stable"] {
+        let host = engine(name);
+        let insecure = rt.block_on(async {
+            let e = cbuild::engine::Engine::connect(&host, None).await.unwrap();
+            e.insecure_registries().await.unwrap()
+        });
+        assert!(
+            insecure.iter().any(|i| i == "127.0.0.0/8"),
+            "{name}: {insecure:?}"
+        );
+        let client = cbuild::registry::Registry::new(insecure);
+        assert_eq!(rt.block_on(client.scheme(&registry())), "http", "{name}");
+    }
+}

@@ -74,3 +74,56 @@ fn up_starts_fresh_containers_and_status_follows_edits() {
     assert_eq!(s[0]["containers"][0]["current_image"], true, "{s}");
     compose_down(&p);
 }
+
+/// `status` judges what `build` with the same options would do: with
+/// `--builder` naming another Docker engine it looks at that engine's
+/// images, where the build put them, and `--platform` is an input as it is
+/// for `build`.
+#[test]
+fn status_follows_the_builder_and_platform_of_build() {
+    let p = Project::new("status-opts");
+    p.file("compose.yaml", "services:\n  app:\n    build: .\n")
+        .file("Dockerfile", "FROM cbuild-base\nCOPY app.txt /app.txt\n")
+        .file("app.txt", &format!("{}\n", p.name));
+    // Another engine than DOCKER_HOST's (the suite also runs on 26.1).
+    let other = match engine("d26") {
+        d26 if d26 == docker_host() => engine("d28"),
+        d26 => d26,
+    };
+    let builder = format!("docker+{other}");
+    let image = p.image("app");
+    let run = |args: &[&str]| {
+        let out = p.cbuild(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out
+    };
+    // `cbuild [--builder B] status --format json [--platform P]`: the state.
+    let state = |builder: Option<&str>, platform: Option<&str>| {
+        let mut args = Vec::new();
+        args.extend(builder.iter().flat_map(|b| ["--builder", b]));
+        args.extend(["status", "--format", "json"]);
+        args.extend(platform.iter().flat_map(|p| ["--platform", p]));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&run(&args))).unwrap();
+        v[0]["state"].as_str().unwrap().to_string()
+    };
+    run(&["--builder", &builder, "build", "--platform", "linux/amd64"]);
+    let present = |host: &str| {
+        docker_at(host, &["image", "inspect", &image])
+            .status
+            .success()
+    };
+    assert!(present(&other) && !present(&docker_host()));
+
+    assert_eq!(state(Some(&builder), Some("linux/amd64")), "fresh");
+    assert_eq!(
+        state(Some(&builder), None),
+        "stale",
+        "a build without --platform is another build"
+    );
+    assert_ne!(
+        state(None, Some("linux/amd64")),
+        "fresh",
+        "DOCKER_HOST's engine does not hold the image"
+    );
+    let _ = docker_at(&other, &["rmi", "-f", &image]);
+}

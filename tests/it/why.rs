@@ -1,7 +1,7 @@
 //! `cbuild why`: the steps it predicts to re-run are the steps BuildKit then runs, on the
 //! example project and on Dockerfiles of several shapes; `--last` and `--advise`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::common::*;
 
@@ -17,13 +17,30 @@ fn numbered(name: &str) -> Option<String> {
     Some(prefix.trim().to_string())
 }
 
+/// `cbuild why --format json ARGS`, asserting success: the reports.
+fn why_json(p: &Project, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["why", "--format", "json"];
+    full.extend_from_slice(args);
+    let out = p.cbuild(&full);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
 /// `cbuild why --format json SERVICE`: the steps predicted to run; asserts nothing is
 /// "cannot tell".
 fn predicted(p: &Project, service: &str) -> (BTreeSet<String>, serde_json::Value) {
-    let out = p.cbuild(&["why", "--format", "json", service]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let report = v[0].clone();
+    predicted_with(p, service, &[])
+}
+
+/// [`predicted`] with more `why` arguments (`--build-arg`…).
+fn predicted_with(
+    p: &Project,
+    service: &str,
+    extra: &[&str],
+) -> (BTreeSet<String>, serde_json::Value) {
+    let mut args = extra.to_vec();
+    args.push(service);
+    let report = why_json(p, &args)[0].clone();
     let steps = report["steps"].as_array().unwrap();
     assert!(
         steps.iter().all(|s| s["verdict"] != "cannot-tell"),
@@ -41,7 +58,15 @@ fn predicted(p: &Project, service: &str) -> (BTreeSet<String>, serde_json::Value
 
 /// Builds `service` and returns the numbered steps BuildKit ran (not cached).
 fn ran(p: &Project, service: &str) -> BTreeSet<String> {
-    let out = p.cbuild(&["--progress", "json", "build", service]);
+    ran_with(p, service, &[])
+}
+
+/// [`ran`] with more `build` arguments.
+fn ran_with(p: &Project, service: &str, extra: &[&str]) -> BTreeSet<String> {
+    let mut args = vec!["--progress", "json", "build"];
+    args.extend_from_slice(extra);
+    args.push(service);
+    let out = p.cbuild(&args);
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -52,15 +77,7 @@ fn ran(p: &Project, service: &str) -> BTreeSet<String> {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let mut latest: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for e in stdout(&out)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == "step")
-    {
-        latest.insert(e["id"].as_str().unwrap().to_string(), e);
-    }
-    latest
+    last_steps(&out)
         .values()
         .filter(|e| e["cached"] == false && e["completed_ms"].is_number())
         .filter_map(|e| numbered(e["name"].as_str().unwrap()))
@@ -269,47 +286,10 @@ fn a_changed_base_image_reruns_its_stage_and_a_changed_arg_its_runs() {
     );
 
     // A build argument reaches the RUNs after its ARG.
-    let (want, _) = predicted_with(&p, "app", &["--build-arg", "V=two"]);
+    let build_arg = ["--build-arg", "V=two"];
+    let (want, _) = predicted_with(&p, "app", &build_arg);
     assert_eq!(want, set(&["stage-1 4/4"]));
-    let out = p.cbuild(&["--progress", "json", "build", "--build-arg", "V=two", "app"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let mut latest: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for e in stdout(&out)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == "step")
-    {
-        latest.insert(e["id"].as_str().unwrap().to_string(), e);
-    }
-    let got: BTreeSet<String> = latest
-        .values()
-        .filter(|e| e["cached"] == false && e["completed_ms"].is_number())
-        .filter_map(|e| numbered(e["name"].as_str().unwrap()))
-        .collect();
-    assert_eq!(got, want);
-}
-
-fn predicted_with(
-    p: &Project,
-    service: &str,
-    extra: &[&str],
-) -> (BTreeSet<String>, serde_json::Value) {
-    let mut args = vec!["why", "--format", "json"];
-    args.extend_from_slice(extra);
-    args.push(service);
-    let out = p.cbuild(&args);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let runs = v[0]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| {
-            s["verdict"] == "runs" && !s["instruction"].as_str().unwrap().starts_with("FROM ")
-        })
-        .map(|s| s["step"].as_str().unwrap().to_string())
-        .collect();
-    (runs, v[0].clone())
+    assert_eq!(ran_with(&p, "app", &build_arg), want);
 }
 
 #[test]
@@ -338,9 +318,10 @@ fn the_example_project_predicts_what_runs() {
     assert!(stdout(&out).contains("backend: fresh"), "{}", stdout(&out));
 }
 
-#[test]
-fn last_shows_what_ran_and_what_was_cached() {
-    let p = Project::new("why-last");
+/// A project that copies `a.txt` and `b.txt`, then runs on both, never built: `why
+/// FLAG` says so.
+fn two_copies(tag: &str, flag: &str) -> Project {
+    let p = Project::new(tag);
     p.file("compose.yaml", "services:\n  app:\n    build: .\n")
         .file(
             "Dockerfile",
@@ -348,20 +329,43 @@ fn last_shows_what_ran_and_what_was_cached() {
         )
         .file("a.txt", &u(&p, "a\n"))
         .file("b.txt", &u(&p, "b\n"));
-    let out = p.cbuild(&["why", "--last"]);
+    let out = p.cbuild(&["why", flag]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("app: no build recorded"),
         "{}",
         stdout(&out)
     );
+    p
+}
+
+/// Writes over the record in cbuild's cache whose name ends in `suffix`; `why FLAG`
+/// then warns with `warning` and knows no build.
+fn corrupt_record(p: &Project, suffix: &str, flag: &str, warning: &str) {
+    let record = std::fs::read_dir(p.cache.path().join("builds"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .unwrap_or_else(|| panic!("no {suffix} record"));
+    std::fs::write(&record, "{ not json\n").unwrap();
+    let out = p.cbuild(&["why", flag]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(warning), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("no build recorded"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn last_shows_what_ran_and_what_was_cached() {
+    let p = two_copies("why-last", "--last");
     let err = p.build_ok(&["build"]);
     assert!(!err.contains("why --advise"), "no advice applies: {err}");
     p.file("b.txt", &u(&p, "b2\n"));
     p.build_ok(&["build"]);
-    let out = p.cbuild(&["why", "--last", "--format", "json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let v = why_json(&p, &["--last"]);
     let steps = v[0]["last"]["steps"].as_array().unwrap();
     let state = |prefix: &str| {
         steps
@@ -376,52 +380,19 @@ fn last_shows_what_ran_and_what_was_cached() {
     assert!(text.contains("cached     [2/4] COPY a.txt /a"), "{text}");
 
     // A corrupt record is ignored with a warning.
-    let record = std::fs::read_dir(p.cache.path().join("builds"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".why.json"))
-        .unwrap();
-    std::fs::write(&record, "{ not json").unwrap();
-    let out = p.cbuild(&["why", "--last"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("no build recorded"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(
-        stderr(&out).contains("unreadable step record"),
-        "{}",
-        stderr(&out)
-    );
+    corrupt_record(&p, ".why.json", "--last", "unreadable step record");
 }
 
 #[test]
 fn history_keeps_each_build_with_its_steps_bytes_and_trigger() {
-    let p = Project::new("why-history");
-    p.file("compose.yaml", "services:\n  app:\n    build: .\n")
-        .file(
-            "Dockerfile",
-            "FROM cbuild-base\nCOPY a.txt /a\nCOPY b.txt /b\nRUN cat /a /b > /c\n",
-        )
-        .file("a.txt", &u(&p, "a\n"))
-        .file("b.txt", &u(&p, "b\n"));
-    let out = p.cbuild(&["why", "--history"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("app: no build recorded"),
-        "{}",
-        stdout(&out)
-    );
+    let p = two_copies("why-history", "--history");
     p.build_ok(&["build"]);
     // A skipped build is no build: it adds nothing.
     p.build_ok(&["build"]);
     p.file("b.txt", &u(&p, "b2\n"));
     p.build_ok(&["build"]);
 
-    let out = p.cbuild(&["why", "--history", "--format", "json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let v = why_json(&p, &["--history"]);
     let builds = v[0]["builds"].as_array().unwrap();
     assert_eq!(builds.len(), 2, "{v:#}");
     let (first, second) = (&builds[0], &builds[1]);
@@ -449,24 +420,10 @@ fn history_keeps_each_build_with_its_steps_bytes_and_trigger() {
 
     // A corrupt history is set aside with a warning, and the next build
     // starts a new one.
-    let history = std::fs::read_dir(p.cache.path().join("builds"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".history.jsonl"))
-        .unwrap();
-    std::fs::write(&history, "{ not json\n").unwrap();
-    let out = p.cbuild(&["why", "--history"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("is unreadable"), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("no build recorded"),
-        "{}",
-        stdout(&out)
-    );
+    corrupt_record(&p, ".history.jsonl", "--history", "is unreadable");
     p.file("a.txt", &u(&p, "a2\n"));
     p.build_ok(&["build"]);
-    let out = p.cbuild(&["why", "--history", "--format", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let v = why_json(&p, &["--history"]);
     assert_eq!(v[0]["builds"].as_array().unwrap().len(), 1, "{v:#}");
     assert_eq!(
         v[0]["builds"][0]["trigger"],
@@ -488,9 +445,7 @@ fn advise_names_lines_and_changes_nothing() {
         err.contains("hint: `cbuild why --advise app` shows how to keep more of the cache"),
         "{err}"
     );
-    let out = p.cbuild(&["why", "--advise", "--format", "json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let v = why_json(&p, &["--advise"]);
     let rules: Vec<(String, u64)> = v[0]["advice"]
         .as_array()
         .unwrap()

@@ -142,7 +142,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
 
 /// `x-cbuild: builders:` of the Compose file: the pool when no
 /// `--builder` is given.
-fn x_cbuild_builders(project: &crate::compose::Project) -> anyhow::Result<Vec<String>> {
+pub(super) fn x_cbuild_builders(project: &crate::compose::Project) -> anyhow::Result<Vec<String>> {
     let Some(x) = project.config.get("x-cbuild") else {
         return Ok(Vec::new());
     };

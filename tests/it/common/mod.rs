@@ -416,9 +416,8 @@ pub fn build_json(p: &Project, args: &[&str]) -> serde_json::Value {
         "cbuild {full:?} failed:\n{}",
         stderr(&out)
     );
-    stdout(&out)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    events(&out)
+        .into_iter()
         .rfind(|v| v["event"] == "finished")
         .expect("a finished event")
 }
@@ -436,10 +435,29 @@ pub fn mtime(path: &Path) -> std::time::SystemTime {
 /// The `finished` event of each service in a `--progress json` run, by
 /// service name.
 pub fn finished(out: &Output) -> BTreeMap<String, serde_json::Value> {
+    events(out)
+        .into_iter()
+        .filter(|e| e["event"] == "finished")
+        .map(|e| (e["service"].as_str().unwrap().to_string(), e))
+        .collect()
+}
+
+/// The events of a `--progress json` run, in order: one JSON object a
+/// line on stdout (other lines are passed over).
+pub fn events(out: &Output) -> Vec<serde_json::Value> {
     stdout(out)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == "finished")
-        .map(|e| (e["service"].as_str().unwrap().to_string(), e))
+        .filter(serde_json::Value::is_object)
+        .collect()
+}
+
+/// Each step of a `--progress json` run in its last state (a step is
+/// reported as it starts, logs and ends), by its id.
+pub fn last_steps(out: &Output) -> BTreeMap<String, serde_json::Value> {
+    events(out)
+        .into_iter()
+        .filter(|e| e["event"] == "step")
+        .map(|e| (e["id"].as_str().unwrap().to_string(), e))
         .collect()
 }
