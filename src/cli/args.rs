@@ -253,6 +253,11 @@ pub struct BuildArgs {
     /// (`generator=IMAGE`); replaces each service's `sbom` key.
     #[arg(long, value_name = "VALUE")]
     pub sbom: Option<String>,
+    /// With several builders: the registry (and repository prefix) through
+    /// which a service's image reaches a dependent built on another node;
+    /// replaces `x-cbuild: pool_registry`.
+    #[arg(long, value_name = "HOST[:PORT][/PREFIX]")]
+    pub pool_registry: Option<String>,
 }
 
 /// `docker compose push` options.

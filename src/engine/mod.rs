@@ -238,6 +238,23 @@ impl Engine {
             .await
             .map_err(|e| self.api(e))
     }
+
+    /// Removes the name `name` only (as `docker rmi --no-prune` does for
+    /// one of several names: the image and its other names stay).
+    pub async fn untag(&self, name: &str) -> Result<(), EngineError> {
+        self.docker
+            .remove_image(
+                name,
+                Some(bollard::image::RemoveImageOptions {
+                    force: false,
+                    noprune: true,
+                }),
+                None,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| self.api(e))
+    }
 }
 
 /// Credentials the engine passes to a registry (`X-Registry-Auth`).

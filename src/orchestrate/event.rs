@@ -22,6 +22,9 @@ pub enum BuildEvent {
         /// Whether several builders share the work (the node is then worth
         /// showing).
         pooled: bool,
+        /// Images of dependencies built elsewhere, handed to this build
+        /// through the registry.
+        handoffs: Vec<HandOff>,
     },
     /// Progress from BuildKit for a service.
     Status {
@@ -37,6 +40,29 @@ pub enum BuildEvent {
         /// How it ended.
         outcome: ServiceOutcome,
     },
+}
+
+/// A dependency's image handed to a build on another node through a
+/// registry (see `super::pool`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandOff {
+    /// The service whose image it is.
+    pub dependency: String,
+    /// The registry it went through (`host[:port]`).
+    pub registry: String,
+    /// What the build reads: `name@sha256:…`.
+    pub reference: String,
+}
+
+impl HandOff {
+    /// The progress line, for `service` building on `node`.
+    pub fn describe(&self, service: &str, node: Option<&str>) -> String {
+        let on = node.map(|n| format!(" on `{n}`")).unwrap_or_default();
+        format!(
+            "handing off image of `{}` to `{service}`{on} via `{}` (`{}`)",
+            self.dependency, self.registry, self.reference
+        )
+    }
 }
 
 /// How one service's build ended.

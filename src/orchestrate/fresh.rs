@@ -143,6 +143,18 @@ fn load(path: &Path) -> Option<Record> {
 
 /// Whether `b` needs building, without asking BuildKit anything.
 pub async fn check(b: &ServiceBuild, engine: &Engine) -> Freshness {
+    check_with(b, engine, &BTreeMap::new()).await
+}
+
+/// [`check`], with the IDs of some of the images the build starts from
+/// already known (`known`, by the name in `b.bases`): a dependency's image
+/// built into another engine than `engine` (a pool, `super::pool`) is
+/// identified where it is, not by whatever `engine` holds under its name.
+pub async fn check_with(
+    b: &ServiceBuild,
+    engine: &Engine,
+    known: &BTreeMap<String, String>,
+) -> Freshness {
     let Some(path) = &b.record else {
         return Freshness::NotBuilt;
     };
@@ -152,7 +164,8 @@ pub async fn check(b: &ServiceBuild, engine: &Engine) -> Freshness {
     if b.force {
         return Freshness::Stale("a fresh build was asked for (--no-cache or --pull)".into());
     }
-    let bases = base_ids(engine, &b.bases).await;
+    let mut bases = base_ids(engine, &b.bases).await;
+    bases.extend(known.clone());
     if let Some((name, _)) = bases.iter().find(|(_, id)| *id == "missing") {
         return Freshness::Stale(format!(
             "the image `{name}` (a base, `--from` or `# syntax=` frontend image) is not in the engine"

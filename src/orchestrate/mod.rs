@@ -21,14 +21,14 @@ pub mod why;
 use std::sync::Arc;
 use std::time::Instant;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::buildkit::{BuildkitError, Client, StatusUpdate};
 use crate::engine::Engine;
-pub use event::{BuildEvent, Reporter, ServiceOutcome};
+pub use event::{BuildEvent, HandOff, Reporter, ServiceOutcome};
 pub use inspect::{inspect, ContextReport, InspectError, InspectOptions};
 pub use plan::{plan, BuildOptions, PlanError, ServiceBuild, Transport};
 pub use shutdown::{Shutdown, ShutdownTrigger};
@@ -65,15 +65,25 @@ pub async fn run(
             build: b,
         })
         .collect();
-    run_pool(vec![node], builds, parallel, reporter, shutdown).await
+    run_pool(vec![node], builds, None, parallel, reporter, shutdown).await
 }
+
+/// What a service task tells the services that wait for it: its outcome,
+/// and the node that built it (or found it up to date).
+type Done = Option<(ServiceOutcome, Option<usize>)>;
+
+/// The pool-registry hand-offs of one run: each dependency's image is
+/// pushed once, whatever number of dependents need it.
+type HandOffCells = HashMap<String, tokio::sync::OnceCell<Result<HandOff, (String, String)>>>;
 
 /// [`run`] over a pool of builders (see [`pool`]): each service goes to
 /// one node as it starts, and once more to another node when its node is
-/// lost during the build.
+/// lost during the build. With a pool `registry`, a dependency's image is
+/// handed to a dependent on another node through it.
 pub async fn run_pool(
     nodes: Vec<pool::Node>,
     builds: Vec<pool::Pooled>,
+    registry: Option<pool::PoolRegistry>,
     parallel: usize,
     reporter: Arc<dyn Reporter>,
     shutdown: Shutdown,
@@ -91,30 +101,47 @@ pub async fn run_pool(
     let mut senders = HashMap::new();
     let mut receivers = HashMap::new();
     for p in &builds {
-        let (tx, rx) = tokio::sync::watch::channel::<Option<ServiceOutcome>>(None);
+        let (tx, rx) = tokio::sync::watch::channel::<Done>(None);
         senders.insert(p.build.service.clone(), tx);
         receivers.insert(p.build.service.clone(), rx);
     }
     let mut pushers = Vec::new();
     for n in &nodes {
-        pushers.push(match builds.iter().any(|p| p.build.push) {
-            true => Some(push::Pusher::for_engine(n.engine.as_ref()).await),
-            false => None,
-        });
+        pushers.push(
+            match registry.is_some() || builds.iter().any(|p| p.build.push) {
+                true => Some(push::Pusher::for_engine(n.engine.as_ref()).await),
+                false => None,
+            },
+        );
     }
     let pushers = Arc::new(pushers);
-    let scheduler = Arc::new(pool::Scheduler::new(nodes, &builds));
+    // Each service as each node builds it, for the hand-offs of its image.
+    let plans: Arc<HashMap<String, Vec<Option<ServiceBuild>>>> = Arc::new(
+        builds
+            .iter()
+            .map(|p| (p.build.service.clone(), p.on.clone()))
+            .collect(),
+    );
+    let cells: Arc<HandOffCells> = Arc::new(
+        builds
+            .iter()
+            .map(|p| (p.build.service.clone(), Default::default()))
+            .collect(),
+    );
+    let scheduler = Arc::new(pool::Scheduler::new(nodes, &builds, registry));
     let mut set = JoinSet::new();
     for pooled in builds {
         let b = pooled.build;
         let on = pooled.on;
         let pushers = pushers.clone();
+        let plans = plans.clone();
+        let cells = cells.clone();
         let scheduler = scheduler.clone();
         let reporter = reporter.clone();
         let limit = limit.clone();
         let mut shutdown = shutdown.clone();
         let done = senders.remove(&b.service);
-        let waits: Vec<(String, tokio::sync::watch::Receiver<Option<ServiceOutcome>>)> = b
+        let waits: Vec<(String, tokio::sync::watch::Receiver<Done>)> = b
             .deps
             .iter()
             .chain(b.same_as.iter())
@@ -124,6 +151,8 @@ pub async fn run_pool(
             let started = Instant::now();
             let mut failed_dep = None;
             let mut same = None;
+            // The dependencies, with the node each was built on.
+            let mut built: Vec<(String, usize, ServiceOutcome)> = Vec::new();
             for (name, mut rx) in waits {
                 let outcome = rx
                     .wait_for(Option::is_some)
@@ -131,14 +160,17 @@ pub async fn run_pool(
                     .ok()
                     .and_then(|o| o.clone());
                 match outcome {
-                    Some(o) if o.error.is_none() => {
+                    Some((o, node)) if o.error.is_none() => {
                         if b.same_as.as_deref() == Some(name.as_str()) {
-                            same = Some(o);
+                            same = Some((o, node));
+                        } else if let Some(n) = node {
+                            built.push((name, n, o));
                         }
                     }
                     _ => failed_dep = Some(name),
                 }
             }
+            let mut ran_on = None;
             let outcome = if shutdown.is_requested() {
                 cancelled(&b, started, reporter.as_ref())
             } else if let Some(dep) = failed_dep {
@@ -151,12 +183,13 @@ pub async fn run_pool(
                     outcome: o.clone(),
                 });
                 o
-            } else if let Some(o) = same {
+            } else if let Some((o, node)) = same {
                 // Built once, under the first service that names the image.
                 reporter.report(BuildEvent::Finished {
                     service: b.service.clone(),
                     outcome: o.clone(),
                 });
+                ran_on = node;
                 o
             } else {
                 let _permit = tokio::select! {
@@ -164,7 +197,7 @@ pub async fn run_pool(
                     _ = shutdown.requested() => {
                         let o = cancelled(&b, started, reporter.as_ref());
                         if let Some(tx) = done {
-                            let _ = tx.send(Some(o.clone()));
+                            let _ = tx.send(Some((o.clone(), None)));
                         }
                         return (b.service, o);
                     }
@@ -187,6 +220,10 @@ pub async fn run_pool(
                     let node = &scheduler.nodes()[i];
                     let nb = on[i].as_ref().unwrap_or(&b);
                     let may_retry = retry.is_none() && scheduler.other_left(i, &usable);
+                    let deps = match scheduler.registry() {
+                        Some(r) => deps_at(&scheduler, &plans, &pushers, &cells, r, i, &built),
+                        None => Vec::new(),
+                    };
                     let at = Attempt {
                         client: &node.client,
                         engine: node.engine.as_ref(),
@@ -195,11 +232,15 @@ pub async fn run_pool(
                         pooled: scheduler.pooled(),
                         retry: retry.take(),
                         may_retry,
+                        deps,
                     };
                     let r = fresh_or_build(at, nb, started, reporter.as_ref(), &mut shutdown).await;
                     scheduler.done(i);
                     match r {
-                        Ok(o) => break o,
+                        Ok(o) => {
+                            ran_on = Some(i);
+                            break o;
+                        }
                         Err(why) => {
                             scheduler.lose(i);
                             let msg = format!(
@@ -213,7 +254,7 @@ pub async fn run_pool(
                 }
             };
             if let Some(tx) = done {
-                let _ = tx.send(Some(outcome.clone()));
+                let _ = tx.send(Some((outcome.clone(), ran_on)));
             }
             (b.service, outcome)
         });
@@ -267,6 +308,241 @@ fn cancelled(b: &ServiceBuild, started: Instant, reporter: &dyn Reporter) -> Ser
     o
 }
 
+/// A dependency as seen from the node a dependent build runs on (pool
+/// registry only).
+struct DepAt<'a> {
+    /// The dependency as its node built it.
+    build: &'a ServiceBuild,
+    /// Its node.
+    node: &'a pool::Node,
+    /// How it ended.
+    outcome: &'a ServiceOutcome,
+    /// The engine its image landed in (none: it went to a registry only).
+    landing: Option<&'a Engine>,
+    /// Who pushes from its engine.
+    pusher: Option<&'a push::Pusher>,
+    /// Whether the dependent's node cannot see its image: it is handed
+    /// over through the registry.
+    handoff: bool,
+    /// Where the hand-off goes, and the one hand-off of its image.
+    registry: &'a pool::PoolRegistry,
+    cell: Option<&'a tokio::sync::OnceCell<Result<HandOff, (String, String)>>>,
+}
+
+/// The dependencies of a build placed on node `i`, with whether each must
+/// be handed over (see [`pool::handoff_needed`]).
+fn deps_at<'a>(
+    scheduler: &'a pool::Scheduler,
+    plans: &'a HashMap<String, Vec<Option<ServiceBuild>>>,
+    pushers: &'a [Option<push::Pusher>],
+    cells: &'a HandOffCells,
+    registry: &'a pool::PoolRegistry,
+    i: usize,
+    built: &'a [(String, usize, ServiceOutcome)],
+) -> Vec<DepAt<'a>> {
+    let nodes = scheduler.nodes();
+    let here = &nodes[i];
+    built
+        .iter()
+        .filter_map(|(dep, j, outcome)| {
+            let node = nodes.get(*j)?;
+            let build = plans.get(dep)?.get(*j)?.as_ref()?;
+            let landing = node
+                .engine
+                .as_ref()
+                .filter(|_| export::stores_locally(build));
+            let handoff = pool::handoff_needed(
+                here.sees_own_store(),
+                landing.map(Engine::address),
+                here.store(),
+            );
+            Some(DepAt {
+                build,
+                node,
+                outcome,
+                landing,
+                pusher: pushers.get(*j).and_then(Option::as_ref),
+                handoff,
+                registry,
+                cell: cells.get(dep),
+            })
+        })
+        .collect()
+}
+
+/// The IDs of the dependency images of `b` that did not land in `engine`
+/// (the engine the dependent's node checks freshness in), as they are
+/// where they landed: that engine's image of the same name may be an older
+/// one, which must not make the dependent look up to date.
+async fn dep_ids(
+    b: &ServiceBuild,
+    engine: Option<&Engine>,
+    deps: &[DepAt<'_>],
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for d in deps {
+        let same = matches!((d.landing, engine), (Some(a), Some(e)) if a.address() == e.address());
+        if same {
+            continue;
+        }
+        let id = match d.landing {
+            Some(l) => match l.image(&d.build.image).await {
+                Ok(Some(img)) => img.id,
+                _ => "missing".to_string(),
+            },
+            None => d
+                .outcome
+                .image_id
+                .clone()
+                .unwrap_or_else(|| "missing".into()),
+        };
+        let name = plan::normalize_image(&d.build.image);
+        for base in b.bases.iter().filter(|x| plan::normalize_image(x) == name) {
+            out.insert(base.clone(), id.clone());
+        }
+    }
+    out
+}
+
+/// Hands the image of `d` over through a registry: its own push when it
+/// was pushed (nothing more to send), else a push from the engine it
+/// landed in under a content-derived tag of the pool registry. Once per
+/// dependency.
+async fn hand_off(d: &DepAt<'_>) -> Result<HandOff, (String, String)> {
+    let go = || async {
+        let dep = &d.build.service;
+        let failed = |why: String, hint: String| {
+            (
+                format!(
+                    "cannot hand the image of `{dep}` (built on `{}`) to this build through the pool registry `{}`: {why}",
+                    d.node.name, d.registry
+                ),
+                format!("{hint} (the pool registry is `--pool-registry` or `x-cbuild: pool_registry`)"),
+            )
+        };
+        if let Some(h) = own_push(d) {
+            return Ok(h);
+        }
+        let Some(engine) = d.landing else {
+            return Err(failed(
+                "its image is in no engine cbuild can push it from, and it was not pushed".into(),
+                "give the builder that built it an engine (DOCKER_HOST), or build with `--push`"
+                    .into(),
+            ));
+        };
+        let id = match engine.image(&d.build.image).await {
+            Ok(Some(img)) => img.id,
+            Ok(None) => {
+                return Err(failed(
+                    format!(
+                        "the engine at `{}` has no image `{}`",
+                        engine.address(),
+                        d.build.image
+                    ),
+                    "build again".into(),
+                ))
+            }
+            Err(e) => {
+                return Err(failed(
+                    e.to_string(),
+                    "check the engine with `cbuild doctor`".into(),
+                ))
+            }
+        };
+        let project = d
+            .build
+            .solve
+            .frontend_attrs
+            .get("label:com.docker.compose.project")
+            .cloned()
+            .unwrap_or_default();
+        let target = d.registry.reference(&project, dep, &id);
+        let Some(pusher) = d.pusher else {
+            return Err(failed("no registry client".into(), "report this".into()));
+        };
+        let digest = pusher
+            .hand_off(engine, &id, &target)
+            .await
+            .map_err(|e| failed(e.message, e.hint))?;
+        let repo = target.rsplit_once(':').map(|(r, _)| r).unwrap_or(&target);
+        Ok(HandOff {
+            dependency: dep.clone(),
+            registry: d.registry.host.clone(),
+            reference: format!("{repo}@{digest}"),
+        })
+    };
+    match d.cell {
+        Some(cell) => cell.get_or_init(go).await.clone(),
+        None => go().await,
+    }
+}
+
+/// The dependency's own push as a hand-off, when it was pushed and the
+/// manifest digest under its name is known: found in the registry by its
+/// build record, recorded with its build, or reported by the exporter
+/// that pushed it.
+fn own_push(d: &DepAt<'_>) -> Option<HandOff> {
+    if !d.build.push {
+        return None;
+    }
+    let digest = match d.outcome.from_registry {
+        true => d.outcome.image_id.clone(),
+        false => fresh::pushed(d.build)
+            .get(&d.build.image)
+            .cloned()
+            .or_else(|| {
+                (!export::push_by_engine(d.build))
+                    .then(|| d.outcome.exporter_response.get("containerimage.digest"))
+                    .flatten()
+                    .cloned()
+            }),
+    }?;
+    let r = crate::registry::Reference::parse(&d.build.image).ok()?;
+    let name = d.build.image.split('@').next().unwrap_or_default();
+    let repo = match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => name,
+    };
+    Some(HandOff {
+        dependency: d.build.service.clone(),
+        registry: r.registry,
+        reference: format!("{repo}@{digest}"),
+    })
+}
+
+/// The frontend attributes that point `b` at handed-off images: a
+/// `service:` named context becomes the pushed reference, and a `FROM` (or
+/// `COPY --from`) of the dependency's image name gets a named context of
+/// that name (BuildKit's named-context override, as buildx bake gives a
+/// `target:` context built elsewhere).
+fn handoff_attrs(
+    b: &ServiceBuild,
+    deps: &[DepAt<'_>],
+    handoffs: &[HandOff],
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for h in handoffs {
+        let Some(d) = deps.iter().find(|d| d.build.service == h.dependency) else {
+            continue;
+        };
+        let value = format!("docker-image://{}", h.reference);
+        let planned = format!("docker-image://{}", d.build.image);
+        for (k, v) in &b.solve.frontend_attrs {
+            if k.starts_with("context:") && *v == planned {
+                out.insert(k.clone(), value.clone());
+            }
+        }
+        let name = plan::normalize_image(&d.build.image);
+        for base in b.bases.iter().filter(|x| plan::normalize_image(x) == name) {
+            let key = format!("context:{}", pool::context_key(base));
+            if !b.solve.frontend_attrs.contains_key(&key) {
+                out.insert(key, value.clone());
+            }
+        }
+    }
+    out
+}
+
 /// Where one attempt at a service runs.
 struct Attempt<'a> {
     client: &'a Client,
@@ -278,6 +554,8 @@ struct Attempt<'a> {
     retry: Option<String>,
     /// Whether a lost node may end in `Err` (another node is left).
     may_retry: bool,
+    /// Its dependencies, with a pool registry.
+    deps: Vec<DepAt<'a>>,
 }
 
 /// Skips `b` when the engine holds it up to date, else builds it. `Err`:
@@ -291,8 +569,9 @@ async fn fresh_or_build(
     shutdown: &mut Shutdown,
 ) -> Result<ServiceOutcome, String> {
     let engine = at.engine;
+    let known = dep_ids(b, engine, &at.deps).await;
     let mut fresh = match engine {
-        Some(e) if !b.force => fresh::check(b, e).await,
+        Some(e) if !b.force => fresh::check_with(b, e, &known).await,
         _ => fresh::Freshness::NotBuilt,
     };
     // With `--push`, up to date also means the registry holds
@@ -380,25 +659,60 @@ async fn fresh_or_build(
         // not touched, so the clock stays valid.
         Ok(cancelled(b, started, reporter))
     } else {
-        build_one(at, b, reporter, shutdown).await
+        // Only a build that runs needs its dependencies' images.
+        let mut handoffs = Vec::new();
+        for d in at.deps.iter().filter(|d| d.handoff) {
+            match hand_off(d).await {
+                Ok(h) => handoffs.push(h),
+                Err((error, hint)) => {
+                    b.save_hashes();
+                    let o = ServiceOutcome {
+                        error: Some(error),
+                        hint: Some(hint),
+                        ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
+                    };
+                    reporter.report(BuildEvent::Finished {
+                        service: b.service.clone(),
+                        outcome: o.clone(),
+                    });
+                    return Ok(o);
+                }
+            }
+        }
+        build_one(at, b, known, handoffs, reporter, shutdown).await
     }
 }
 
+/// Builds `b`; `known` are base image IDs known from elsewhere (see
+/// [`dep_ids`]), `handoffs` the dependency images it reads from a registry.
 async fn build_one(
     at: Attempt<'_>,
     b: &ServiceBuild,
+    known: BTreeMap<String, String>,
+    handoffs: Vec<HandOff>,
     reporter: &dyn Reporter,
     shutdown: &mut Shutdown,
 ) -> Result<ServiceOutcome, String> {
     let (client, engine, pusher) = (at.client, at.engine, at.pusher);
     let started = Instant::now();
-    // The inputs as they are when the build starts.
+    // The inputs as they are when the build starts. A handed-off image is
+    // the dependency's own image: its identity is already among the bases,
+    // and where it was read from is no input.
     let mut inputs = None;
     let mut bases = Default::default();
     if let Some(e) = engine.filter(|_| b.record.is_some() || b.push) {
         bases = fresh::base_ids(e, &b.bases).await;
+        bases.extend(known);
         inputs = Some(fresh::inputs_digest(b, &bases));
     }
+    let solved = match handoff_attrs(b, &at.deps, &handoffs) {
+        attrs if attrs.is_empty() => None,
+        attrs => {
+            let mut s = b.clone();
+            s.solve.frontend_attrs.extend(attrs);
+            Some(s)
+        }
+    };
     let remote_options = b.push.then(|| records::remote_options(b, &bases)).flatten();
     let why_started = why::started(b, engine, bases).await;
     reporter.report(BuildEvent::Started {
@@ -407,6 +721,7 @@ async fn build_one(
         node: Some(at.node.to_string()),
         retry: at.retry,
         pooled: at.pooled,
+        handoffs,
     });
     // Another cbuild building this service goes first; this build then
     // starts from what that one left. Its build may take long: Ctrl-C while
@@ -430,7 +745,12 @@ async fn build_one(
         return Ok(outcome);
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<StatusUpdate>();
-    let mut build = Box::pin(localcache::build(client, engine, b, tx));
+    let mut build = Box::pin(localcache::build(
+        client,
+        engine,
+        solved.as_ref().unwrap_or(b),
+        tx,
+    ));
     let mut steps = StepCounter::default();
     let mut progress = why::ProgressLog::default();
     let result = loop {

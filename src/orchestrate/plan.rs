@@ -501,7 +501,7 @@ fn read_dockerfile(svc: &Service, opts: &BuildOptions) -> Result<DockerfileInfo,
 }
 
 /// `name` → `docker.io/library/name:latest`, for comparing references.
-fn normalize_image(image: &str) -> String {
+pub(crate) fn normalize_image(image: &str) -> String {
     let (name, digest) = match image.split_once('@') {
         Some((n, d)) => (n, Some(d)),
         None => (image, None),

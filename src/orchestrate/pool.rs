@@ -5,12 +5,14 @@
 //! Placement rules, in order:
 //! - a node that cannot build a service (its platforms, its image store)
 //!   never gets it (see [`prepare`]);
-//! - services that share a context directory, and a service and the
-//!   services whose image it uses (`FROM <service image>`,
-//!   `additional_contexts: service:`), go to one node: the first keeps that
-//!   node's snapshot of the context warm, the second keeps the dependency's
-//!   image where the dependent build looks for it, without a registry
-//!   round trip;
+//! - services that share a context directory go to one node, which keeps
+//!   that node's snapshot of the context warm;
+//! - without a pool registry, a service and the services whose image it
+//!   uses (`FROM <service image>`, `additional_contexts: service:`) go to
+//!   one node too, so the dependency's image is where the dependent build
+//!   looks for it; with one (`--pool-registry`), they are placed freely and
+//!   the image is handed over through the registry when the dependent's
+//!   node cannot see it (see [`handoff_needed`]);
 //! - otherwise the node with the fewest running builds (then the fewest
 //!   given so far) gets the work.
 //!
@@ -93,22 +95,167 @@ pub fn prepare(builds: Vec<ServiceBuild>, nodes: &[Node]) -> Result<Vec<Pooled>,
     Ok(out)
 }
 
+/// The registry through which a pool hands a service's image to a
+/// dependent built on another node (`--pool-registry`, `x-cbuild:
+/// pool_registry:`): `HOST[:PORT]` and an optional repository prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolRegistry {
+    /// `host[:port]`.
+    pub host: String,
+    /// The repository path before the image's own name (`team/ci`), or
+    /// empty.
+    pub prefix: String,
+}
+
+impl std::fmt::Display for PoolRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.prefix.is_empty() {
+            true => write!(f, "{}", self.host),
+            false => write!(f, "{}/{}", self.host, self.prefix),
+        }
+    }
+}
+
+impl PoolRegistry {
+    /// Reads `HOST[:PORT][/PREFIX]`; the error says what is wrong and what
+    /// to write.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let want = "write `HOST[:PORT][/PREFIX]`, e.g. `registry.example.com:5000/ci` (no scheme, tag or digest)";
+        if text.contains("://") {
+            return Err(format!("`{text}` has a scheme; {want}"));
+        }
+        let (host, prefix) = text.split_once('/').unwrap_or((text, ""));
+        let (name, port) = match host.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        };
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            && !name.starts_with(['.', '-']);
+        if !name_ok {
+            return Err(format!(
+                "`{text}` does not start with a registry host; {want}"
+            ));
+        }
+        if let Some(p) = port {
+            if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) || p.parse::<u16>().is_err() {
+                return Err(format!("`{text}`: `{p}` is no port number; {want}"));
+            }
+        }
+        let prefix = prefix.trim_end_matches('/');
+        // Repository path components, as the distribution spec allows them.
+        let component_ok = |c: &str| {
+            !c.is_empty()
+                && c.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+                && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+                && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+        };
+        if !prefix.is_empty() && !prefix.split('/').all(component_ok) {
+            return Err(format!(
+                "`{text}`: the repository prefix `{prefix}` may hold only lowercase letters, digits and `._-` between slashes; {want}"
+            ));
+        }
+        Ok(PoolRegistry {
+            host: host.to_string(),
+            prefix: prefix.to_string(),
+        })
+    }
+
+    /// Where the image `image_id` of `service` (of `project`) is handed
+    /// over: a tag derived from the image's content, so a hand-off of the
+    /// same image is the same reference whichever run or machine made it.
+    pub fn reference(&self, project: &str, service: &str, image_id: &str) -> String {
+        let hex: String = image_id
+            .rsplit(':')
+            .next()
+            .unwrap_or(image_id)
+            .chars()
+            .take(32)
+            .collect();
+        let repo = format!("{project}-{service}").to_ascii_lowercase();
+        let prefix = match self.prefix.is_empty() {
+            true => String::new(),
+            false => format!("{}/", self.prefix),
+        };
+        format!("{}/{prefix}{repo}:cbuild-handoff-{hex}", self.host)
+    }
+}
+
+/// Whether a dependent built on a node must get its dependency's image
+/// through the registry: unless its node is a Docker engine's own BuildKit
+/// (which resolves `FROM NAME` in that engine's image store) and the
+/// dependency's image landed in that very engine, it would not find it (a
+/// standalone buildkitd resolves names in registries only), or find an
+/// older image of that name.
+pub fn handoff_needed(
+    sees_own_store: bool,
+    dependency_store: Option<&str>,
+    own_store: Option<&str>,
+) -> bool {
+    let same = matches!((dependency_store, own_store), (Some(a), Some(b)) if a == b);
+    !(sees_own_store && same)
+}
+
+impl Node {
+    /// Whether its BuildKit resolves image names in the image store of
+    /// its engine (a Docker engine's own BuildKit, the `moby` exporter).
+    pub fn sees_own_store(&self) -> bool {
+        match &self.choice {
+            Some(c) => c.exporter == export::Exporter::Moby,
+            None => true,
+        }
+    }
+
+    /// The engine its images land in, by address.
+    pub fn store(&self) -> Option<&str> {
+        self.engine.as_ref().map(Engine::address)
+    }
+}
+
+/// The name under which the Dockerfile frontend looks up a named context
+/// for an image reference (`FROM`, `COPY --from`): BuildKit's
+/// `dockerui.NamedContext` keys it by the familiar form of the name
+/// without `:latest` (`docker.io/library/app:latest` → `app`).
+pub fn context_key(image: &str) -> String {
+    let full = super::plan::normalize_image(image);
+    let short = full
+        .strip_prefix("docker.io/library/")
+        .or_else(|| full.strip_prefix("docker.io/"))
+        .unwrap_or(&full);
+    short.strip_suffix(":latest").unwrap_or(short).to_string()
+}
+
 /// The nodes of a pool, and which builds what as builds start and end.
 pub struct Scheduler {
     nodes: Vec<Node>,
     placement: Placement,
+    registry: Option<PoolRegistry>,
 }
 
 impl Scheduler {
-    /// A scheduler over `nodes` for `builds`.
-    pub fn new(nodes: Vec<Node>, builds: &[Pooled]) -> Self {
-        let placement = Placement::new(nodes.len(), groups(builds.iter().map(|p| &p.build)));
-        Scheduler { nodes, placement }
+    /// A scheduler over `nodes` for `builds`; with a pool registry,
+    /// dependencies do not tie services to one node.
+    pub fn new(nodes: Vec<Node>, builds: &[Pooled], registry: Option<PoolRegistry>) -> Self {
+        let groups = groups(builds.iter().map(|p| &p.build), registry.is_none());
+        let placement = Placement::new(nodes.len(), groups);
+        Scheduler {
+            nodes,
+            placement,
+            registry,
+        }
     }
 
     /// The nodes.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
+    }
+
+    /// The pool registry, if one was given.
+    pub fn registry(&self) -> Option<&PoolRegistry> {
+        self.registry.as_ref()
     }
 
     /// Whether several nodes share the work.
@@ -210,8 +357,12 @@ impl Placement {
 }
 
 /// The placement groups: services joined by a shared context directory or
-/// by a dependency (see the module comment), as group numbers.
-fn groups<'a>(builds: impl Iterator<Item = &'a ServiceBuild>) -> HashMap<String, usize> {
+/// (`join_deps`) by a dependency (see the module comment), as group
+/// numbers.
+fn groups<'a>(
+    builds: impl Iterator<Item = &'a ServiceBuild>,
+    join_deps: bool,
+) -> HashMap<String, usize> {
     let builds: Vec<&ServiceBuild> = builds.collect();
     let index: HashMap<&str, usize> = builds
         .iter()
@@ -242,7 +393,8 @@ fn groups<'a>(builds: impl Iterator<Item = &'a ServiceBuild>) -> HashMap<String,
                 }
             }
         }
-        for d in b.deps.iter().chain(b.same_as.iter()) {
+        let deps = b.deps.iter().filter(|_| join_deps);
+        for d in deps.chain(b.same_as.iter()) {
             if let Some(&j) = index.get(d.as_str()) {
                 join(&mut parent, i, j);
             }
@@ -341,6 +493,86 @@ mod tests {
         assert_eq!(p.take("a", &both), Some(1));
         assert_eq!(p.take("c", &both), Some(1));
         assert_eq!(p.take("c", &[true, false]), None);
+    }
+
+    #[test]
+    fn pool_registry_values() {
+        let r = PoolRegistry::parse("127.0.0.1:5000/team/ci").unwrap();
+        assert_eq!(r.host, "127.0.0.1:5000");
+        assert_eq!(r.prefix, "team/ci");
+        assert_eq!(r.to_string(), "127.0.0.1:5000/team/ci");
+        assert_eq!(
+            r.reference(
+                "proj",
+                "Base",
+                "sha256:0123456789abcdef0123456789abcdef0123456789"
+            ),
+            "127.0.0.1:5000/team/ci/proj-base:cbuild-handoff-0123456789abcdef0123456789abcdef"
+        );
+        let r = PoolRegistry::parse("registry.example.com").unwrap();
+        assert_eq!(
+            r.reference("p", "d", "sha256:ab"),
+            "registry.example.com/p-d:cbuild-handoff-ab"
+        );
+        for bad in [
+            "http://r:5000",
+            "",
+            "/prefix",
+            "r:port",
+            "r:99999",
+            "r/Upper",
+            "r/a//b",
+            "r/a:tag",
+            "r/-a",
+        ] {
+            assert!(PoolRegistry::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn named_context_keys_are_the_familiar_names() {
+        assert_eq!(context_key("app"), "app");
+        assert_eq!(context_key("app:latest"), "app");
+        assert_eq!(context_key("docker.io/library/app:latest"), "app");
+        assert_eq!(context_key("user/app:v1"), "user/app:v1");
+        assert_eq!(context_key("127.0.0.1:5000/app"), "127.0.0.1:5000/app");
+    }
+
+    #[test]
+    fn a_hand_off_unless_the_node_sees_the_engine_the_image_landed_in() {
+        let (home, other) = (Some("unix:///home.sock"), Some("unix:///other.sock"));
+        // DOCKER_HOST's own BuildKit, the image loaded into DOCKER_HOST.
+        assert!(!handoff_needed(true, home, home));
+        // A standalone buildkitd: registries only, even for its own builds.
+        assert!(handoff_needed(false, home, home));
+        // Another engine's BuildKit.
+        assert!(handoff_needed(true, home, other));
+        // The image went to a registry only.
+        assert!(handoff_needed(true, None, home));
+    }
+
+    #[test]
+    fn dependencies_join_a_group_only_without_a_pool_registry() {
+        let build = |name: &str, deps: &[&str]| ServiceBuild {
+            service: name.into(),
+            image: format!("p-{name}"),
+            solve: Default::default(),
+            session: Default::default(),
+            tracked: Vec::new(),
+            deps: deps.iter().map(|d| d.to_string()).collect(),
+            same_as: None,
+            bases: Vec::new(),
+            force: false,
+            record: None,
+            push: false,
+            platforms: Default::default(),
+            attests: Vec::new(),
+        };
+        let builds = [build("base", &[]), build("app", &["base"])];
+        let joined = groups(builds.iter(), true);
+        assert_eq!(joined["base"], joined["app"]);
+        let free = groups(builds.iter(), false);
+        assert_ne!(free["base"], free["app"]);
     }
 
     #[test]

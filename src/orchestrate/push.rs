@@ -123,6 +123,47 @@ impl Pusher {
     }
 }
 
+impl Pusher {
+    /// Pushes the image `image_id` that `engine` holds as `target` (a pool
+    /// hand-off, see `super::pool`), and returns the manifest digest the
+    /// registry now holds. The name is given for the push only: it is
+    /// removed again, so the engine keeps the names it had.
+    pub async fn hand_off(
+        &self,
+        engine: &Engine,
+        image_id: &str,
+        target: &str,
+    ) -> Result<String, PushError> {
+        let r = Reference::parse(target).map_err(|e| PushError {
+            message: e.to_string(),
+            hint: "give `--pool-registry` as `HOST[:PORT][/PREFIX]`".into(),
+        })?;
+        let (username, password) = self.auth.lookup(&r.registry).await.map_err(|e| PushError {
+            message: format!("cannot read the credentials for `{}`: {e}", r.registry),
+            hint: "fix the Docker configuration (`$DOCKER_CONFIG/config.json`)".into(),
+        })?;
+        let auth = RegistryAuth {
+            username,
+            password,
+            server: r.registry.clone(),
+        };
+        if let Err(e) = engine.tag(image_id, target).await {
+            return Err(PushError {
+                message: format!(
+                    "cannot name the image `{image_id}` `{target}` for the push: {}",
+                    chain(&e)
+                ),
+                hint: "check the Docker engine at DOCKER_HOST (`cbuild doctor`)".into(),
+            });
+        }
+        let pushed = engine.push(target, &auth).await;
+        if let Err(e) = engine.untag(target).await {
+            tracing::warn!("cannot remove the hand-off name `{target}` again: {e}");
+        }
+        pushed.map_err(|e| refusal(target, &r.registry, &engine_message(&e)))
+    }
+}
+
 fn engine_message(e: &EngineError) -> String {
     match e {
         EngineError::Push {

@@ -31,10 +31,15 @@ impl Reporter for JsonReporter {
                 image,
                 node,
                 retry,
+                handoffs,
                 ..
             } => {
+                let handoffs: Vec<serde_json::Value> = handoffs
+                    .iter()
+                    .map(|h| json!({"dependency": h.dependency, "registry": h.registry, "reference": h.reference}))
+                    .collect();
                 vec![
-                    json!({"event": "started", "service": service, "image": image, "node": node, "retry": retry}),
+                    json!({"event": "started", "service": service, "image": image, "node": node, "retry": retry, "handoffs": handoffs}),
                 ]
             }
             BuildEvent::Status { service, update } => {

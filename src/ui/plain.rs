@@ -125,11 +125,17 @@ impl Reporter for PlainReporter {
                 node,
                 retry,
                 pooled,
+                handoffs,
             } => {
                 state.entry(service.clone()).or_default();
                 if let Some(why) = &retry {
                     // Said even with -q: the build took another path.
                     line(&mut out, &service, why);
+                }
+                if !self.quiet {
+                    for h in &handoffs {
+                        line(&mut out, &service, &h.describe(&service, node.as_deref()));
+                    }
                 }
                 if !self.quiet {
                     let on = match node.filter(|_| pooled) {

@@ -133,10 +133,15 @@ impl Reporter for TtyReporter {
                 node,
                 retry,
                 pooled,
+                handoffs,
                 ..
             } => {
                 if let Some(why) = &retry {
                     let _ = self.multi.println(format!("{service}: {why}"));
+                }
+                for h in &handoffs {
+                    let text = h.describe(&service, node.as_deref());
+                    let _ = self.multi.println(format!("{service}: {text}"));
                 }
                 if let Some(old) = state.remove(&service) {
                     old.bar.finish_and_clear();

@@ -374,3 +374,282 @@ fn a_failing_build_in_a_pool_is_not_retried() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(started_on(&events(&out))["bad"].len(), 1);
 }
+
+/// The `handoffs` of each service's last `started` event.
+fn handoffs_of(events: &[serde_json::Value]) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let mut m = BTreeMap::new();
+    for e in events.iter().filter(|e| e["event"] == "started") {
+        let list = e["handoffs"].as_array().cloned().unwrap_or_default();
+        m.insert(e["service"].as_str().unwrap().to_string(), list);
+    }
+    m
+}
+
+/// A dependency `base` and a dependent `app` that reads its image
+/// (`dependent` is app's Dockerfile), on a pool of DOCKER_HOST's engine
+/// (`default`, first: it gets `base`, which starts alone) and `other`, a
+/// builder that resolves image names in registries only, so `app` (placed
+/// on the node given less work) must get `base`'s image through the pool
+/// registry. Checks the hand-off, what `app` holds, that a second run is
+/// up to date without a hand-off, and that a change of `base` rebuilds
+/// `app` from the new image.
+fn hands_off(p: &Project, other: &str, app_build: &str, base_from: &str) {
+    let reg = registry();
+    let prefix = "cbuild-it-handoff";
+    p.file(
+        "compose.yaml",
+        &format!(
+            "x-cbuild:\n  pool_registry: \"{reg}/{prefix}\"\nservices:\n  base:\n    build: base\n  app:\n    build:\n{app_build}"
+        ),
+    )
+    .file(
+        "base/Dockerfile",
+        &format!("FROM {base_from}\nCOPY d.txt /d.txt\n"),
+    )
+    .file("base/d.txt", "from the dependency\n")
+    .file("app/f", "own file\n");
+    let pool = ["--builder", "default", "--builder", other];
+    let out = p.cbuild(&[&["--progress", "json"], &pool[..], &["build"]].concat());
+    assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+    let ev = events(&out);
+    let on = started_on(&ev);
+    assert_eq!(on["base"], vec![docker_host()], "{on:?}");
+    assert_eq!(on["app"], vec![other.to_string()], "{on:?}");
+    let h = &handoffs_of(&ev)["app"];
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0]["dependency"], "base");
+    assert_eq!(h[0]["registry"], reg.as_str());
+    let reference = h[0]["reference"].as_str().unwrap().to_string();
+    let repo = format!("{prefix}/{}", p.image("base"));
+    let digest = reference
+        .strip_prefix(&format!("{reg}/{repo}@"))
+        .unwrap_or_else(|| panic!("{reference}"));
+    assert!(registry_digest(&reg, &repo, digest, None).is_some());
+    // The hand-off name was given for the push only.
+    let names = docker_ok(&[
+        "images",
+        "--format",
+        "{{.Repository}}",
+        &format!("{reg}/{repo}"),
+    ]);
+    assert_eq!(names.trim(), "", "{names}");
+    assert_eq!(
+        run_in(&p.image("app"), "cat /d.txt /f"),
+        "from the dependency\nown file\n"
+    );
+    // Nothing changed: up to date, and nothing handed off.
+    let again = p.cbuild(&[&["--progress", "json"], &pool[..], &["build"]].concat());
+    assert!(again.status.success(), "{}", stderr(&again));
+    for (s, f) in finished(&again) {
+        assert_eq!(f["up_to_date"], true, "{s}: {f}");
+    }
+    assert!(handoffs_of(&events(&again)).is_empty());
+    // The dependency changed: both build again, `app` from the new image,
+    // and the progress says so.
+    p.file("base/d.txt", "changed dependency\n");
+    let out = p.cbuild(&[&["--progress", "plain"], &pool[..], &["build"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "handing off image of `base` to `app` on `{other}` via `{reg}` (`{reg}/{repo}@sha256:"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        run_in(&p.image("app"), "cat /d.txt /f"),
+        "changed dependency\nown file\n"
+    );
+}
+
+#[test]
+fn pool_registry_hands_a_service_context_to_another_node() {
+    let n = node("d28-containerd");
+    let p = Project::new("pool-hand-ctx");
+    p.file(
+        "app/Dockerfile",
+        "FROM cbuild-base\nCOPY --from=dep /d.txt /d.txt\nCOPY f /f\n",
+    );
+    hands_off(
+        &p,
+        &addr(&n),
+        "      context: app\n      additional_contexts:\n        dep: service:base\n",
+        "cbuild-base",
+    );
+}
+
+#[test]
+fn pool_registry_hands_a_from_image_to_another_node() {
+    let n = node("d28-containerd");
+    let p = Project::new("pool-hand-from");
+    p.file(
+        "app/Dockerfile",
+        &format!("FROM {}\nCOPY f /f\n", p.image("base")),
+    );
+    hands_off(&p, &addr(&n), "      context: app\n", "cbuild-base");
+}
+
+/// The same with the real buildkitd this session may run (CI has none:
+/// skipped), which resolves every name in a registry.
+#[test]
+fn pool_registry_hands_off_to_the_real_buildkitd() {
+    let bk = match std::env::var("CBUILD_BUILDKITD_HOST") {
+        Ok(b) if !b.is_empty() => b,
+        _ => return,
+    };
+    let p = Project::new("pool-hand-real");
+    p.file(
+        "app/Dockerfile",
+        &format!("FROM {}\nCOPY f /f\n", p.image("base")),
+    );
+    hands_off(
+        &p,
+        &bk,
+        "      context: app\n",
+        &format!("{}/cbuild-base", registry()),
+    );
+}
+
+/// A pool registry nothing answers on: the dependent fails, naming the
+/// dependency, the registry and what to do; the dependency is built.
+/// (Only these two: a third service could keep the other node busy, and
+/// `app` would then share `base`'s node, needing no hand-off.)
+#[test]
+fn unreachable_pool_registry_fails_only_the_dependent() {
+    let n = node("d28-containerd");
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let p = Project::new("pool-hand-dead");
+    p.file(
+        "compose.yaml",
+        "services:\n  base:\n    build: base\n  app:\n    build: app\n",
+    )
+    .file("base/Dockerfile", "FROM cbuild-base\nCOPY d.txt /d.txt\n")
+    .file("base/d.txt", "d\n")
+    .file(
+        "app/Dockerfile",
+        &format!("FROM {}\nRUN cat /d.txt\n", p.image("base")),
+    );
+    let out = p.cbuild(&[
+        "--progress",
+        "json",
+        "--builder",
+        "default",
+        "--builder",
+        &addr(&n),
+        "build",
+        "--pool-registry",
+        &dead,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let f = finished(&out);
+    assert!(f["base"]["error"].is_null(), "{}", f["base"]);
+    let error = f["app"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cannot hand the image of `base`")
+            && error.contains(&format!("pool registry `{dead}`")),
+        "{error}"
+    );
+    let hint = f["app"]["hint"].as_str().unwrap_or_default();
+    assert!(
+        hint.contains("reachable") && hint.contains("--pool-registry"),
+        "{hint}"
+    );
+    assert_eq!(run_in(&p.image("base"), "cat /d.txt"), "d\n");
+}
+
+#[test]
+fn bad_pool_registry_is_bad_input() {
+    let p = Project::new("pool-hand-bad");
+    p.file("compose.yaml", "services:\n  app:\n    build: .\n")
+        .file("Dockerfile", "FROM cbuild-base\n");
+    let out = p.cbuild(&["build", "--pool-registry", "http://127.0.0.1:5000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`--pool-registry`: `http://127.0.0.1:5000` has a scheme"),
+        "{}",
+        stderr(&out)
+    );
+    p.file(
+        "compose.yaml",
+        "x-cbuild:\n  pool_registry: \"127.0.0.1:5000/Upper\"\nservices:\n  app:\n    build: .\n",
+    );
+    let out = p.cbuild(&["build"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("compose.yaml`: `x-cbuild.pool_registry`: `127.0.0.1:5000/Upper`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Two engines with `--push`: `app`, on the other engine, gets `base`
+/// (built into DOCKER_HOST's engine and pushed) by the digest `base`
+/// pushed, not by whatever image of that name the other engine holds; its
+/// freshness follows `base` where it was built.
+#[test]
+fn pool_registry_hands_off_between_engines_by_the_dependency_push() {
+    let other_host = if docker_host() == engine("d26") {
+        engine("d28")
+    } else {
+        engine("d26")
+    };
+    let other = format!("docker+{other_host}");
+    let reg = registry();
+    let p = Project::new("pool-hand-push");
+    let img = |s: &str| format!("{reg}/{}-{s}:t", p.name);
+    p.file(
+        "compose.yaml",
+        &format!(
+            "x-cbuild:\n  pool_registry: {reg}\nservices:\n  base:\n    build: base\n    image: {}\n  app:\n    build: app\n    image: {}\n",
+            img("base"),
+            img("app")
+        ),
+    )
+    .file("base/Dockerfile", "FROM cbuild-base\nCOPY d.txt /d.txt\n")
+    .file("base/d.txt", "pushed dependency\n")
+    .file(
+        "app/Dockerfile",
+        &format!("FROM {}\nRUN cat /d.txt > /copy\n", img("base")),
+    );
+    // An older image under `base`'s name in the other engine, which a
+    // build there would otherwise take from its own store.
+    docker_at(&other_host, &["tag", "cbuild-base", &img("base")]);
+    let pool = ["--builder", "default", "--builder", &other];
+    let out = p.cbuild(&[&["--progress", "json"], &pool[..], &["build", "--push"]].concat());
+    assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+    let ev = events(&out);
+    let on = started_on(&ev);
+    assert_eq!(on["base"], vec![docker_host()], "{on:?}");
+    assert_ne!(on["app"], on["base"], "{on:?}");
+    let h = &handoffs_of(&ev)["app"];
+    assert_eq!(h.len(), 1, "{h:?}");
+    let reference = h[0]["reference"].as_str().unwrap();
+    let pushed = registry_digest(&reg, &format!("{}-base", p.name), "t", None).unwrap();
+    assert_eq!(reference, format!("{reg}/{}-base@{pushed}", p.name));
+    let copy = docker_at(&other_host, &["run", "--rm", &img("app"), "cat", "/copy"]);
+    assert_eq!(String::from_utf8_lossy(&copy.stdout), "pushed dependency\n");
+    let again = p.cbuild(&[&["--progress", "json"], &pool[..], &["build", "--push"]].concat());
+    assert!(again.status.success(), "{}", stderr(&again));
+    for (s, f) in finished(&again) {
+        assert_eq!(f["up_to_date"], true, "{s}: {f}");
+    }
+    // `base` changed: `app` is stale, though the other engine's image of
+    // `base`'s name did not change.
+    p.file("base/d.txt", "changed and pushed\n");
+    let out = p.cbuild(&[&["--progress", "json"], &pool[..], &["build", "--push"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(finished(&out)["app"]["up_to_date"], false);
+    let copy = docker_at(&other_host, &["run", "--rm", &img("app"), "cat", "/copy"]);
+    assert_eq!(
+        String::from_utf8_lossy(&copy.stdout),
+        "changed and pushed\n"
+    );
+    for s in ["base", "app"] {
+        for host in [other_host.clone(), docker_host()] {
+            docker_at(&host, &["image", "rm", "-f", &img(s)]);
+        }
+    }
+}

@@ -42,6 +42,13 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
         return ExitStatus::Success;
     }
     // Several builders: a pool (see `orchestrate::pool`).
+    let registry = match pool_registry(&project, args) {
+        Ok(r) => r,
+        Err(e) => {
+            report_error(printer, &e, None);
+            return ExitStatus::Error;
+        }
+    };
     let (values, origin) = match global.builder.is_empty() {
         true => (
             x_cbuild_builders(&project),
@@ -64,7 +71,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs, printer: &Printer) -> Ex
         }
     };
     if pool.len() > 1 {
-        return run_pool(pool, builds, &opts, args, &env, printer).await;
+        return run_pool(pool, builds, registry, &opts, args, &env, printer).await;
     }
     // One builder named by `x-cbuild: builders`: as if by `--builder`.
     let mut named = global.clone();
@@ -170,11 +177,47 @@ pub(super) fn x_cbuild_builders(project: &crate::compose::Project) -> anyhow::Re
         .collect()
 }
 
+/// The pool registry: `--pool-registry`, else `x-cbuild: pool_registry:`
+/// of the Compose file (see `orchestrate::pool::PoolRegistry`).
+fn pool_registry(
+    project: &crate::compose::Project,
+    args: &BuildArgs,
+) -> anyhow::Result<Option<orchestrate::pool::PoolRegistry>> {
+    use orchestrate::pool::PoolRegistry;
+    if let Some(v) = &args.pool_registry {
+        return PoolRegistry::parse(v)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("`--pool-registry`: {e}"));
+    }
+    let Some(v) = project
+        .config
+        .get("x-cbuild")
+        .and_then(|x| x.get("pool_registry"))
+    else {
+        return Ok(None);
+    };
+    let files: Vec<String> = project
+        .files
+        .iter()
+        .map(|f| format!("`{}`", f.display()))
+        .collect();
+    let files = files.join(", ");
+    match v.as_str() {
+        Some(s) => PoolRegistry::parse(s)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{files}: `x-cbuild.pool_registry`: {e}")),
+        None => Err(anyhow::anyhow!(
+            "{files}: `x-cbuild.pool_registry` must be a registry as `HOST[:PORT][/PREFIX]` (a string), not `{v}`"
+        )),
+    }
+}
+
 /// Builds over a pool of builders: connects each (an unreachable one is
 /// left out with a warning), picks each one's exporter, and runs.
 async fn run_pool(
     pool: Vec<crate::cli::builders::Resolved>,
     builds: Vec<orchestrate::ServiceBuild>,
+    registry: Option<orchestrate::pool::PoolRegistry>,
     opts: &BuildOptions,
     args: &BuildArgs,
     env: &std::collections::HashMap<String, String>,
@@ -284,6 +327,7 @@ async fn run_pool(
     let results = orchestrate::run_pool(
         nodes,
         pooled,
+        registry,
         opts.parallel,
         printer.reporter(),
         shutdown.clone(),
