@@ -477,6 +477,36 @@ fn remote_records_pull_on_the_containerd_store() {
     remove(&host, &[&v1, &extra]);
 }
 
+/// A standalone buildkitd has no image store: on a hit its service is
+/// pulled into the engine of DOCKER_HOST, where its build would have been
+/// loaded, and is up to date there afterwards. Needs the real buildkitd
+/// this session may run (CI has none: skipped).
+#[test]
+fn remote_records_with_a_standalone_buildkitd_pull_into_docker_host() {
+    let builder = match std::env::var("CBUILD_BUILDKITD_HOST") {
+        Ok(b) if !b.is_empty() => b,
+        _ => return,
+    };
+    let reg = registry();
+    let host = crate::common::docker_host();
+    let a = project("records-pull-bk", &reg);
+    let (v1, extra) = (
+        format!("{reg}/{}-app:v1", a.name),
+        format!("{reg}/{}-app:extra", a.name),
+    );
+    ok(&a.cbuild(&["--progress", "json", "build", "--push", "app"]));
+    remove(&host, &[&v1, &extra]);
+    let b = clone(&a);
+    let out = pull(&b, &[], &["--builder", &builder, "app"]);
+    ok(&out);
+    assert!(pulled(&out, "app", &host, &v1), "{}", stderr(&out));
+    assert_eq!(cat(&host, &v1, "/hello.txt"), "app\n");
+    let out = b.cbuild(&["--progress", "json", "--builder", &builder, "build", "app"]);
+    ok(&out);
+    assert!(!started(&out, "app"), "{}", stderr(&out));
+    assert_eq!(finished(&out)["app"]["up_to_date"], true);
+}
+
 /// A proxy to the plain registry that, while `refuse` is set, answers
 /// every connection the Docker engine opens with 503 (cbuild's own
 /// requests, told by their user agent, go through): the registry going
