@@ -462,6 +462,11 @@ pub async fn check(b: &ServiceBuild, engine: &Engine, pusher: &super::push::Push
     if pull && !super::export::stores_locally(b) {
         return None;
     }
+    // An engine pulls one platform of an index; the build stores them all.
+    if pull && b.platforms.is_multi() {
+        tracing::info!(service = %b.service, "building: a pull would bring one of its platforms");
+        return None;
+    }
     let bases = super::fresh::base_ids(engine, &b.bases).await;
     let options = remote_options(b, &bases)?;
     let home = home(b)?;

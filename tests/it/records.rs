@@ -475,6 +475,26 @@ fn remote_records_pull_on_the_containerd_store() {
     assert_eq!(f["up_to_date"], true, "{f}");
     assert_eq!(f["up_to_date_registry"], false, "{f}");
     remove(&host, &[&v1, &extra]);
+
+    // An index of several platforms: a pull would bring one, so it is built.
+    let m = Project::new("records-pull-multi");
+    let n = &m.name;
+    m.file(
+        "compose.yaml",
+        &format!(
+            "services:\n  app:\n    image: {reg}/{n}-app:v1\n    build:\n      context: app\n      platforms: [linux/amd64, linux/amd64/v2]\n"
+        ),
+    )
+    .file("app/Dockerfile", "FROM cbuild-base\nCOPY hello.txt /hello.txt\n");
+    m.file("app/hello.txt", "app\n");
+    ok(&m.cbuild_env(&["--progress", "json", "build", "--push"], &env));
+    let multi = format!("{reg}/{n}-app:v1");
+    remove(&host, &[&multi]);
+    let out = pull(&clone(&m), &env, &[]);
+    ok(&out);
+    assert!(built(&out, "app"), "{}", stderr(&out));
+    assert_eq!(record_warnings(&out), Vec::<String>::new());
+    remove(&host, &[&multi]);
 }
 
 /// A standalone buildkitd has no image store: on a hit its service is
