@@ -50,7 +50,7 @@ use bytes::Bytes;
 
 use crate::context::listing::{Listing, Purpose, Served};
 use crate::engine::{Engine, RegistryAuth};
-use crate::registry::{Credentials, Reference, Registry, RegistryError};
+use crate::registry::{Credentials, Reference, Registry};
 
 use super::plan::ServiceBuild;
 
@@ -242,9 +242,10 @@ fn home(b: &ServiceBuild) -> Option<Reference> {
     Reference::parse(b.tagged_names().first()?).ok()
 }
 
-fn said(e: &RegistryError) -> String {
+/// An error with its causes, in one line.
+fn said(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
-    let mut cause = std::error::Error::source(e);
+    let mut cause = e.source();
     while let Some(c) = cause {
         s.push_str(&format!(": {c}"));
         cause = c.source();
@@ -527,15 +528,10 @@ async fn pull_into(
         server: home.registry.clone(),
     };
     let failed = |e: &dyn std::error::Error| {
-        let mut s = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            s.push_str(&format!(": {c}"));
-            cause = c.source();
-        }
         format!(
-            "cannot pull the image the build record of `{}` names: {s}",
-            b.service
+            "cannot pull the image the build record of `{}` names: {}",
+            b.service,
+            said(e)
         )
     };
     engine
