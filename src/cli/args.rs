@@ -229,6 +229,12 @@ pub struct BuildArgs {
     /// date only when the registry holds what its build pushed).
     #[arg(long)]
     pub push: bool,
+    /// Before building a service with an `image:`, look up its build
+    /// record in that image's registry: an image built elsewhere from
+    /// exactly these inputs is pulled instead of built (implied by
+    /// `--push`, which needs no pull).
+    #[arg(long, env = "CBUILD_REMOTE_RECORDS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub remote_records: bool,
     /// Also build the services the named ones depend on (always done:
     /// a build needs the images it starts from; accepted for compatibility).
     #[arg(long)]
@@ -298,6 +304,10 @@ pub struct UpBuildArgs {
     /// Build without cache before starting.
     #[arg(long)]
     pub no_cache: bool,
+    /// Pull an image the registry holds a build record of instead of
+    /// building it (as `build --remote-records`).
+    #[arg(long, env = "CBUILD_REMOTE_RECORDS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub remote_records: bool,
     /// Start detached, then watch the services' `develop.watch` paths
     /// (as `cbuild watch`).
     #[arg(long)]
@@ -510,6 +520,20 @@ mod tests {
         assert_eq!(x.services, ["web"]);
         assert_eq!(x.format, ContextFormat::Json);
         assert_eq!(x.explain.as_deref(), Some("a/b"));
+    }
+
+    #[test]
+    fn remote_records_is_a_flag_of_build_and_up() {
+        let Command::Build(b) = parse(&["--remote-records", "api"]).command else {
+            panic!()
+        };
+        assert!(b.remote_records);
+        assert_eq!(b.services, ["api"]);
+        let Command::Up(u) = parse(&["up", "--remote-records", "-d"]).command else {
+            panic!()
+        };
+        assert!(u.build.remote_records);
+        assert_eq!(u.rest, ["-d"]);
     }
 
     #[test]

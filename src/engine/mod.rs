@@ -43,6 +43,16 @@ pub enum EngineError {
         /// What the engine said.
         message: String,
     },
+    /// The engine could not pull an image.
+    #[error("the Docker engine at `{address}` could not pull `{name}`: {message}")]
+    Pull {
+        /// Where.
+        address: String,
+        /// The image reference (`repo@digest`).
+        name: String,
+        /// What the engine said.
+        message: String,
+    },
     /// The engine did not answer or refused.
     #[error("the Docker engine at `{address}` did not answer")]
     Api {
@@ -268,8 +278,68 @@ pub struct RegistryAuth {
     pub server: String,
 }
 
-/// How long a push may take: it carries a whole image.
+impl RegistryAuth {
+    /// As `X-Registry-Auth` carries them.
+    fn credentials(&self) -> bollard::auth::DockerCredentials {
+        if self.username.is_empty() && !self.password.is_empty() {
+            bollard::auth::DockerCredentials {
+                identitytoken: Some(self.password.clone()),
+                serveraddress: Some(self.server.clone()),
+                ..Default::default()
+            }
+        } else {
+            bollard::auth::DockerCredentials {
+                username: Some(self.username.clone()).filter(|u| !u.is_empty()),
+                password: Some(self.password.clone()).filter(|p| !p.is_empty()),
+                serveraddress: Some(self.server.clone()),
+                ..Default::default()
+            }
+        }
+    }
+}
+
+/// How long a push or pull may take: it carries a whole image.
 const PUSH_DEADLINE: Duration = Duration::from_secs(3600);
+
+impl Engine {
+    /// Pulls `repo@digest` as `docker pull` does (`POST
+    /// /images/create?fromImage=REPO&tag=DIGEST`): by digest, so the engine
+    /// stores exactly that image whatever the tags now point at. Any error
+    /// line of the engine's answer fails the pull.
+    pub async fn pull(
+        &self,
+        repo: &str,
+        digest: &str,
+        auth: &RegistryAuth,
+    ) -> Result<(), EngineError> {
+        use tokio_stream::StreamExt;
+        let docker = self.docker.clone().with_timeout(PUSH_DEADLINE);
+        let failed = |message: String| EngineError::Pull {
+            address: self.address.clone(),
+            name: format!("{repo}@{digest}"),
+            message,
+        };
+        let mut answers = docker.create_image(
+            Some(bollard::image::CreateImageOptions {
+                from_image: repo,
+                tag: digest,
+                ..Default::default()
+            }),
+            None,
+            Some(auth.credentials()),
+        );
+        while let Some(answer) = answers.next().await {
+            answer.map_err(|e| match e {
+                bollard::errors::Error::DockerStreamError { error } => failed(error),
+                bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                    failed(message)
+                }
+                e => failed(e.to_string()),
+            })?;
+        }
+        Ok(())
+    }
+}
 
 impl Engine {
     /// Pushes `name` (`repo[:tag]`) as `docker push` does (`POST
@@ -280,20 +350,7 @@ impl Engine {
         use tokio_stream::StreamExt;
         let (repo, tag) = split_tag(name);
         let docker = self.docker.clone().with_timeout(PUSH_DEADLINE);
-        let credentials = if auth.username.is_empty() && !auth.password.is_empty() {
-            bollard::auth::DockerCredentials {
-                identitytoken: Some(auth.password.clone()),
-                serveraddress: Some(auth.server.clone()),
-                ..Default::default()
-            }
-        } else {
-            bollard::auth::DockerCredentials {
-                username: Some(auth.username.clone()).filter(|u| !u.is_empty()),
-                password: Some(auth.password.clone()).filter(|p| !p.is_empty()),
-                serveraddress: Some(auth.server.clone()),
-                ..Default::default()
-            }
-        };
+        let credentials = auth.credentials();
         let failed = |message: String| EngineError::Push {
             address: self.address.clone(),
             name: name.to_string(),

@@ -88,6 +88,9 @@ pub struct ServiceOutcome {
     /// Up to date through a build record in the registry
     /// (`super::records`): the registry holds the image, the engine may not.
     pub from_registry: bool,
+    /// Up to date through a build record, with the image pulled into the
+    /// engine (a build that loads, `--remote-records` without `--push`).
+    pub pulled: bool,
     /// What the exporter reported (`containerimage.digest`, `image.name`…).
     pub exporter_response: std::collections::BTreeMap<String, String>,
     /// Dockerfile steps that ran.
@@ -113,6 +116,7 @@ impl ServiceOutcome {
             hashing: Default::default(),
             up_to_date: false,
             from_registry: false,
+            pulled: false,
             exporter_response: Default::default(),
             steps_run: 0,
             steps_cached: 0,

@@ -105,14 +105,16 @@ pub async fn run_pool(
         senders.insert(p.build.service.clone(), tx);
         receivers.insert(p.build.service.clone(), rx);
     }
+    // Pushes, hand-offs and build record lookups all ask registries.
+    let asks_registries = builds
+        .iter()
+        .any(|p| p.build.push || p.build.remote_records);
     let mut pushers = Vec::new();
     for n in &nodes {
-        pushers.push(
-            match registry.is_some() || builds.iter().any(|p| p.build.push) {
-                true => Some(push::Pusher::for_engine(n.engine.as_ref()).await),
-                false => None,
-            },
-        );
+        pushers.push(match registry.is_some() || asks_registries {
+            true => Some(push::Pusher::for_engine(n.engine.as_ref()).await),
+            false => None,
+        });
     }
     let pushers = Arc::new(pushers);
     // Each service as each node builds it, for the hand-offs of its image.
@@ -594,23 +596,25 @@ async fn fresh_or_build(
     }
     // Not up to date here: the registry may hold a build of exactly these
     // inputs, made elsewhere (never taken for `--no-cache` or `--pull`,
-    // which ask for a fresh build).
+    // which ask for a fresh build). Without `--push`, only when asked
+    // (`--remote-records`): the engine then pulls it.
     let mut remote = None;
     if let (false, true, Some(e), Some(p)) = (
         matches!(fresh, fresh::Freshness::UpToDate { .. }),
-        b.push && !b.force,
+        (b.push || b.remote_records) && !b.force,
         engine,
         at.pusher,
     ) {
         remote = records::check(b, e, p).await;
     }
-    if let Some(digest) = remote {
+    if let Some(hit) = remote {
         b.save_hashes();
         let o = ServiceOutcome {
-            image_id: Some(digest),
+            image_id: Some(hit.image_id),
             hashing: b.hash_counts(),
             up_to_date: true,
             from_registry: true,
+            pulled: hit.pulled,
             ..ServiceOutcome::without_build(b.image.clone(), started.elapsed())
         };
         reporter.report(BuildEvent::Finished {
@@ -874,6 +878,7 @@ async fn build_one(
             hashing,
             up_to_date: false,
             from_registry: false,
+            pulled: false,
         },
         Err(e) => ServiceOutcome {
             image: b.image.clone(),
@@ -888,6 +893,7 @@ async fn build_one(
             hashing,
             up_to_date: false,
             from_registry: false,
+            pulled: false,
             exporter_response: Default::default(),
             steps_run: steps.run,
             steps_cached: steps.cached,

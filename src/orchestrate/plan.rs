@@ -51,6 +51,10 @@ pub struct BuildOptions {
     pub sbom: Option<String>,
     /// `--push`: push the images of services with an `image:`.
     pub push: bool,
+    /// `--remote-records`: look up the build records of services with an
+    /// `image:` in the registry and pull a recorded image instead of
+    /// building it (see `super::records`).
+    pub remote_records: bool,
 }
 
 /// How a build context travels to BuildKit.
@@ -108,6 +112,10 @@ pub struct ServiceBuild {
     /// Push the image (`--push`; only a service with an `image:` is
     /// pushed, as compose does).
     pub push: bool,
+    /// Look up its build record in the registry of its `image:` and, on a
+    /// hit, pull that image instead of building (`--remote-records`; only
+    /// a service with an `image:`).
+    pub remote_records: bool,
 }
 
 impl ServiceBuild {
@@ -749,6 +757,7 @@ fn plan_service(
         platforms,
         attests,
         push: opts.push && svc.image.is_some(),
+        remote_records: opts.remote_records && svc.image.is_some(),
         // A tar context is not a replayable request, and a remote one can
         // change without cbuild seeing it: those are never skipped.
         record: match opts.transport {

@@ -565,6 +565,7 @@ mod tests {
             force: false,
             record: None,
             push: false,
+            remote_records: false,
             platforms: Default::default(),
             attests: Vec::new(),
         };

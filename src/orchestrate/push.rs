@@ -382,6 +382,7 @@ mod tests {
             force: false,
             record: None,
             push: true,
+            remote_records: false,
             platforms: Default::default(),
             attests: Vec::new(),
         };

@@ -19,18 +19,26 @@
 //! *input digest* over both; and the manifest digest pushed under each
 //! name. A clone elsewhere, with no cache, computes the same digests.
 //!
-//! Before a `--push` build the record for the current options is read and
-//! checked: the blob's and manifest's digests against their bytes, the
-//! record's own input digest and seal against its content, the options
-//! digest against this build's; then its requests are replayed against
-//! the files here (only the files they cover are hashed). If all agree and
-//! the registry still holds the recorded image, no solve runs: every name
-//! the service tags is pointed at that manifest (a manifest PUT within the
-//! repository; nothing is pulled, the engine does not need the image for a
-//! push) and the service is "up to date (registry)". A record that is
-//! absent means: build. One that cannot be read, does not check out or
-//! names a missing image, or a registry that cannot be asked, is never
-//! trusted: one warning line, and the build runs as if there were none.
+//! Before a `--push` build (or one with `--remote-records`) the record for
+//! the current options is read and checked: the blob's and manifest's
+//! digests against their bytes, the record's own input digest and seal
+//! against its content, the options digest against this build's; then its
+//! requests are replayed against the files here (only the files they cover
+//! are hashed). If all agree and the registry still holds the recorded
+//! image, no solve runs and the service is "up to date (registry)":
+//! - with `--push`, every name the service tags is pointed at that
+//!   manifest (a manifest PUT within the repository; nothing is pulled, the
+//!   engine does not need the image for a push);
+//! - without, the build would have loaded the image into the engine, so
+//!   the engine pulls it, by digest (whatever the tags point at by now),
+//!   and tags it with every name the service tags; the local build record
+//!   is written as a build would have, so the next run is up to date here
+//!   without asking the registry. The registry is not written to.
+//!
+//! A record that is absent means: build. One that cannot be read, does
+//! not check out or names a missing image, a registry that cannot be asked,
+//! or a pull that fails, is never trusted: one warning line, and the build
+//! runs as if there were none.
 //!
 //! The seal is no signature: whoever may push to the repository may write
 //! a record, as they may push the image itself. It catches corruption and
@@ -40,8 +48,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use crate::context::listing::{listing_digest, Served};
-use crate::registry::{Credentials, Reference, Registry, RegistryError};
+use crate::context::listing::{Listing, Purpose, Served};
+use crate::engine::{Engine, RegistryAuth};
+use crate::registry::{Credentials, Reference, Registry};
 
 use super::plan::ServiceBuild;
 
@@ -207,14 +216,24 @@ impl RemoteRecord {
 /// What the registry says about a build's inputs.
 #[derive(Debug, PartialEq)]
 pub enum Lookup {
-    /// The registry holds an image built from exactly these inputs, now
-    /// under every name the service tags: its manifest digest.
-    Found(String),
+    /// The registry holds an image built from exactly these inputs (now
+    /// under every name the service tags, when asked to point them).
+    Found(Found),
     /// No record for these options, or one for other files: build.
     Absent(String),
     /// A record or registry that cannot be trusted: build, after one
     /// warning line saying this.
     Untrusted(String),
+}
+
+/// A build of exactly the current inputs, held by the registry.
+#[derive(Debug, PartialEq)]
+pub struct Found {
+    /// Its manifest digest, in the record's repository.
+    pub manifest: String,
+    /// The record's requests as replayed here, with each file's
+    /// fingerprint (for the local record, which says what changed later).
+    pub served: Vec<Served>,
 }
 
 /// The registry and repository records of `b` live in: those of its first
@@ -223,9 +242,10 @@ fn home(b: &ServiceBuild) -> Option<Reference> {
     Reference::parse(b.tagged_names().first()?).ok()
 }
 
-fn said(e: &RegistryError) -> String {
+/// An error with its causes, in one line.
+fn said(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
-    let mut cause = std::error::Error::source(e);
+    let mut cause = e.source();
     while let Some(c) = cause {
         s.push_str(&format!(": {c}"));
         cause = c.source();
@@ -317,12 +337,14 @@ async fn fetch(
 }
 
 /// Whether the registry holds an image of `b` built from exactly its
-/// current inputs, and if so points every name `b` tags at it.
+/// current inputs, and if so, with `point`, points every name `b` tags at
+/// it (without, the registry is only read).
 pub async fn lookup(
     registry: &Registry,
     creds: &Credentials,
     b: &ServiceBuild,
     options: &serde_json::Value,
+    point: bool,
 ) -> Lookup {
     let Some(home) = home(b) else {
         return Lookup::Absent("the service has no name to push to".into());
@@ -332,14 +354,21 @@ pub async fn lookup(
         Ok(None) => return Lookup::Absent("the registry has no record of these options".into()),
         Err(why) => return Lookup::Untrusted(why),
     };
+    let mut replayed = Vec::new();
     for served in &record.served {
         let Some(local) = b.session.locals.get(&served.local).cloned() else {
             return Lookup::Absent(format!("`{}` is no longer part of the build", served.local));
         };
         let opts = served.opts.clone();
-        let digest = tokio::task::spawn_blocking(move || listing_digest(&local, &opts)).await;
-        match digest {
-            Ok(Ok(d)) if d == served.digest => {}
+        let listing = tokio::task::spawn_blocking(move || {
+            Listing::new(&local, &opts, Purpose::Files)?.finish(Purpose::Files, &Default::default())
+        })
+        .await;
+        match listing {
+            Ok(Ok((d, files))) if d == served.digest => replayed.push(Served {
+                files,
+                ..served.clone()
+            }),
             Ok(Ok(_)) => {
                 return Lookup::Absent(format!(
                     "the registry's record is of other files in `{}`",
@@ -382,6 +411,13 @@ pub async fn lookup(
             ))
         }
     };
+    let found = Found {
+        manifest: image.clone(),
+        served: replayed,
+    };
+    if !point {
+        return Lookup::Found(found);
+    }
     for name in b.tagged_names() {
         let Ok(r) = Reference::parse(&name) else {
             return Lookup::Absent(format!("`{name}` is no image reference"));
@@ -402,17 +438,36 @@ pub async fn lookup(
             return Lookup::Untrusted(format!("cannot tag `{name}` in the registry: {}", said(&e)));
         }
     }
-    Lookup::Found(image)
+    Lookup::Found(found)
+}
+
+/// A service made up to date from the registry.
+#[derive(Debug, PartialEq)]
+pub struct Hit {
+    /// The image: its manifest digest (pushed), or the ID the engine
+    /// gives the image it pulled.
+    pub image_id: String,
+    /// Whether the engine pulled it.
+    pub pulled: bool,
 }
 
 /// Whether the registry holds an image of `b` built from exactly its
-/// current inputs (its manifest digest, now under every name `b` tags).
-/// Anything that cannot be trusted is said in one warning line.
-pub async fn check(
-    b: &ServiceBuild,
-    engine: &crate::engine::Engine,
-    pusher: &super::push::Pusher,
-) -> Option<String> {
+/// current inputs. With `--push` every name `b` tags then points at it in
+/// the registry; without, `engine` (where the build would have loaded the
+/// image) pulls it and tags it, and the local record is written. Anything
+/// that cannot be trusted or fails is said in one warning line (`None`: build).
+pub async fn check(b: &ServiceBuild, engine: &Engine, pusher: &super::push::Pusher) -> Option<Hit> {
+    let pull = !b.push;
+    // An image that would not be stored in the engine (an `outputs:` to
+    // files) is not what a pull gives.
+    if pull && !super::export::stores_locally(b) {
+        return None;
+    }
+    // An engine pulls one platform of an index; the build stores them all.
+    if pull && b.platforms.is_multi() {
+        tracing::info!(service = %b.service, "building: a pull would bring one of its platforms");
+        return None;
+    }
     let bases = super::fresh::base_ids(engine, &b.bases).await;
     let options = remote_options(b, &bases)?;
     let home = home(b)?;
@@ -426,8 +481,21 @@ pub async fn check(
             return None;
         }
     };
-    match lookup(pusher.registry(), &creds, b, &options).await {
-        Lookup::Found(digest) => Some(digest),
+    match lookup(pusher.registry(), &creds, b, &options, !pull).await {
+        Lookup::Found(found) if !pull => Some(Hit {
+            image_id: found.manifest,
+            pulled: false,
+        }),
+        Lookup::Found(found) => match pull_into(engine, &creds, &home, b, &bases, found).await {
+            Ok(image_id) => Some(Hit {
+                image_id,
+                pulled: true,
+            }),
+            Err(why) => {
+                tracing::warn!("{why}; building `{}`", b.service);
+                None
+            }
+        },
         Lookup::Absent(why) => {
             tracing::info!(service = %b.service, "building: {why}");
             None
@@ -436,6 +504,79 @@ pub async fn check(
             tracing::warn!("{why}; building `{}`", b.service);
             None
         }
+    }
+}
+
+/// Pulls the image `found` names into `engine` by digest, gives it every
+/// name `b` tags, and records it as the current build of `b` here; the ID
+/// the engine gives it.
+async fn pull_into(
+    engine: &Engine,
+    creds: &Credentials,
+    home: &Reference,
+    b: &ServiceBuild,
+    bases: &BTreeMap<String, String>,
+    found: Found,
+) -> Result<String, String> {
+    // The repository as the service names it (`name` without its tag), so
+    // the engine resolves it, and finds its credentials, as for a push.
+    let first = b.tagged_names().into_iter().next().unwrap_or_default();
+    let repo = untagged(&first);
+    let auth = RegistryAuth {
+        username: creds.username.clone(),
+        password: creds.password.clone(),
+        server: home.registry.clone(),
+    };
+    let failed = |e: &dyn std::error::Error| {
+        format!(
+            "cannot pull the image the build record of `{}` names: {}",
+            b.service,
+            said(e)
+        )
+    };
+    engine
+        .pull(repo, &found.manifest, &auth)
+        .await
+        .map_err(|e| failed(&e))?;
+    let pulled = format!("{repo}@{}", found.manifest);
+    let image = match engine.image(&pulled).await {
+        Ok(Some(i)) => i,
+        Ok(None) => {
+            return Err(format!(
+                "the engine does not show `{pulled}` after pulling it (the build record of `{}` names it)",
+                b.service
+            ))
+        }
+        Err(e) => return Err(failed(&e)),
+    };
+    for name in b.tagged_names() {
+        engine.tag(&pulled, &name).await.map_err(|e| {
+            let mut m = failed(&e);
+            m.push_str(&format!(" (tagging it `{name}`)"));
+            m
+        })?;
+    }
+    // The engine names the image by its config digest (graph driver) or
+    // its manifest digest (containerd store): the record knows both, as
+    // after a build.
+    let mut digests = vec![image.id.clone()];
+    if found.manifest != image.id {
+        digests.push(found.manifest.clone());
+    }
+    let inputs = super::fresh::inputs_digest(b, bases);
+    if let Err(e) = super::fresh::save(b, inputs, &image.id, digests, found.served, BTreeMap::new())
+    {
+        tracing::warn!("cannot record the pull of `{}`: {e}", b.service);
+    }
+    Ok(image.id)
+}
+
+/// `name` without its tag or digest (`host:port/repo:tag` → `host:port/repo`).
+fn untagged(name: &str) -> &str {
+    let name = name.split_once('@').map(|(n, _)| n).unwrap_or(name);
+    match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => name,
     }
 }
 
@@ -492,6 +633,15 @@ mod tests {
         back.verify().unwrap();
         assert_eq!(back, r);
         assert_eq!(tag(&r.key).len(), TAG_PREFIX.len() + 32);
+    }
+
+    #[test]
+    fn the_repository_to_pull_is_the_name_without_its_tag() {
+        assert_eq!(untagged("127.0.0.1:5000/a/app:v1"), "127.0.0.1:5000/a/app");
+        assert_eq!(untagged("127.0.0.1:5000/app"), "127.0.0.1:5000/app");
+        assert_eq!(untagged("app@sha256:ab"), "app");
+        assert_eq!(untagged("app:v1@sha256:ab"), "app");
+        assert_eq!(untagged("app"), "app");
     }
 
     #[test]

@@ -76,6 +76,7 @@ impl Reporter for JsonReporter {
                 "hash_cache_hits": outcome.hashing.cache_hits,
                 "up_to_date": outcome.up_to_date,
                 "up_to_date_registry": outcome.from_registry,
+                "pulled": outcome.pulled,
                 "steps_run": outcome.steps_run,
                 "steps_cached": outcome.steps_cached,
             })],

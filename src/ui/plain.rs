@@ -160,9 +160,10 @@ impl Reporter for PlainReporter {
                                 &mut out,
                                 &service,
                                 &format!(
-                                    "up to date (registry): `{}` {} (the registry holds a build of these inputs)",
+                                    "up to date (registry): `{}` {} ({}the registry holds a build of these inputs)",
                                     outcome.image,
-                                    outcome.image_id.as_deref().map(short_id).unwrap_or("?")
+                                    outcome.image_id.as_deref().map(short_id).unwrap_or("?"),
+                                    if outcome.pulled { "pulled: " } else { "" }
                                 ),
                             );
                         }

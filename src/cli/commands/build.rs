@@ -388,6 +388,7 @@ pub(super) fn options(
         },
         ssh: args.ssh.clone(),
         push: args.push,
+        remote_records: args.remote_records,
         session_over_control: env.get("CBUILD_SESSION_TRANSPORT").map(String::as_str)
             == Some("grpc"),
         platforms: args.platforms.clone(),

@@ -28,6 +28,7 @@ pub async fn run(global: &GlobalArgs, args: &UpArgs, printer: &Printer) -> ExitS
             services,
             build_args: args.build.build_args.clone(),
             no_cache: args.build.no_cache,
+            remote_records: args.build.remote_records,
             ..Default::default()
         };
         let status = super::build::run(global, &build, printer).await;
