@@ -746,6 +746,8 @@ fn up_watch_starts_the_services_then_watches() {
 /// is per user namespace (`/proc/sys/user/max_inotify_watches`, writable by
 /// the namespace's root), so the host's own sysctls are not touched. `None`,
 /// with the reason printed, where no such namespace can be made.
+// The skip says why on the test's output, as the task asks of a skip.
+#[allow(clippy::print_stderr)]
 fn in_user_namespace(p: &Project, limit: u32, args: &[&str]) -> Option<Command> {
     const SET: &str = "echo \"$0\" > /proc/sys/user/max_inotify_watches && exec \"$@\"";
     let probe = Command::new("unshare")

@@ -234,7 +234,8 @@ impl FileEvents {
     fn watch_tree(&mut self, top: &Path, is_root: bool) -> Result<(), WatchError> {
         let mut stack = vec![top.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            if !(is_root && dir == top) && !(self.wanted)(&dir) {
+            let needed = (is_root && dir == top) || (self.wanted)(&dir);
+            if !needed {
                 continue;
             }
             match self.watch(&dir) {
