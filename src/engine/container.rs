@@ -214,8 +214,9 @@ impl Engine {
     /// (`com.docker.compose.image` set to the new image ID, so a later
     /// `docker compose up` sees it as current, and `com.docker.compose.replace`
     /// naming the old one), stop the old one with its own stop signal and
-    /// timeout (no `t`, as compose without `--timeout`), remove it, rename,
-    /// start.
+    /// timeout (no `t`, as compose without `--timeout`), rename the new one
+    /// and start it, then remove the old one (compose removes it first; it
+    /// is renamed out of the way instead).
     ///
     /// It only does so when copying is exact: the old and new images have
     /// the same run config (a container's config merges the image's `ENV`,
@@ -223,6 +224,8 @@ impl Engine {
     /// anonymous volume (compose carries those over; a copy would leave them
     /// behind).
     pub async fn recreate(&self, old: &str, image_id: &str) -> Result<Recreated, EngineError> {
+        let t = std::time::Instant::now();
+        let ms = move || t.elapsed().as_millis() as u64;
         let c = self
             .docker
             .inspect_container(old, None)
@@ -288,6 +291,10 @@ impl Engine {
             ));
         }
 
+        tracing::debug!(
+            ms = ms(),
+            "recreate: inspected the container and both images"
+        );
         let short = &old_id[..12];
         let mut new: bollard::container::Config<String> = config.into();
         // The engine names a container's host after its short ID unless the
@@ -343,6 +350,7 @@ impl Engine {
             )
             .await
             .map_err(|e| self.api(e))?;
+        tracing::debug!(ms = ms(), "recreate: created the replacement");
         let replace = async {
             for (net, endpoint) in rest.drain(..) {
                 self.docker
@@ -356,9 +364,8 @@ impl Engine {
                     .await?;
             }
             self.docker.stop_container(&old_id, None).await?;
-            self.docker
-                .remove_container(&old_id, None::<bollard::container::RemoveContainerOptions>)
-                .await
+            tracing::debug!(ms = ms(), "recreate: stopped the old container");
+            Ok::<(), bollard::errors::Error>(())
         };
         if let Err(e) = replace.await {
             // Ours to remove: the old container is still there.
@@ -374,6 +381,22 @@ impl Engine {
                 .await;
             return Err(self.api(e));
         }
+        // Compose removes the old container, then renames the new one and
+        // starts it. The removal (unmounting its filesystem) took 100–250 ms
+        // here, so the stopped container is renamed out of the way instead
+        // (a few ms) and removed once the new one runs: the same end state,
+        // the new one sooner. (Removing it while the new one starts slowed
+        // the start as much on 2 cores.)
+        let retired = format!("{short}_{name}_replaced");
+        self.docker
+            .rename_container(
+                &old_id,
+                bollard::container::RenameContainerOptions {
+                    name: retired.as_str(),
+                },
+            )
+            .await
+            .map_err(|e| self.api(e))?;
         self.docker
             .rename_container(
                 &created.id,
@@ -390,6 +413,12 @@ impl Engine {
             )
             .await
             .map_err(|e| self.api(e))?;
+        tracing::debug!(ms = ms(), "recreate: renamed and started the new container");
+        self.docker
+            .remove_container(&old_id, None::<bollard::container::RemoveContainerOptions>)
+            .await
+            .map_err(|e| self.api(e))?;
+        tracing::debug!(ms = ms(), "recreate: removed the old container");
         Ok(Recreated::Done(created.id))
     }
 }

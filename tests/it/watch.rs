@@ -740,3 +740,114 @@ fn up_watch_starts_the_services_then_watches() {
     w.until("web", &["running"]);
     assert_eq!(exec(&p, "web", "cat /app/a.txt"), "2\n");
 }
+
+/// `cbuild ARGS` (with the project's settings) in a new user namespace
+/// whose limit of inotify watches is `limit`: since Linux 5.11 that limit
+/// is per user namespace (`/proc/sys/user/max_inotify_watches`, writable by
+/// the namespace's root), so the host's own sysctls are not touched. `None`,
+/// with the reason printed, where no such namespace can be made.
+// The skip says why on the test's output, as the task asks of a skip.
+#[allow(clippy::print_stderr)]
+fn in_user_namespace(p: &Project, limit: u32, args: &[&str]) -> Option<Command> {
+    const SET: &str = "echo \"$0\" > /proc/sys/user/max_inotify_watches && exec \"$@\"";
+    let probe = Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c", SET, "7", "true"])
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            eprintln!(
+                "skipped: cannot lower the inotify limit in a new user namespace: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return None;
+        }
+        Err(e) => {
+            eprintln!("skipped: cannot run `unshare`: {e}");
+            return None;
+        }
+    }
+    let inner = p.command(args);
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "sh", "-c", SET])
+        .arg(limit.to_string())
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    if let Some(dir) = inner.get_current_dir() {
+        cmd.current_dir(dir);
+    }
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    Some(cmd)
+}
+
+#[test]
+fn hitting_the_inotify_limit_is_exit_1_naming_the_limit_and_the_directories() {
+    let p = Project::new("watch-inotify-limit");
+    p.file(
+        "compose.yaml",
+        "services:\n  web:\n    build: .\n    develop:\n      watch:\n        - path: ./src\n          action: sync\n          target: /app\n",
+    )
+    .file("Dockerfile", "FROM cbuild-base\nCOPY src /app\n");
+    for i in 0..30 {
+        p.file(&format!("src/d{i}/f.txt"), "f\n");
+    }
+    let Some(mut cmd) = in_user_namespace(&p, 10, &["watch", "--no-up"]) else {
+        return;
+    };
+    let out = cmd.output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // What was refused, the limit in effect and the sysctl behind it, and
+    // how many directories the watch needs (src and its 30).
+    assert!(err.contains("limit of inotify watches"), "{err}");
+    assert!(err.contains("user.max_inotify_watches = 10"), "{err}");
+    assert!(err.contains("fs.inotify.max_user_watches"), "{err}");
+    assert!(err.contains("31 directories to watch"), "{err}");
+    assert!(err.contains("sysctl user.max_inotify_watches="), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn ignored_directories_cost_no_inotify_watch() {
+    let p = Project::new("watch-inotify-ignored");
+    p.file(
+        "compose.yaml",
+        &format!(
+            "services:\n  web:\n    build: .\n    command: {SERVE}\n    develop:\n      watch:\n        - path: ./src\n          action: sync\n          target: /app\n          ignore: [\"tmp/\"]\n"
+        ),
+    )
+    .file("Dockerfile", "FROM cbuild-base\nCOPY src /app\n")
+    .file(".dockerignore", "src/node_modules\n")
+    .file("src/a.txt", "a1\n");
+    // 120 directories nothing in which can matter: .git (always left
+    // out), node_modules (the .dockerignore), tmp (`ignore:`).
+    for top in [".git", "node_modules", "tmp"] {
+        for i in 0..40 {
+            p.file(&format!("src/{top}/d{i}/f.txt"), "f\n");
+        }
+    }
+    let up = p.cbuild(&["up", "-d"]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    // src, its parent, and the two directories made below: 4 watches.
+    let Some(cmd) = in_user_namespace(&p, 8, &["--progress", "json", "watch", "--no-up"]) else {
+        let _ = docker(&["rm", "-f", &container(&p, "web")]);
+        return;
+    };
+    let mut w = Watching::spawn(&p, cmd);
+    w.until("web", &["watching"]);
+    p.file("src/a.txt", "a2\n");
+    w.until("web", &["running"]);
+    assert_eq!(exec(&p, "web", "cat /app/a.txt"), "a2\n");
+    // A directory made while watching is watched, with what is inside.
+    p.file("src/new/deeper/b.txt", "b1\n");
+    w.until("web", &["running"]);
+    assert_eq!(exec(&p, "web", "cat /app/new/deeper/b.txt"), "b1\n");
+    p.file("src/new/deeper/b.txt", "b2\n");
+    w.until("web", &["running"]);
+    assert_eq!(exec(&p, "web", "cat /app/new/deeper/b.txt"), "b2\n");
+}

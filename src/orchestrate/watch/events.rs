@@ -1,11 +1,21 @@
 //! File events from the kernel (inotify through `notify`), debounced into
 //! batches of changed paths.
 //!
-//! A watched directory is watched recursively (notify adds a watch for
-//! each new directory), and its parent without recursion, so a directory
-//! deleted and created again is watched again. A watched path that is a
-//! file or does not exist yet is watched through its nearest existing
-//! directory. What changed is never decided here: the caller hashes.
+//! inotify watches directories one by one, and each costs one of the
+//! user's watches (`fs.inotify.max_user_watches`). So the tree under a
+//! watched path is walked here, not by notify's recursive mode (which
+//! walks everything, `.git` and ignored `node_modules` included): every
+//! directory the caller wants is watched on its own, without recursion,
+//! and a directory nothing under which can matter (`.git`, a directory the
+//! `.dockerignore` or the trigger's `ignore:` leaves out with no `!`
+//! exception) costs no watch. A directory that appears (created, moved in,
+//! deleted and created again) is walked and watched when its event comes,
+//! before its batch is handed on, so the caller's look at it sees files
+//! written meanwhile. The nearest existing parent of a watched path is
+//! watched without recursion, so a watched path deleted and created again
+//! is watched again; a watched path that is a file or does not exist yet
+//! is watched through it. What changed is never decided here: the caller
+//! hashes.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -31,12 +41,23 @@ const MAX_BATCH_WAIT: Duration = Duration::from_millis(1000);
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     /// The kernel's limit of inotify watches was reached.
-    #[error("cannot watch `{}`: the system's limit of inotify watches (fs.inotify.max_user_watches = {}) is reached", path.display(), limit.map(|l| l.to_string()).unwrap_or_else(|| "?".into()))]
+    #[error(
+        "cannot watch `{}`: the limit of inotify watches ({}) is reached; the watched paths have {} director{} to watch, {} of them watched when the kernel refused",
+        path.display(),
+        limit.describe(),
+        directories,
+        if *directories == 1 { "y" } else { "ies" },
+        watched
+    )]
     Limit {
         /// Where.
         path: PathBuf,
-        /// The limit, when it could be read.
-        limit: Option<u64>,
+        /// The limits in effect.
+        limit: Limits,
+        /// Directories that need a watch under all watched paths.
+        directories: usize,
+        /// Watches cbuild held when it was refused.
+        watched: usize,
     },
     /// Another failure to watch.
     #[error("cannot watch `{}`", path.display())]
@@ -53,13 +74,66 @@ impl WatchError {
     /// What to do about it.
     pub fn hint(&self) -> Option<String> {
         match self {
-            WatchError::Limit { .. } => Some(
-                "raise the limit (`sudo sysctl fs.inotify.max_user_watches=524288`), or watch fewer paths (`ignore:` does not reduce watches; narrow `path:`)".into(),
-            ),
+            WatchError::Limit {
+                limit, directories, ..
+            } => {
+                // Room for the tree, other programs' watches and growth.
+                let want = (directories * 2).max(524_288);
+                Some(match limit.namespace {
+                    Some(ns) if limit.system.is_none_or(|s| ns < s) => format!(
+                        "this user namespace allows {ns}: raise it (`sysctl user.max_inotify_watches={want}` as the namespace's root), or watch fewer directories (narrow `path:`, or leave directories out with `ignore:` or the `.dockerignore`)"
+                    ),
+                    _ => format!(
+                        "raise it (`sudo sysctl fs.inotify.max_user_watches={want}`; watches other programs of this user hold count too), or watch fewer directories (narrow `path:`, or leave directories out with `ignore:` or the `.dockerignore`)"
+                    ),
+                })
+            }
             WatchError::Other { .. } => None,
         }
     }
 }
+
+/// The limits on inotify watches that apply to this process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    /// `fs.inotify.max_user_watches`: per user, for the whole system.
+    pub system: Option<u64>,
+    /// `user.max_inotify_watches` of this process's user namespace, when
+    /// that is not the initial one (the kernel applies both).
+    pub namespace: Option<u64>,
+}
+
+impl Limits {
+    /// Reads them from `/proc`.
+    pub fn read() -> Limits {
+        let read = |p: &str| -> Option<u64> {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+        };
+        let system = read("/proc/sys/fs/inotify/max_user_watches");
+        // In the initial namespace both files show the same number.
+        let namespace = read("/proc/sys/user/max_inotify_watches").filter(|n| Some(*n) != system);
+        Limits { system, namespace }
+    }
+
+    fn describe(&self) -> String {
+        let system = match self.system {
+            Some(s) => format!("fs.inotify.max_user_watches = {s}"),
+            None => "fs.inotify.max_user_watches".into(),
+        };
+        match self.namespace {
+            Some(ns) if self.system.is_none_or(|s| ns < s) => {
+                format!("user.max_inotify_watches = {ns} in this user namespace, {system}")
+            }
+            _ => system,
+        }
+    }
+}
+
+/// Decides whether a directory under a watched path needs a watch: false
+/// when nothing under it can matter to any trigger.
+pub type Wanted = Box<dyn Fn(&Path) -> bool + Send + Sync>;
 
 /// What the watcher reports.
 #[derive(Debug)]
@@ -82,15 +156,17 @@ pub struct FileEvents {
     watcher: RecommendedWatcher,
     rx: mpsc::UnboundedReceiver<Raw>,
     roots: Vec<PathBuf>,
-    /// Roots watched recursively now.
-    armed: BTreeSet<PathBuf>,
-    /// Directories watched without recursion.
+    wanted: Wanted,
+    /// Directories under the roots watched now (each without recursion).
+    dirs: BTreeSet<PathBuf>,
+    /// Parents of roots watched without recursion.
     shallow: BTreeSet<PathBuf>,
 }
 
 impl FileEvents {
-    /// Starts watching `roots` (absolute paths).
-    pub fn new(roots: Vec<PathBuf>) -> Result<FileEvents, WatchError> {
+    /// Starts watching `roots` (absolute paths) and the directories under
+    /// them that `wanted` takes.
+    pub fn new(roots: Vec<PathBuf>, wanted: Wanted) -> Result<FileEvents, WatchError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let raw = match res {
@@ -115,27 +191,33 @@ impl FileEvents {
             watcher,
             rx,
             roots,
-            armed: BTreeSet::new(),
+            wanted,
+            dirs: BTreeSet::new(),
             shallow: BTreeSet::new(),
         };
         for root in w.roots.clone() {
             w.arm(&root)?;
         }
+        tracing::debug!(directories = w.dirs.len(), "watch: inotify watches set");
         Ok(w)
     }
 
-    /// Watches `root` recursively if it is a directory, and its nearest
+    /// How many directories under the roots are watched.
+    pub fn watched(&self) -> usize {
+        self.dirs.len()
+    }
+
+    /// Watches the tree under `root` if it is a directory, and its nearest
     /// existing ancestor without recursion.
     fn arm(&mut self, root: &Path) -> Result<(), WatchError> {
-        if root.is_dir() && !self.armed.contains(root) {
-            self.watch(root, RecursiveMode::Recursive)?;
-            self.armed.insert(root.to_path_buf());
+        if root.is_dir() {
+            self.watch_tree(root, true)?;
         }
         let mut dir = root.parent();
         while let Some(d) = dir {
             if d.is_dir() {
                 if !self.shallow.contains(d) {
-                    self.watch(d, RecursiveMode::NonRecursive)?;
+                    self.watch(d)?;
                     self.shallow.insert(d.to_path_buf());
                 }
                 break;
@@ -145,17 +227,81 @@ impl FileEvents {
         Ok(())
     }
 
-    fn watch(&mut self, path: &Path, mode: RecursiveMode) -> Result<(), WatchError> {
-        self.watcher.watch(path, mode).map_err(|source| {
-            if matches!(source.kind, notify::ErrorKind::MaxFilesWatch) {
-                limit_error(path)
-            } else {
-                WatchError::Other {
-                    path: path.to_path_buf(),
-                    source,
+    /// Watches `top` and every directory under it that is wanted, without
+    /// following symlinks. A directory already watched is watched again:
+    /// the path may name a new inode (deleted and created again, or moved
+    /// in), and for the same inode the kernel hands back the same watch.
+    fn watch_tree(&mut self, top: &Path, is_root: bool) -> Result<(), WatchError> {
+        let mut stack = vec![top.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let needed = (is_root && dir == top) || (self.wanted)(&dir);
+            if !needed {
+                continue;
+            }
+            match self.watch(&dir) {
+                Ok(()) => {}
+                // Gone meanwhile: its deletion is an event of its own.
+                Err(WatchError::Other { source, .. })
+                    if matches!(source.kind, notify::ErrorKind::PathNotFound) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+            self.dirs.insert(dir.clone());
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
                 }
             }
-        })
+        }
+        Ok(())
+    }
+
+    fn watch(&mut self, path: &Path) -> Result<(), WatchError> {
+        self.watcher
+            .watch(path, RecursiveMode::NonRecursive)
+            .map_err(|source| {
+                if matches!(source.kind, notify::ErrorKind::MaxFilesWatch) {
+                    self.limit_error(path)
+                } else {
+                    WatchError::Other {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                }
+            })
+    }
+
+    /// The limit error, with the number of directories the roots need.
+    fn limit_error(&self, path: &Path) -> WatchError {
+        let mut directories = 0;
+        for root in &self.roots {
+            let mut stack = vec![root.clone()];
+            while let Some(dir) = stack.pop() {
+                if dir != *root && !(self.wanted)(&dir) {
+                    continue;
+                }
+                let Ok(rd) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                directories += 1;
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+        }
+        WatchError::Limit {
+            path: path.to_path_buf(),
+            limit: Limits::read(),
+            directories,
+            watched: self.dirs.len() + self.shallow.len(),
+        }
     }
 
     /// The next batch: waits for an event, then for [`DEBOUNCE`] of quiet.
@@ -165,48 +311,72 @@ impl FileEvents {
         let mut paths = BTreeSet::new();
         let mut rescan = false;
         let started = tokio::time::Instant::now();
-        let mut take = |raw: Raw, paths: &mut BTreeSet<PathBuf>| -> Result<(), WatchError> {
-            match raw {
-                Raw::Paths(p) => paths.extend(p),
-                Raw::Rescan => rescan = true,
-                Raw::Limit(p) => return Err(limit_error(&p)),
-            }
-            Ok(())
+        let mut limit = None;
+        let mut take = |raw: Raw, paths: &mut BTreeSet<PathBuf>| match raw {
+            Raw::Paths(p) => paths.extend(p),
+            Raw::Rescan => rescan = true,
+            Raw::Limit(p) => limit = Some(p),
         };
-        if let Err(e) = take(first, &mut paths) {
-            return Some(Err(e));
-        }
+        take(first, &mut paths);
         loop {
             let left = MAX_BATCH_WAIT.saturating_sub(started.elapsed());
             match tokio::time::timeout(DEBOUNCE.min(left), self.rx.recv()).await {
-                Ok(Some(raw)) => {
-                    if let Err(e) = take(raw, &mut paths) {
-                        return Some(Err(e));
-                    }
-                }
+                Ok(Some(raw)) => take(raw, &mut paths),
                 Ok(None) | Err(_) => break,
             }
             if left.is_zero() {
                 break;
             }
         }
+        if let Some(p) = limit {
+            return Some(Err(self.limit_error(&p)));
+        }
+        // Directories gone: the kernel dropped their watches (a deleted
+        // directory's event names it; its subdirectories sort right after).
+        for p in &paths {
+            if self.dirs.contains(p) && !p.is_dir() {
+                let gone: Vec<PathBuf> = self
+                    .dirs
+                    .range(p.clone()..)
+                    .take_while(|d| d.starts_with(p))
+                    .cloned()
+                    .collect();
+                for d in gone {
+                    self.dirs.remove(&d);
+                }
+            }
+        }
         // A root (or a directory above it) created again: watch it anew,
         // and let the caller compare everything under it.
         let roots = self.roots.clone();
         for root in &roots {
-            let touched = paths.iter().any(|p| root.starts_with(p));
-            if touched {
-                // The inode behind the path may be new: notify dropped
-                // the old one's watch when it was deleted.
-                if self.armed.remove(root) {
-                    let _ = self.watcher.unwatch(root);
-                }
+            // After lost events, every root is walked again.
+            if rescan || paths.iter().any(|p| root.starts_with(p)) {
                 if let Err(e) = self.arm(root) {
                     return Some(Err(e));
                 }
                 paths.insert(root.clone());
             }
         }
+        // New directories under a root (created, or moved in): watched
+        // before the caller walks them, so no file written in them is
+        // missed.
+        let new_dirs: Vec<PathBuf> = paths
+            .iter()
+            .filter(|p| !roots.contains(p) && roots.iter().any(|r| p.starts_with(r)))
+            .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
+            .cloned()
+            .collect();
+        for d in new_dirs {
+            if let Err(e) = self.watch_tree(&d, false) {
+                return Some(Err(e));
+            }
+        }
+        tracing::debug!(
+            paths = paths.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "watch: batch after its first event"
+        );
         Some(Ok(if rescan {
             Batch::Rescan
         } else {
@@ -218,14 +388,4 @@ impl FileEvents {
 fn is_read(kind: &notify::EventKind) -> bool {
     use notify::event::{AccessKind, AccessMode};
     matches!(kind, notify::EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
-}
-
-fn limit_error(path: &Path) -> WatchError {
-    let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-        .ok()
-        .and_then(|t| t.trim().parse().ok());
-    WatchError::Limit {
-        path: path.to_path_buf(),
-        limit,
-    }
 }

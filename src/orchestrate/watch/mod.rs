@@ -138,6 +138,22 @@ impl ServiceWatch {
             .iter()
             .filter(move |t| !ignored && t.matches(path))
     }
+
+    /// Whether a change under directory `dir` can concern a trigger: false
+    /// when every trigger over it leaves it out (`.git`, `ignore:`), or the
+    /// build's `.dockerignore` does, with no `!` exception that could take
+    /// something under it back. Such a directory is neither watched nor
+    /// walked.
+    pub fn wants_dir(&self, dir: &Path) -> bool {
+        let ignored = self.ignore.as_ref().is_some_and(|(ctx, m)| {
+            !m.exclusions()
+                && dir.strip_prefix(ctx).ok().is_some_and(|rel| {
+                    let rel = rel.to_string_lossy();
+                    !rel.is_empty() && m.matches_or_parent_matches(&rel).unwrap_or(false)
+                })
+        });
+        !ignored && self.triggers.iter().any(|t| t.may_take_under(dir))
+    }
 }
 
 /// Why watching cannot start.
@@ -229,7 +245,11 @@ pub async fn run(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut files = FileEvents::new(roots.clone())?;
+    let wanted: Vec<ServiceWatch> = services.clone();
+    let mut files = FileEvents::new(
+        roots.clone(),
+        Box::new(move |dir: &Path| wanted.iter().any(|s| s.wants_dir(dir))),
+    )?;
     let shared = Arc::new(w);
     let mut senders = Vec::new();
     let mut tasks = Vec::new();
@@ -305,8 +325,12 @@ impl ServiceTask {
         let roots: Vec<PathBuf> = t.s.triggers.iter().map(|t| t.path.clone()).collect();
         for root in roots {
             let mut files = Vec::new();
-            walk(&root, &mut files, &mut t.known_dirs);
+            walk(&root, &t.s, &mut files, &mut t.known_dirs);
             for f in files {
+                // Only what a trigger takes is ever compared.
+                if !t.relevant(&f) {
+                    continue;
+                }
                 if let Some(h) = content(&f) {
                     t.known.insert(f, h);
                 }
@@ -363,7 +387,15 @@ impl ServiceTask {
     async fn cycle(&mut self, paths: BTreeSet<PathBuf>, force: bool, shutdown: &Shutdown) -> bool {
         let mut paths = paths;
         paths.extend(std::mem::take(&mut self.retry));
+        let hashing = std::time::Instant::now();
         let changed = self.changes(&paths, force);
+        tracing::debug!(
+            service = %self.s.name,
+            paths = paths.len(),
+            changed = changed.len(),
+            ms = hashing.elapsed().as_millis() as u64,
+            "watch: compared contents"
+        );
         if changed.is_empty() {
             if !paths.is_empty() {
                 self.report(WatchState::Unchanged { paths: paths.len() });
@@ -407,7 +439,7 @@ impl ServiceTask {
                 Ok(m) if m.is_dir() => {
                     let mut found = Vec::new();
                     let mut dirs = BTreeSet::new();
-                    walk(p, &mut found, &mut dirs);
+                    walk(p, &self.s, &mut found, &mut dirs);
                     files.extend(found);
                     // Files that were there and are not any more.
                     files.extend(self.known.keys().filter(|k| k.starts_with(p)).cloned());
@@ -681,6 +713,7 @@ impl ServiceTask {
     }
 
     async fn rebuild(&mut self, shutdown: &Shutdown) -> Cycle {
+        let mut phases = Phases::start(&self.s.name);
         let mut opts = self.w.build.clone();
         opts.services = vec![self.s.name.clone()];
         let mut builds = match plan(&self.w.project, &opts) {
@@ -721,6 +754,7 @@ impl ServiceTask {
                 }
             }
         }
+        phases.mark("plan");
         self.report(WatchState::Rebuilding);
         let results = crate::orchestrate::run(
             &self.w.client,
@@ -731,6 +765,7 @@ impl ServiceTask {
             shutdown.clone(),
         )
         .await;
+        phases.mark("build");
         if shutdown.is_requested() {
             return Cycle::Done;
         }
@@ -771,6 +806,7 @@ impl ServiceTask {
             Ok(c) => c,
             Err(end) => return end,
         };
+        phases.mark("inspect");
         let fine = |cs: &[ServiceContainer]| {
             !cs.is_empty() && cs.iter().all(|c| c.state == "running" && c.image_id == id)
         };
@@ -779,11 +815,13 @@ impl ServiceTask {
             if let Err(end) = self.recreate(&current, &id).await {
                 return end;
             }
+            phases.mark("recreate");
         }
         let after = match self.containers().await {
             Ok(c) => c,
             Err(end) => return end,
         };
+        phases.mark("verify");
         if !fine(&after) {
             let c = after.first();
             return self.failed(
@@ -920,6 +958,49 @@ impl ServiceTask {
     }
 }
 
+/// Where a cycle's time goes, for `CBUILD_LOG=cbuild::orchestrate::watch=debug`
+/// (the phase table of `scripts/bench-watch` comes from it).
+struct Phases {
+    service: String,
+    start: std::time::Instant,
+    last: std::time::Instant,
+    marks: Vec<(&'static str, u128)>,
+}
+
+impl Phases {
+    fn start(service: &str) -> Self {
+        let now = std::time::Instant::now();
+        Phases {
+            service: service.to_string(),
+            start: now,
+            last: now,
+            marks: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        self.marks.push((phase, (now - self.last).as_millis()));
+        self.last = now;
+    }
+}
+
+impl Drop for Phases {
+    fn drop(&mut self) {
+        let marks: Vec<String> = self
+            .marks
+            .iter()
+            .map(|(p, ms)| format!("{p} {ms}"))
+            .collect();
+        tracing::debug!(
+            service = %self.service,
+            total_ms = self.start.elapsed().as_millis() as u64,
+            phases_ms = %marks.join(", "),
+            "watch cycle"
+        );
+    }
+}
+
 /// An error and its causes on one line.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
@@ -969,23 +1050,26 @@ fn content(path: &Path) -> Option<blake3::Hash> {
 }
 
 /// Every file and symlink under `root` (or `root` itself), without
-/// following symlinks; `.git` is left out as compose does.
-fn walk(root: &Path, files: &mut Vec<PathBuf>, dirs: &mut BTreeSet<PathBuf>) {
-    let Ok(m) = std::fs::symlink_metadata(root) else {
-        return;
-    };
-    if !m.is_dir() {
-        files.push(root.to_path_buf());
-        return;
-    }
-    dirs.insert(root.to_path_buf());
-    let Ok(rd) = std::fs::read_dir(root) else {
-        return;
-    };
-    for e in rd.flatten() {
-        if e.file_name() == ".git" {
+/// following symlinks; directories nothing under which can concern `s`
+/// (`.git` as compose, what its ignore patterns leave out) are not entered.
+fn walk(root: &Path, s: &ServiceWatch, files: &mut Vec<PathBuf>, dirs: &mut BTreeSet<PathBuf>) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !m.is_dir() {
+            files.push(path);
             continue;
         }
-        walk(&e.path(), files, dirs);
+        if path != root && !s.wants_dir(&path) {
+            continue;
+        }
+        let Ok(rd) = std::fs::read_dir(&path) else {
+            dirs.insert(path);
+            continue;
+        };
+        stack.extend(rd.flatten().map(|e| e.path()));
+        dirs.insert(path);
     }
 }

@@ -109,6 +109,27 @@ impl Trigger {
     }
 }
 
+impl Trigger {
+    /// Whether a change under directory `dir` (under `path`) can concern
+    /// this trigger: false when `dir` is left out by default (`.git`) or
+    /// by `ignore:` with no `!` exception that could take something back.
+    pub fn may_take_under(&self, dir: &Path) -> bool {
+        let Ok(rel) = dir.strip_prefix(&self.path) else {
+            return false;
+        };
+        let rel = rel.to_string_lossy();
+        if rel.is_empty() {
+            return true;
+        }
+        if default_ignored(&rel) {
+            return false;
+        }
+        !self.ignore.as_ref().is_some_and(|ig| {
+            !ig.exclusions() && ig.matches_or_parent_matches(&rel).unwrap_or(false)
+        })
+    }
+}
+
 /// What compose always leaves out of a watch: `.git` and editors'
 /// temporary files (compose's `pkg/watch/ephemeral.go`, in short).
 pub fn default_ignored(rel: &str) -> bool {
