@@ -102,16 +102,7 @@ impl Pusher {
                 hint: "give the service an `image:` a registry accepts (`REGISTRY/REPO:TAG`)"
                     .into(),
             })?;
-            let (username, password) =
-                self.auth.lookup(&r.registry).await.map_err(|e| PushError {
-                    message: format!("cannot read the credentials for `{}`: {e}", r.registry),
-                    hint: "fix the Docker configuration (`$DOCKER_CONFIG/config.json`)".into(),
-                })?;
-            let auth = RegistryAuth {
-                username,
-                password,
-                server: r.registry.clone(),
-            };
+            let auth = self.engine_auth(&r.registry).await?;
             match engine.push(&name, &auth).await {
                 Ok(d) => {
                     out.insert(name, d);
@@ -124,6 +115,20 @@ impl Pusher {
 }
 
 impl Pusher {
+    /// The credentials an engine push to `registry` sends, from the one
+    /// reader of the Docker configuration.
+    async fn engine_auth(&self, registry: &str) -> Result<RegistryAuth, PushError> {
+        let (username, password) = self.auth.lookup(registry).await.map_err(|e| PushError {
+            message: format!("cannot read the credentials for `{registry}`: {e}"),
+            hint: "fix the Docker configuration (`$DOCKER_CONFIG/config.json`)".into(),
+        })?;
+        Ok(RegistryAuth {
+            username,
+            password,
+            server: registry.to_string(),
+        })
+    }
+
     /// Pushes the image `image_id` that `engine` holds as `target` (a pool
     /// hand-off, see `super::pool`), and returns the manifest digest the
     /// registry now holds. The name is given for the push only: it is
@@ -138,15 +143,7 @@ impl Pusher {
             message: e.to_string(),
             hint: "give `--pool-registry` as `HOST[:PORT][/PREFIX]`".into(),
         })?;
-        let (username, password) = self.auth.lookup(&r.registry).await.map_err(|e| PushError {
-            message: format!("cannot read the credentials for `{}`: {e}", r.registry),
-            hint: "fix the Docker configuration (`$DOCKER_CONFIG/config.json`)".into(),
-        })?;
-        let auth = RegistryAuth {
-            username,
-            password,
-            server: r.registry.clone(),
-        };
+        let auth = self.engine_auth(&r.registry).await?;
         if let Err(e) = engine.tag(image_id, target).await {
             return Err(PushError {
                 message: format!(
