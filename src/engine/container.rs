@@ -35,6 +35,13 @@ pub struct ExecOutput {
 }
 
 impl Engine {
+    /// Renames a container (used to put names back when a recreation fails).
+    async fn rename(&self, id: &str, name: &str) -> Result<(), bollard::errors::Error> {
+        self.docker
+            .rename_container(id, bollard::container::RenameContainerOptions { name })
+            .await
+    }
+
     /// The containers (running or not) of `service` in Compose project
     /// `project`, found by compose's labels.
     pub async fn service_containers(
@@ -214,9 +221,10 @@ impl Engine {
     /// (`com.docker.compose.image` set to the new image ID, so a later
     /// `docker compose up` sees it as current, and `com.docker.compose.replace`
     /// naming the old one), stop the old one with its own stop signal and
-    /// timeout (no `t`, as compose without `--timeout`), rename the new one
-    /// and start it, then remove the old one (compose removes it first; it
-    /// is renamed out of the way instead).
+    /// timeout (no `t`, as compose without `--timeout`), give the new one
+    /// its name and start it, then remove the old one (compose removes it
+    /// before; it is renamed out of the way instead, and both renames come
+    /// before the stop).
     ///
     /// It only does so when copying is exact: the old and new images have
     /// the same run config (a container's config merges the image's `ENV`,
@@ -351,6 +359,15 @@ impl Engine {
             .await
             .map_err(|e| self.api(e))?;
         tracing::debug!(ms = ms(), "recreate: created the replacement");
+        // Compose stops the old container, removes it, renames the new one
+        // and starts it. The removal (unmounting its filesystem) took
+        // 100–250 ms here, so the old container is renamed out of the way
+        // instead and removed once the new one runs: the same end state,
+        // the new one sooner. (Removing it while the new one starts slowed
+        // the start as much on 2 cores.) Both renames come before the stop,
+        // while the old one still serves, so only stop → start is between
+        // the old process and the new one.
+        let retired = format!("{short}_{name}_replaced");
         let replace = async {
             for (net, endpoint) in rest.drain(..) {
                 self.docker
@@ -363,7 +380,34 @@ impl Engine {
                     )
                     .await?;
             }
-            self.docker.stop_container(&old_id, None).await?;
+            self.docker
+                .rename_container(
+                    &old_id,
+                    bollard::container::RenameContainerOptions {
+                        name: retired.as_str(),
+                    },
+                )
+                .await?;
+            if let Err(e) = self
+                .docker
+                .rename_container(
+                    &created.id,
+                    bollard::container::RenameContainerOptions {
+                        name: name.as_str(),
+                    },
+                )
+                .await
+            {
+                let _ = self.rename(&old_id, &name).await;
+                return Err(e);
+            }
+            tracing::debug!(ms = ms(), "recreate: renamed both containers");
+            if let Err(e) = self.docker.stop_container(&old_id, None).await {
+                // The old one keeps serving under its name.
+                let _ = self.rename(&created.id, &tmp).await;
+                let _ = self.rename(&old_id, &name).await;
+                return Err(e);
+            }
             tracing::debug!(ms = ms(), "recreate: stopped the old container");
             Ok::<(), bollard::errors::Error>(())
         };
@@ -381,31 +425,6 @@ impl Engine {
                 .await;
             return Err(self.api(e));
         }
-        // Compose removes the old container, then renames the new one and
-        // starts it. The removal (unmounting its filesystem) took 100–250 ms
-        // here, so the stopped container is renamed out of the way instead
-        // (a few ms) and removed once the new one runs: the same end state,
-        // the new one sooner. (Removing it while the new one starts slowed
-        // the start as much on 2 cores.)
-        let retired = format!("{short}_{name}_replaced");
-        self.docker
-            .rename_container(
-                &old_id,
-                bollard::container::RenameContainerOptions {
-                    name: retired.as_str(),
-                },
-            )
-            .await
-            .map_err(|e| self.api(e))?;
-        self.docker
-            .rename_container(
-                &created.id,
-                bollard::container::RenameContainerOptions {
-                    name: name.as_str(),
-                },
-            )
-            .await
-            .map_err(|e| self.api(e))?;
         self.docker
             .start_container(
                 &created.id,
@@ -413,7 +432,7 @@ impl Engine {
             )
             .await
             .map_err(|e| self.api(e))?;
-        tracing::debug!(ms = ms(), "recreate: renamed and started the new container");
+        tracing::debug!(ms = ms(), "recreate: started the new container");
         self.docker
             .remove_container(&old_id, None::<bollard::container::RemoveContainerOptions>)
             .await
