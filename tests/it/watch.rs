@@ -23,6 +23,8 @@ struct Watching<'a> {
     lines: mpsc::Receiver<Value>,
     seen: Vec<Value>,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The builds' step events, as they came.
+    steps: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
 }
 
 impl<'a> Watching<'a> {
@@ -40,10 +42,14 @@ impl<'a> Watching<'a> {
             .unwrap();
         let (tx, rx) = mpsc::channel();
         let out = child.stdout.take().unwrap();
+        let steps = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep_steps = steps.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["event"] == "watch" && tx.send(v).is_err() {
+                    if v["event"] == "step" {
+                        keep_steps.lock().unwrap().push(v);
+                    } else if v["event"] == "watch" && tx.send(v).is_err() {
                         break;
                     }
                 }
@@ -69,7 +75,18 @@ impl<'a> Watching<'a> {
             lines: rx,
             seen: Vec::new(),
             stderr,
+            steps,
         }
+    }
+
+    /// How many steps named `name` have started so far.
+    fn started(&self, name: &str) -> usize {
+        self.steps
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["name"] == name && v["completed_ms"].is_null())
+            .count()
     }
 
     fn log(&self) -> String {
@@ -467,6 +484,68 @@ fn ctrl_c_stops_watching_leaves_the_containers_running_and_exits_130() {
     );
     let state = docker_ok(&["inspect", "-f", "{{.State.Status}}", &container(&p, "web")]);
     assert_eq!(state.trim(), "running");
+}
+
+#[test]
+fn a_failed_build_or_ctrl_c_during_the_export_leaves_the_old_container_running() {
+    // The old container serves until the new image is there: a build that
+    // fails, or is cancelled while it exports, leaves it running. (Stopping
+    // it during the export, to take the stop off the edit's path, was tried:
+    // on 2 cores the stop and the export slowed each other as much.)
+    let p = Project::new("watch-export");
+    p.file(
+        "compose.yaml",
+        &format!(
+            "services:\n  web:\n    build: .\n    command: {SERVE}\n    develop:\n      watch:\n        - path: src\n          action: rebuild\n"
+        ),
+    )
+    // A big layer, so that the export takes a while.
+    .file(
+        "Dockerfile",
+        "FROM cbuild-base\nCOPY src /src\nRUN test \"$(cat /src/a.txt)\" != fail && dd if=/dev/zero of=/big bs=1M count=200 2>/dev/null\n",
+    )
+    .file("src/a.txt", "v1\n");
+    let mut w = Watching::start(&p, &[]);
+    w.until("web", &["watching"]);
+    let id = |p: &Project| {
+        docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.Id}} {{.State.Status}}",
+            &container(p, "web"),
+        ])
+        .trim()
+        .to_string()
+    };
+    let before = id(&p);
+    assert!(before.ends_with(" running"), "{before}");
+
+    p.file("src/a.txt", "fail\n");
+    w.until("web", &["rebuilding"]);
+    let f = w.until("web", &["failed"]);
+    assert!(
+        f["error"].as_str().unwrap_or_default().contains("failed"),
+        "{}",
+        w.log()
+    );
+    assert_eq!(id(&p), before, "{}", w.log());
+
+    let exports = w.started("exporting to image");
+    p.file("src/a.txt", "v2\n");
+    let deadline = std::time::Instant::now() + HANG;
+    while w.started("exporting to image") == exports {
+        assert!(std::time::Instant::now() < deadline, "{}", w.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ok = Command::new("kill")
+        .args(["-INT", &w.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = w.child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{}", w.log());
+    let after = id(&p);
+    assert!(after.ends_with(" running"), "{after}\n{}", w.log());
 }
 
 #[test]
