@@ -131,7 +131,7 @@ fn the_example_project_builds_and_runs() {
     assert!(out.status.success(), "{}", stderr(&out));
     let backend = format!("{name}-backend");
     let frontend = format!("{name}-frontend");
-    assert!(docker_ok(&["run", "--rm", &backend]).contains("backend"));
+    assert!(docker_ok(&["run", "--rm", &backend, "cat", "/app/greeting"]).contains("backend"));
     assert!(run_in(&frontend, "cat /srv/www/index.html").contains("frontend"));
     let _ = docker(&["rmi", "-f", &backend, &frontend]);
 }

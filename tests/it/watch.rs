@@ -549,6 +549,52 @@ fn a_failed_build_or_ctrl_c_during_the_export_leaves_the_old_container_running()
 }
 
 #[test]
+fn the_example_project_serves_each_edit() {
+    // The README's quick start: `cbuild watch` in examples/webapp.
+    let p = Project::new("watch-example");
+    let src = examples().join("webapp");
+    for rel in [
+        "compose.yaml",
+        "backend/Dockerfile",
+        "backend/src/a.txt",
+        "backend/src/b.txt",
+        "frontend/Dockerfile",
+        "frontend/index.html",
+    ] {
+        p.file(rel, &std::fs::read_to_string(src.join(rel)).unwrap());
+    }
+    let mut w = Watching::start(&p, &[]);
+    w.until("backend", &["watching"]);
+    // The frontend reaches the backend's server by its service name.
+    let get = |path: &str| {
+        exec(
+            &p,
+            "frontend",
+            &format!("wget -qO- http://backend:8080/{path}"),
+        )
+    };
+    assert!(get("greeting").contains("hello from the backend"));
+
+    p.file("frontend/index.html", "<h1>edited</h1>\n");
+    let r = w.until("frontend", &["running"]);
+    assert_eq!(r["verified_files"], 1, "{}", w.log());
+    assert_eq!(
+        exec(&p, "frontend", "wget -qO- http://localhost/index.html"),
+        "<h1>edited</h1>\n"
+    );
+
+    p.file("backend/src/a.txt", "backend data, edited\n");
+    w.until("backend", &["rebuilding"]);
+    w.until("backend", &["running"]);
+    assert_eq!(
+        get("data.txt"),
+        "backend data, edited\nbackend data line 2\n",
+        "{}",
+        w.log()
+    );
+}
+
+#[test]
 fn bad_watch_entries_are_exit_2_with_the_key() {
     let p = Project::new("watch-bad");
     for (watch, key) in [
