@@ -35,7 +35,7 @@ pub struct ExecOutput {
 }
 
 impl Engine {
-    /// Renames a container (used to put names back when a recreation fails).
+    /// Renames a container.
     async fn rename(&self, id: &str, name: &str) -> Result<(), bollard::errors::Error> {
         self.docker
             .rename_container(id, bollard::container::RenameContainerOptions { name })
@@ -380,24 +380,8 @@ impl Engine {
                     )
                     .await?;
             }
-            self.docker
-                .rename_container(
-                    &old_id,
-                    bollard::container::RenameContainerOptions {
-                        name: retired.as_str(),
-                    },
-                )
-                .await?;
-            if let Err(e) = self
-                .docker
-                .rename_container(
-                    &created.id,
-                    bollard::container::RenameContainerOptions {
-                        name: name.as_str(),
-                    },
-                )
-                .await
-            {
+            self.rename(&old_id, &retired).await?;
+            if let Err(e) = self.rename(&created.id, &name).await {
                 let _ = self.rename(&old_id, &name).await;
                 return Err(e);
             }

@@ -79,6 +79,17 @@ impl<'a> Watching<'a> {
         }
     }
 
+    /// Ctrl-C, as a user stops it: `cbuild watch` must end with exit 130.
+    fn interrupt(&mut self) {
+        let ok = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "{}", self.log());
+    }
+
     /// How many steps named `name` have started so far.
     fn started(&self, name: &str) -> usize {
         self.steps
@@ -140,6 +151,11 @@ impl Drop for Watching<'_> {
 
 fn container(p: &Project, service: &str) -> String {
     format!("{}-{service}-1", p.name)
+}
+
+/// `docker inspect -f FORMAT` of the service's container.
+fn inspect(p: &Project, service: &str, format: &str) -> String {
+    docker_ok(&["inspect", "-f", format, &container(p, service)])
 }
 
 /// `sh -c SCRIPT` in the running container → stdout.
@@ -309,7 +325,7 @@ fn rebuild_recreates_only_that_service_with_the_new_image() {
     set_mtime(&p.path().join("app.txt"), old);
     let mut w = Watching::start(&p, &["web"]);
     w.until("web", &["watching"]);
-    let db_before = docker_ok(&["inspect", "-f", "{{.Id}}", &container(&p, "db")]);
+    let db_before = inspect(&p, "db", "{{.Id}}");
 
     // A same-size edit that keeps its mtime: rebuilt, and the recreated
     // container runs the new image with the new bytes.
@@ -318,15 +334,15 @@ fn rebuild_recreates_only_that_service_with_the_new_image() {
     let r = w.until("web", &["running"]);
     assert_eq!(r["up_to_date"], false, "{}", w.log());
     assert_eq!(exec(&p, "web", "cat /app.txt"), "v2\n");
-    let running = docker_ok(&["inspect", "-f", "{{.Image}}", &container(&p, "web")]);
+    let running = inspect(&p, "web", "{{.Image}}");
     assert_eq!(running.trim(), image_id(&p.image("web")).trim());
-    let db_after = docker_ok(&["inspect", "-f", "{{.Id}}", &container(&p, "db")]);
+    let db_after = inspect(&p, "db", "{{.Id}}");
     assert_eq!(db_before, db_after, "the dependency was recreated");
 
     // Compose takes the recreated container as the service's, the same
     // one: `ps` lists it, and `up` finds nothing to recreate (its image
     // label, config hash and networks are what compose expects).
-    let web_id = docker_ok(&["inspect", "-f", "{{.Id}}", &container(&p, "web")]);
+    let web_id = inspect(&p, "web", "{{.Id}}");
     let compose = |args: &[&str]| {
         let dir = p.path().display().to_string();
         let mut all = vec!["compose", "--project-directory", &dir, "-p", &p.name];
@@ -340,18 +356,18 @@ fn rebuild_recreates_only_that_service_with_the_new_image() {
         "{ps}"
     );
     compose(&["up", "-d", "--no-build"]);
-    let web_then = docker_ok(&["inspect", "-f", "{{.Id}}", &container(&p, "web")]);
+    let web_then = inspect(&p, "web", "{{.Id}}");
     assert_eq!(web_id, web_then, "`docker compose up` recreated it again");
     assert_eq!(exec(&p, "web", "cat /app.txt"), "v2\n");
 
     // A file the build does not read: the build is skipped, the
     // container kept.
-    let web_before = docker_ok(&["inspect", "-f", "{{.Id}}", &container(&p, "web")]);
+    let web_before = inspect(&p, "web", "{{.Id}}");
     p.file("unused.txt", "changed\n");
     w.until("web", &["rebuilding"]);
     let r = w.until("web", &["running"]);
     assert_eq!(r["up_to_date"], true, "{}", w.log());
-    let web_after = docker_ok(&["inspect", "-f", "{{.Id}}", &container(&p, "web")]);
+    let web_after = inspect(&p, "web", "{{.Id}}");
     assert_eq!(web_before, web_after);
 
     // A touch and an ignored file do nothing: no rebuild follows.
@@ -392,14 +408,7 @@ fn sync_restart_restart_and_sync_exec() {
     .file("hook/x", "x1\n");
     let mut w = Watching::start(&p, &[]);
     w.until("web", &["watching"]);
-    let started = |p: &Project| {
-        docker_ok(&[
-            "inspect",
-            "-f",
-            "{{.State.StartedAt}}",
-            &container(p, "web"),
-        ])
-    };
+    let started = |p: &Project| inspect(p, "web", "{{.State.StartedAt}}");
 
     let t0 = started(&p);
     p.file("cfg/app.conf", "two\n");
@@ -470,19 +479,13 @@ fn ctrl_c_stops_watching_leaves_the_containers_running_and_exits_130() {
     .file("src/a.txt", "1\n");
     let mut w = Watching::start(&p, &[]);
     w.until("web", &["watching"]);
-    let ok = Command::new("kill")
-        .args(["-INT", &w.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let status = w.child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{}", w.log());
+    w.interrupt();
     assert!(
         w.stderr.lock().unwrap().contains("stopped watching"),
         "{}",
         w.log()
     );
-    let state = docker_ok(&["inspect", "-f", "{{.State.Status}}", &container(&p, "web")]);
+    let state = inspect(&p, "web", "{{.State.Status}}");
     assert_eq!(state.trim(), "running");
 }
 
@@ -508,14 +511,9 @@ fn a_failed_build_or_ctrl_c_during_the_export_leaves_the_old_container_running()
     let mut w = Watching::start(&p, &[]);
     w.until("web", &["watching"]);
     let id = |p: &Project| {
-        docker_ok(&[
-            "inspect",
-            "-f",
-            "{{.Id}} {{.State.Status}}",
-            &container(p, "web"),
-        ])
-        .trim()
-        .to_string()
+        inspect(p, "web", "{{.Id}} {{.State.Status}}")
+            .trim()
+            .to_string()
     };
     let before = id(&p);
     assert!(before.ends_with(" running"), "{before}");
@@ -537,13 +535,7 @@ fn a_failed_build_or_ctrl_c_during_the_export_leaves_the_old_container_running()
         assert!(std::time::Instant::now() < deadline, "{}", w.log());
         std::thread::sleep(Duration::from_millis(5));
     }
-    let ok = Command::new("kill")
-        .args(["-INT", &w.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let status = w.child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{}", w.log());
+    w.interrupt();
     let after = id(&p);
     assert!(after.ends_with(" running"), "{after}\n{}", w.log());
 }
@@ -552,17 +544,7 @@ fn a_failed_build_or_ctrl_c_during_the_export_leaves_the_old_container_running()
 fn the_example_project_serves_each_edit() {
     // The README's quick start: `cbuild watch` in examples/webapp.
     let p = Project::new("watch-example");
-    let src = examples().join("webapp");
-    for rel in [
-        "compose.yaml",
-        "backend/Dockerfile",
-        "backend/src/a.txt",
-        "backend/src/b.txt",
-        "frontend/Dockerfile",
-        "frontend/index.html",
-    ] {
-        p.file(rel, &std::fs::read_to_string(src.join(rel)).unwrap());
-    }
+    p.example("webapp");
     let mut w = Watching::start(&p, &[]);
     w.until("backend", &["watching"]);
     // The frontend reaches the backend's server by its service name.
@@ -827,13 +809,13 @@ fn a_service_without_develop_watch_rebuilds_only_for_files_its_build_reads() {
     .file("unused.txt", "n1\n");
     let mut w = Watching::start(&p, &[]);
     w.until("web", &["watching"]);
-    let before = docker_ok(&["inspect", "-f", "{{.Id}}", &container(&p, "web")]);
+    let before = inspect(&p, "web", "{{.Id}}");
 
     // Not read by the build: nothing happens.
     p.file("unused.txt", "n2\n");
     let u = w.until("web", &["unchanged", "rebuilding"]);
     assert_eq!(u["state"], "unchanged", "{}", w.log());
-    let after = docker_ok(&["inspect", "-f", "{{.Id}}", &container(&p, "web")]);
+    let after = inspect(&p, "web", "{{.Id}}");
     assert_eq!(before, after);
 
     // Read by the build: rebuilt and recreated.
@@ -842,7 +824,7 @@ fn a_service_without_develop_watch_rebuilds_only_for_files_its_build_reads() {
     assert_eq!(u["state"], "rebuilding", "{}", w.log());
     w.until("web", &["running"]);
     assert_eq!(exec(&p, "web", "cat /used.txt"), "u2\n");
-    let running = docker_ok(&["inspect", "-f", "{{.Image}}", &container(&p, "web")]);
+    let running = inspect(&p, "web", "{{.Image}}");
     assert_eq!(running.trim(), image_id(&p.image("web")).trim());
 }
 

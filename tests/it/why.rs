@@ -295,17 +295,7 @@ fn a_changed_base_image_reruns_its_stage_and_a_changed_arg_its_runs() {
 #[test]
 fn the_example_project_predicts_what_runs() {
     let p = Project::new("why-example");
-    let src = examples().join("webapp");
-    for rel in [
-        "compose.yaml",
-        "backend/Dockerfile",
-        "backend/src/a.txt",
-        "backend/src/b.txt",
-        "frontend/Dockerfile",
-        "frontend/index.html",
-    ] {
-        p.file(rel, &std::fs::read_to_string(src.join(rel)).unwrap());
-    }
+    p.example("webapp");
     p.build_ok(&["build"]);
     p.file("backend/src/a.txt", &u(&p, "edited\n"));
     check(&p, "backend");

@@ -196,6 +196,25 @@ impl Project {
         self
     }
 
+    /// A copy of every file of `examples/NAME` (the committed example,
+    /// as a user has it), so a test may edit them.
+    pub fn example(&self, name: &str) -> &Self {
+        let root = examples().join(name);
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+                let path = e.path();
+                if e.file_type().unwrap().is_dir() {
+                    dirs.push(path);
+                } else {
+                    let rel = path.strip_prefix(&root).unwrap().to_str().unwrap();
+                    self.file(rel, &std::fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        self
+    }
+
     /// Runs `cbuild ARGS` in the project directory with `-p <name>`.
     pub fn cbuild(&self, args: &[&str]) -> Output {
         self.cbuild_env(args, &[])
