@@ -502,12 +502,7 @@ fn pool_registry_hands_off_to_the_real_buildkitd() {
         "app/Dockerfile",
         &format!("FROM {}\nCOPY f /f\n", p.image("base")),
     );
-    // `base` is built by DOCKER_HOST's engine from the registry's image,
-    // identified there: pulled first, or another test's pull between the
-    // two builds would (rightly) make the second one stale.
-    let base = format!("{}/cbuild-base", registry());
-    let out = docker(&["pull", "-q", &base]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let base = registry_base_in(&docker_host());
     hands_off(&p, &bk, "      context: app\n", &base);
 }
 

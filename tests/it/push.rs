@@ -9,8 +9,8 @@
 use std::process::Output;
 
 use crate::common::{
-    auth_registry, docker_at, docker_host, engine, finished, registry, registry_digest, stderr,
-    Project,
+    auth_registry, docker_at, docker_host, engine, finished, registry, registry_base_in,
+    registry_digest, stderr, Project,
 };
 use crate::tls::{proxy_to_engine, Endpoint};
 
@@ -205,11 +205,8 @@ fn build_push_on_a_real_buildkitd() {
         Ok(b) if !b.is_empty() => b,
         _ => return,
     };
-    // It has no image store: the base comes from the registry, and the
-    // engine of DOCKER_HOST, where cbuild looks up base image IDs, has it.
-    let base = format!("{}/cbuild-base:latest", registry());
-    let out = docker_at(&docker_host(), &["pull", "-q", &base]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    // It has no image store: the base comes from the registry.
+    let base = registry_base_in(&docker_host());
     round_from("push-real-bk", Some(&builder), &docker_host(), &base);
 }
 

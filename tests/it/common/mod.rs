@@ -50,6 +50,18 @@ pub fn registry() -> String {
     engine_env("CBUILD_REGISTRY")
 }
 
+/// `{registry()}/cbuild-base:latest`, pulled into the engine at `host`, for
+/// a build whose builder (a standalone buildkitd) pulls the base from the
+/// registry: cbuild identifies base images in the engine, so the engine
+/// must hold it, or the first build's record says "missing" and a later
+/// pull (another test's) rightly makes the next build stale.
+pub fn registry_base_in(host: &str) -> String {
+    let base = format!("{}/cbuild-base:latest", registry());
+    let out = docker_at(host, &["pull", "-q", &base]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    base
+}
+
 /// The local registry that wants a user and password (htpasswd).
 pub struct AuthRegistry {
     /// `127.0.0.1:PORT`
